@@ -1,0 +1,216 @@
+"""The ``miso-mapper`` command line.
+
+Exit codes: 0 success, 1 failure (bad input data, unreachable servers, failed work), 2 usage (bad arguments
+or an invalid workflow file). A :class:`~miso_mapper.errors.MisoError` is printed as one line, never as a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from miso_mapper import __version__
+from miso_mapper.errors import MisoError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="miso-mapper",
+    help="Fine-scale (10 m) permafrost and soil-order maps of Alaska with the MISO model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+world_app = typer.Typer(help="Create and serve the synthetic demo world.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+
+REPO_WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+
+
+def user_errors(func: F) -> F:
+    """Turn :class:`MisoError` into one red line on stderr and its exit code; Ctrl-C into exit 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MisoError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="workflow YAML file, e.g. workflows/alaska-10m.yaml")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"miso-mapper {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Fine-scale (10 m) permafrost and soil-order maps of Alaska with the MISO model."""
+
+
+@app.command()
+@user_errors
+def validate(config: ConfigArg) -> None:
+    """Check a workflow file and print its resolved settings as JSON."""
+    from miso_mapper.config import load_workflow
+
+    workflow = load_workflow(config)
+    console.print_json(json.dumps(workflow.model_dump(mode="json")))
+    err_console.print(f"[green]ok:[/] {config} is valid (config hash {workflow.config_hash()[:12]})")
+
+
+@app.command()
+@user_errors
+def plan(
+    config: ConfigArg,
+    list_chunks: Annotated[bool, typer.Option("--chunks", help="also list every chunk id")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as one JSON object")] = False,
+) -> None:
+    """Show what a workflow covers and costs: tiles, chunks, km², bytes, FLOPs, GPU-hours. Works offline.
+
+    The estimates follow the formulas in ``miso_mapper.plan`` (see the README's "Planning" section).
+    """
+    from miso_mapper.config import load_workflow
+    from miso_mapper.plan import make_plan
+
+    workflow = load_workflow(config)
+    the_plan = make_plan(workflow)
+    if as_json:
+        console.print_json(json.dumps(plan_summary(the_plan, list_chunks)))
+    else:
+        print_plan(the_plan, list_chunks)
+
+
+def plan_summary(the_plan: Any, with_chunks: bool = False) -> dict[str, Any]:
+    """The headline figures of a :class:`~miso_mapper.plan.Plan` as plain JSON-able values."""
+    summary: dict[str, Any] = {
+        "workflow": the_plan.workflow.name,
+        "tiles": len(the_plan.tiles),
+        "chunks": len(the_plan.chunks),
+        "chunk_area_km2": round(the_plan.area_km2, 3),
+        "region_area_km2": round(the_plan.region_area_km2, 3),
+        "input_bytes": int(the_plan.input_bytes),
+        "output_bytes": int(the_plan.output_bytes),
+        "windows_per_chunk": the_plan.windows_per_chunk,
+        "flop": the_plan.flop,
+        "gpu_hours": round(the_plan.gpu_hours, 3),
+        "tile_ids": the_plan.tiles,
+    }
+    if with_chunks:
+        summary["chunk_ids"] = [ch.id for ch in the_plan.chunks]
+    return summary
+
+
+def print_plan(the_plan: Any, list_chunks: bool = False) -> None:
+    """Print a plan as a table for people."""
+    from miso_mapper.plan import human_bytes
+
+    w, g = the_plan.workflow, the_plan.workflow.grid
+    table = Table(title=f"plan: {w.name}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    shown = ", ".join(the_plan.tiles[:6]) + (" ..." if len(the_plan.tiles) > 6 else "")
+    table.add_row("grid", f"{g.crs}, {g.resolution:g} m, tiles {g.tile_size} px, chunks {g.chunk_size} px "
+                  f"(+{g.halo} px halo), Zarr chunks {g.zarr_chunk} px")
+    table.add_row("tiles", f"{len(the_plan.tiles)}  ({shown})")
+    table.add_row("chunks", f"{len(the_plan.chunks)}  ({the_plan.windows_per_chunk} model windows each)")
+    table.add_row("area", f"{the_plan.area_km2:,.1f} km² in chunks; region {the_plan.region_area_km2:,.1f} km²")
+    table.add_row("input (upper bound)", human_bytes(the_plan.input_bytes))
+    table.add_row("output (uncompressed)", human_bytes(the_plan.output_bytes))
+    table.add_row("compute", f"{the_plan.flop:.3g} FLOP  ≈ {the_plan.gpu_hours:,.1f} GPU-hours at "
+                  f"{w.cost.gpu_sustained_tflops:g} TFLOP/s sustained")
+    console.print(table)
+    if list_chunks:
+        for ch in the_plan.chunks:
+            console.print(f"{ch.id}  {ch.tile}  bounds {tuple(round(v) for v in ch.geobox.boundingbox)}")
+
+
+@world_app.command("create")
+@user_errors
+def world_create(
+    directory: Annotated[Path, typer.Argument(help="folder to write the world into (must be empty or new)")],
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same world")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing world")] = False,
+) -> None:
+    """Write the synthetic demo region: scenes, covariates, points, polygons, truth, STAC items."""
+    from miso_mapper.world import WorldSpec, create_world
+
+    with _progress() as progress:
+        manifest = create_world(directory, WorldSpec(seed=seed), progress=progress, overwrite=overwrite)
+    console.print(f"[green]world written:[/] {directory} ({manifest.summary()})")
+
+
+@world_app.command("serve")
+@user_errors
+def world_serve(
+    directory: Annotated[Path, typer.Argument(help="a folder written by `world create`")],
+    stac_port: Annotated[int, typer.Option(help="STAC API port (0: any free port)")] = 0,
+    asset_port: Annotated[int, typer.Option(help="asset (HTTP range) server port (0: any free port)")] = 0,
+) -> None:
+    """Serve a world: a STAC API and an HTTP range-request asset server on 127.0.0.1, until Ctrl-C."""
+    from miso_mapper.world import serve_forever
+
+    serve_forever(directory, stac_port=stac_port, asset_port=asset_port, echo=console.print)
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path | None, typer.Option(help="output folder (default: the workflow's)")] = None,
+    config: Annotated[Path, typer.Option(help="demo workflow file")] = REPO_WORKFLOWS / "demo.yaml",
+    quick: Annotated[bool, typer.Option("--quick", help="smallest settings that still exercise every step")]
+    = False,
+) -> None:
+    """Run the whole job on the embedded demo world: create, serve, plan (and the later stages as they land)."""
+    from miso_mapper.demo import run_demo
+
+    run_demo(config, out=out, quick=quick, console=console)
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err_console, transient=False,
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit as exc:  # click exits with 2 for usage errors, which is what we document
+        sys.exit(exc.code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""Workflow configuration: pydantic models for the YAML files in ``workflows/``.
+
+Every section forbids unknown keys, so a typo is an error rather than a silently ignored setting. Relative
+paths in a workflow file are resolved against the directory of that file, so a workflow can be run from
+anywhere. :func:`load_workflow` is the one way in; it turns every problem into a :class:`ConfigError`
+whose message names the field and the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from miso_mapper.bands import COVARIATES
+from miso_mapper.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Base for every configuration section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class GridConfig(StrictModel):
+    """The output grid and how it is cut into tiles, processing chunks and Zarr chunks.
+
+    Defaults are the AKVEG 50 km grid the reference uses: EPSG:3338 at 10 m, tiles of 5000 x 5000 px whose
+    upper-left corner is ``origin`` and whose ids are ``{tile_prefix}H{h:02d}V{v:02d}``. Sizes are in pixels.
+    """
+
+    crs: str = "EPSG:3338"
+    resolution: float = Field(10.0, gt=0, description="pixel size in CRS units (metres)")
+    origin_x: float = Field(-2_200_000.0, description="x of the grid's upper-left corner")
+    origin_y: float = Field(2_400_000.0, description="y of the grid's upper-left corner")
+    tiles_x: PositiveInt = Field(74, description="number of tile columns (H)")
+    tiles_y: PositiveInt = Field(48, description="number of tile rows (V)")
+    tile_size: PositiveInt = Field(5000, description="tile edge in pixels")
+    tile_prefix: str = "AK050"
+    index_base: Literal[0, 1] = Field(
+        1, description="H/V of the upper-left tile; 1 puts Fairbanks in AK050H50V15 as in the reference"
+    )
+    chunk_size: PositiveInt = Field(2500, description="processing chunk edge in pixels")
+    zarr_chunk: PositiveInt = Field(500, description="Zarr chunk edge in pixels")
+    halo: int = Field(125, ge=0, description="context read around each chunk, pixels (half a window)")
+
+    @model_validator(mode="after")
+    def _check_alignment(self) -> GridConfig:
+        if self.chunk_size % self.zarr_chunk:
+            raise ValueError(
+                f"chunk_size ({self.chunk_size}) must be a whole number of zarr_chunk ({self.zarr_chunk}) "
+                "so that no two chunks ever write the same Zarr chunk"
+            )
+        if self.tile_size % self.chunk_size:
+            raise ValueError(
+                f"tile_size ({self.tile_size}) must be a whole number of chunk_size ({self.chunk_size}) "
+                "so that every chunk lies in exactly one tile"
+            )
+        return self
+
+
+class RegionConfig(StrictModel):
+    """The area to map: exactly one of a bounding box, a vector file or a list of tile ids."""
+
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="(xmin, ymin, xmax, ymax) in bbox_crs"
+    )
+    bbox_crs: str = "EPSG:3338"
+    vector: Path | None = Field(None, description="any OGR-readable polygon file; its own CRS is used")
+    layer: str | None = None
+    tiles: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RegionConfig:
+        given = [k for k in ("bbox", "vector", "tiles") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of bbox, vector, tiles (got {', '.join(given) or 'none'})")
+        if self.bbox is not None and not (self.bbox[0] < self.bbox[2] and self.bbox[1] < self.bbox[3]):
+            raise ValueError(f"bbox {list(self.bbox)} must be (xmin, ymin, xmax, ymax) with min < max")
+        return self
+
+
+class ImageryConfig(StrictModel):
+    """Where the Sentinel-2 L2A scenes come from and how they are chosen for a chunk."""
+
+    stac_url: str | None = Field(
+        None, description="STAC API root; may be left out when the workflow has a demo `world`"
+    )
+    collection: str = "sentinel-2-l2a"
+    profile: Literal["earth-search-v1", "planetary-computer", "demo"] = "earth-search-v1"
+    years: list[int] = Field(default_factory=lambda: [2019, 2020, 2021, 2022, 2023], min_length=1)
+    season_start: str = Field("07-01", description="MM-DD, first day of each yearly window")
+    season_end: str = Field("08-31", description="MM-DD, last day (inclusive) of each yearly window")
+    max_cloud_cover: float = Field(60.0, ge=0, le=100, description="scene eo:cloud_cover ceiling, %")
+    max_items: PositiveInt = Field(24, description="items per chunk, least cloudy first")
+    loader: Literal["stackstac", "odc"] = "stackstac"
+
+    @field_validator("season_start", "season_end")
+    @classmethod
+    def _month_day(cls, value: str) -> str:
+        try:
+            dt.date.fromisoformat(f"2000-{value}")
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a MM-DD date") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _season_order(self) -> ImageryConfig:
+        if self.season_start > self.season_end:
+            raise ValueError(f"season_start {self.season_start} is after season_end {self.season_end}")
+        return self
+
+    def date_windows(self) -> list[tuple[dt.date, dt.date]]:
+        """The inclusive (first day, last day) windows searched, one per year, in year order."""
+        return [
+            (dt.date.fromisoformat(f"{y}-{self.season_start}"), dt.date.fromisoformat(f"{y}-{self.season_end}"))
+            for y in sorted(self.years)
+        ]
+
+
+class CovariatesConfig(StrictModel):
+    """The 10 terrain and climate layers: a STAC collection or a folder of COGs/VRTs."""
+
+    source: Literal["stac", "folder"] = "folder"
+    path: Path | None = Field(None, description="folder with one COG or VRT per layer (source: folder)")
+    stac_url: str | None = Field(None, description="STAC API root (source: stac); defaults to imagery's")
+    collection: str | None = Field(None, description="STAC collection (source: stac)")
+    layers: list[str] = Field(default_factory=lambda: list(COVARIATES))
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> CovariatesConfig:
+        if self.source == "stac" and not self.collection:
+            raise ValueError("source 'stac' needs a collection")
+        if self.layers != list(COVARIATES):
+            raise ValueError(f"layers must be the model's 10 covariates in order: {list(COVARIATES)}")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """Which trained networks to map with. Weights are never downloaded: paths only."""
+
+    permafrost_checkpoint: Path | None = None
+    taxonomy_checkpoint: Path | None = None
+    size: Literal["reference", "small", "tiny"] = "reference"
+
+
+class OutputConfig(StrictModel):
+    """Where the products go."""
+
+    directory: Path = Field(Path("out"), description="run folder: maps.zarr, manifest.sqlite, cogs/, ...")
+
+    @property
+    def store(self) -> Path:
+        """The Zarr store of probability layers."""
+        return self.directory / "maps.zarr"
+
+    @property
+    def manifest(self) -> Path:
+        """The SQLite run manifest beside the store."""
+        return self.directory / "manifest.sqlite"
+
+
+class ClusterConfig(StrictModel):
+    """The Dask cluster the chunks run on."""
+
+    kind: Literal["local", "local-cuda", "slurm", "pbs", "address"] = "local"
+    n_workers: PositiveInt = 2
+    threads_per_worker: PositiveInt = 1
+    memory_limit: str = "auto"
+    address: str | None = Field(None, description="scheduler address (kind: address)")
+    window: PositiveInt = Field(8, description="chunk tasks in flight at once")
+
+    @model_validator(mode="after")
+    def _address(self) -> ClusterConfig:
+        if self.kind == "address" and not self.address:
+            raise ValueError("kind 'address' needs an address")
+        return self
+
+
+class CostConfig(StrictModel):
+    """Figures used by ``plan`` to estimate compute; measured on the reference network (see the README).
+
+    FLOP per query point and per encoded window are for ONE task's network; the product runs two
+    (permafrost and taxonomy).
+    """
+
+    query_flop: float = Field(151e6, gt=0, description="FLOP per implicit query point, one task")
+    encoder_flop_per_window: float = Field(81.6e9, gt=0, description="FLOP of both encoders, one window")
+    window_size: PositiveInt = Field(250, description="model context window, pixels")
+    window_stride: PositiveInt = Field(200, description="stride between windows, pixels")
+    tasks: PositiveInt = 2
+    gpu_sustained_tflops: float = Field(
+        200.0, gt=0, description="achieved bf16 TFLOP/s per GPU (~25% of an H100's dense peak)"
+    )
+    scenes_per_chunk: PositiveInt | None = Field(None, description="defaults to imagery.max_items")
+
+
+class WorldConfig(StrictModel):
+    """Demo workflows only: the synthetic world that stands in for Alaska's imagery and covariates."""
+
+    directory: Path = Field(Path("demo-out/world"), description="where `world create` writes the world")
+    seed: int = 0
+
+
+class Workflow(StrictModel):
+    """A whole workflow file."""
+
+    name: str
+    description: str = ""
+    grid: GridConfig = GridConfig()
+    region: RegionConfig
+    imagery: ImageryConfig = ImageryConfig()
+    covariates: CovariatesConfig = CovariatesConfig()
+    model: ModelConfig = ModelConfig()
+    output: OutputConfig = OutputConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    cost: CostConfig = CostConfig()
+    world: WorldConfig | None = Field(None, description="demo only: the synthetic world to serve")
+
+    @model_validator(mode="after")
+    def _stac_url(self) -> Workflow:
+        if self.imagery.stac_url is None and self.world is None:
+            raise ValueError("imagery.stac_url is required (only a demo workflow with `world` may omit it)")
+        return self
+
+    def config_hash(self) -> str:
+        """SHA-256 of the canonical JSON of this workflow; identifies the config a store was made by."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make the known path fields of a raw workflow dict absolute, relative to ``base`` (in place)."""
+    for section, key in (
+        ("region", "vector"),
+        ("covariates", "path"),
+        ("model", "permafrost_checkpoint"),
+        ("model", "taxonomy_checkpoint"),
+        ("output", "directory"),
+        ("world", "directory"),
+    ):
+        part = raw.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), str):
+            path = Path(part[key]).expanduser()
+            part[key] = str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    """One readable line per problem: ``file: field.path: reason``."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        reason = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            reason = "unknown key (check the spelling; see workflows/demo.yaml for every key)"
+        lines.append(f"{source}: {where}: {reason}")
+    return "\n".join(lines)
+
+
+def workflow_from_dict(raw: dict[str, Any], source: str = "<workflow>") -> Workflow:
+    """Validate an already-parsed workflow; raise :class:`ConfigError` naming each bad field."""
+    try:
+        return Workflow.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load_workflow(path: str | Path, overrides: dict[str, Any] | None = None) -> Workflow:
+    """Read and validate a workflow YAML file.
+
+    Relative paths inside it are resolved against the file's folder. ``overrides`` is a nested dict merged
+    over the file's content before validation (used by ``demo`` to point imagery at a served world).
+    Raises :class:`ConfigError` (exit code 2) for a missing, unreadable, non-YAML or invalid file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"workflow file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a workflow must be a mapping of sections, got {type(raw).__name__}")
+    _merge(raw, overrides or {})
+    _resolve_paths(raw, path.resolve().parent)
+    return workflow_from_dict(raw, str(path))
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Recursively merge ``extra`` into ``base`` in place."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

@@ -1,0 +1,161 @@
+"""Grid math: tile ids, chunk alignment, halo at region edges, statewide chunk count."""
+
+import math
+
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import box
+
+from miso_mapper.config import GridConfig, load_workflow
+from miso_mapper.errors import MisoError
+from miso_mapper.grid import AlaskaGrid
+from miso_mapper.plan import make_plan, windows_per_chunk
+from miso_mapper.region import region_geometry
+
+from .helpers import WORKFLOWS
+
+GRID = AlaskaGrid(GridConfig())
+FAIRBANKS = (297_506.0, 1_667_290.0)
+
+
+def test_fairbanks_is_in_the_reference_demo_tile():
+    assert GRID.tile_at(*FAIRBANKS) == "AK050H50V15"
+
+
+def test_tile_bounds_follow_the_50km_grid():
+    gb = GRID.tile_geobox("AK050H50V15")
+    # H=50 -> columns 49*5000.., V=15 -> rows 14*5000..
+    assert tuple(gb.boundingbox) == (250_000.0, 1_650_000.0, 300_000.0, 1_700_000.0)
+    assert gb.shape == (5000, 5000)
+    assert gb.crs.epsg == 3338
+    assert gb.resolution.x == 10 and gb.resolution.y == -10
+
+
+@pytest.mark.parametrize("tile", ["AK050H01V01", "AK050H74V48", "AK050H37V12"])
+def test_tile_id_round_trip(tile):
+    h, v = GRID.parse_tile_id(tile)
+    assert GRID.tile_id(h, v) == tile
+    x0, y0, x1, y1 = GRID.tile_geobox(tile).boundingbox
+    assert GRID.tile_at((x0 + x1) / 2, (y0 + y1) / 2) == tile
+
+
+@pytest.mark.parametrize("bad", ["AK050H00V01", "AK050H75V01", "AK050H10V49", "XX050H10V10", "AK050H1V1x"])
+def test_bad_tile_ids_are_refused(bad):
+    with pytest.raises(MisoError):
+        GRID.parse_tile_id(bad)
+
+
+def test_zero_based_index_shifts_ids():
+    grid0 = AlaskaGrid(GridConfig(index_base=0))
+    assert grid0.tile_at(*FAIRBANKS) == "AK050H49V14"
+
+
+def test_chunks_are_zarr_aligned_and_inside_one_tile():
+    cfg = GRID.config
+    for row, col in [(0, 0), (29, 99), (95, 147), (GRID.chunk_shape[0] - 1, GRID.chunk_shape[1] - 1)]:
+        chunk = GRID.chunk(row, col)
+        rows, cols = GRID.chunk_slices(chunk)
+        assert rows.start % cfg.zarr_chunk == 0 and cols.start % cfg.zarr_chunk == 0
+        assert (rows.stop - rows.start) % cfg.zarr_chunk == 0
+        GRID.check_aligned(rows, cols)  # must not raise
+        # the chunk's interior lies inside its tile
+        tx0, ty0, tx1, ty1 = GRID.tile_geobox(chunk.tile).boundingbox
+        x0, y0, x1, y1 = chunk.geobox.boundingbox
+        assert tx0 <= x0 < x1 <= tx1 and ty0 <= y0 < y1 <= ty1
+        # geobox position agrees with the slices, computed independently from the origin
+        assert x0 == cfg.origin_x + cols.start * cfg.resolution
+        assert y1 == cfg.origin_y - rows.start * cfg.resolution
+
+
+def test_unaligned_writes_are_refused():
+    with pytest.raises(MisoError, match="unaligned"):
+        GRID.check_aligned(slice(100, 600), slice(0, 500))
+    with pytest.raises(MisoError, match="unaligned"):
+        GRID.check_aligned(slice(0, 500), slice(0, 499))
+
+
+def test_invalid_grid_configs_are_refused():
+    with pytest.raises(ValueError, match="whole number of zarr_chunk"):
+        GridConfig(chunk_size=2500, zarr_chunk=600)
+    with pytest.raises(ValueError, match="whole number of chunk_size"):
+        GridConfig(tile_size=5000, chunk_size=1500, zarr_chunk=500)
+
+
+def test_halo_is_full_width_at_region_and_grid_edges():
+    halo = GRID.config.halo
+    # a region covering exactly one chunk: the halo still extends past the region on every side
+    chunk = GRID.chunk(29, 99)
+    region = box(*chunk.geobox.boundingbox)
+    (only,) = GRID.chunks_in(region)
+    assert only.id == chunk.id
+    hx0, hy0, hx1, hy1 = only.halo_geobox.boundingbox
+    x0, y0, x1, y1 = only.geobox.boundingbox
+    assert (x0 - hx0, y0 - hy0, hx1 - x1, hy1 - y1) == (halo * 10,) * 4
+    # at the grid's upper-left corner the halo reaches outside the grid (read as no data), same shape
+    corner = GRID.chunk(0, 0)
+    assert corner.halo_geobox.shape == (2500 + 2 * halo,) * 2
+    assert corner.halo_geobox.boundingbox.left == GRID.config.origin_x - halo * 10
+
+
+def test_chunks_in_region_match_a_brute_force_count():
+    region = shapely.Polygon([(100_000, 1_500_000), (420_000, 1_560_000), (300_000, 1_800_000)])
+    got = {ch.id for ch in GRID.chunks_in(region)}
+    size = 25_000
+    expected = set()
+    for row in range(GRID.chunk_shape[0]):
+        for col in range(GRID.chunk_shape[1]):
+            x0, y1 = -2_200_000 + col * size, 2_400_000 - row * size
+            cell = box(x0, y1 - size, x0 + size, y1)
+            if region.intersection(cell).area > 0:
+                expected.add(f"r{row:04d}c{col:04d}")
+    assert got == expected and len(got) > 20
+
+
+def test_edge_touching_chunks_are_not_planned():
+    chunk = GRID.chunk(10, 10)
+    assert [c.id for c in GRID.chunks_in(box(*chunk.geobox.boundingbox))] == [chunk.id]
+
+
+def test_alaska_10m_chunk_count_matches_independent_count():
+    workflow = load_workflow(WORKFLOWS / "alaska-10m.yaml")
+    plan = make_plan(workflow)
+    region = region_geometry(workflow.region, AlaskaGrid(workflow.grid))
+    # independent: rasterise the question on the 25 km lattice with plain shapely boxes
+    size = workflow.grid.chunk_size * workflow.grid.resolution
+    xmin, ymin, xmax, ymax = region.bounds
+    c0, c1 = math.floor((xmin + 2_200_000) / size), math.floor((xmax + 2_200_000) / size)
+    r0, r1 = math.floor((2_400_000 - ymax) / size), math.floor((2_400_000 - ymin) / size)
+    cells = [
+        box(-2_200_000 + c * size, 2_400_000 - (r + 1) * size, -2_200_000 + (c + 1) * size, 2_400_000 - r * size)
+        for r in range(r0, r1 + 1)
+        for c in range(c0, c1 + 1)
+    ]
+    expected = int(np.sum([region.intersection(cell).area > 0 for cell in cells]))
+    assert len(plan.chunks) == expected
+    # Alaska is ~1.72 million km² with its waters; the coarse outline is buffered by 10 km
+    assert 1.6e6 < plan.region_area_km2 < 1.9e6
+    assert len(plan.tiles) == len({ch.tile for ch in plan.chunks})
+    assert "AK050H50V15" in plan.tiles  # Fairbanks
+    assert plan.area_km2 == pytest.approx(len(plan.chunks) * 625.0)
+
+
+def test_windows_per_chunk():
+    assert windows_per_chunk(2500, 125, 250, 200) == 14 * 14  # span 2750: ceil(2500/200)+1 = 14
+    assert windows_per_chunk(100, 0, 250, 200) == 1
+    assert windows_per_chunk(500, 125, 250, 250) == 3 * 3  # windows at 0, 250, 500 cover 750 px
+
+
+def test_plan_estimates_follow_the_documented_formulas():
+    plan = make_plan(load_workflow(WORKFLOWS / "demo.yaml"))
+    w = plan.workflow
+    assert len(plan.chunks) == 4 and plan.tiles == ["AK050H50V15"]
+    pixels = 500 * 500
+    halo_pixels = 750 * 750
+    assert plan.output_bytes == 4 * pixels * 9
+    assert plan.input_bytes == 4 * halo_pixels * (w.imagery.max_items * 10 * 2 + 10 * 4)
+    windows = plan.windows_per_chunk
+    assert windows == 4 * 4  # ceil((750-250)/200)+1 = 4
+    flop = 4 * 2 * (windows * 81.6e9 + pixels * 151e6)
+    assert plan.flop == pytest.approx(flop)
+    assert plan.gpu_hours == pytest.approx(flop / 200e12 / 3600)
