@@ -1,0 +1,132 @@
+"""Cloud-masked mid-summer composites: SCL masking, then a per-pixel median over the valid observations.
+
+Pitfalls this module exists to avoid:
+
+* A pixel with no valid observation is *no data* (NaN in the composite, False in ``valid``), never zero
+  reflectance: a zero would look like a perfectly dark lake to the model.
+* The median must see only valid observations. Masking with NaN and using ``nanmedian`` does that; a
+  masked-array median of integers would silently round.
+* Memory: every observation of a pixel is needed at once for an exact median, so a chunk is composited in
+  row blocks whose height shrinks as the number of scenes grows, keeping peak memory flat in the number of
+  items (``max_block_bytes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+
+#: SCL classes kept by default: vegetation, not vegetated (bare soil), water, snow and ice.
+DEFAULT_SCL_KEEP: tuple[int, ...] = (4, 5, 6, 11)
+
+CompositeMethod = Literal["median", "geomedian"]
+
+
+def valid_observations(scl: np.ndarray, keep: Iterable[int] = DEFAULT_SCL_KEEP) -> np.ndarray:
+    """Boolean mask, same shape as ``scl``: True where the SCL class is one of ``keep``."""
+    return np.isin(scl, np.asarray(list(keep), dtype=scl.dtype if scl.dtype.kind in "iu" else None))
+
+
+def composite_array(
+    values: np.ndarray, ok: np.ndarray, method: CompositeMethod = "median"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Composite a (time, band, y, x) block of harmonised DN over the observations where ``ok`` (time, y, x).
+
+    Returns ``(composite, count)``: float32 (band, y, x) with NaN where no observation is valid, and uint16
+    (y, x) number of valid observations. ``median`` is the per-band median (the mean of the two middle
+    values for an even count); ``geomedian`` is the multivariate (geometric) median across bands.
+    """
+    if values.ndim != 4 or ok.shape != (values.shape[0], *values.shape[2:]):
+        raise ValueError(f"values (t, b, y, x) {values.shape} and ok (t, y, x) {ok.shape} do not match")
+    count = ok.sum(axis=0).astype(np.uint16)
+    masked = np.where(ok[:, None], values.astype(np.float64), np.nan)
+    if values.shape[0] == 0:
+        return np.full(values.shape[1:], np.nan, np.float32), count
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are expected: cloudy everywhere
+            median = np.nanmedian(masked, axis=0)
+            if method == "geomedian":
+                median = _geometric_median(masked, median)
+    return median.astype(np.float32), count
+
+
+def _geometric_median(
+    masked: np.ndarray, start: np.ndarray, iterations: int = 50, tolerance: float = 1e-3
+) -> np.ndarray:
+    """Weiszfeld iterations per pixel over the band vector; NaN observations are ignored.
+
+    ``masked`` is (t, b, y, x) float64 with NaN for invalid observations; ``start`` (b, y, x) is the
+    starting estimate (the per-band median). Stops when no pixel moves more than ``tolerance`` DN.
+    """
+    valid = ~np.isnan(masked[:, 0])  # (t, y, x)
+    x = np.nan_to_num(masked)
+    estimate = np.nan_to_num(start)
+    for _ in range(iterations):
+        distance = np.sqrt(((x - estimate[None]) ** 2).sum(axis=1))  # (t, y, x)
+        weight = np.where(valid, 1.0 / np.maximum(distance, 1e-6), 0.0)
+        total = weight.sum(axis=0)
+        new = (weight[:, None] * x).sum(axis=0) / np.where(total > 0, total, 1.0)
+        step = np.abs(new - estimate).max(initial=0.0)
+        estimate = new
+        if step < tolerance:
+            break
+    return np.where(np.isnan(start), np.nan, estimate)
+
+
+def block_rows(n_items: int, n_bands: int, width: int, height: int, max_block_bytes: int) -> int:
+    """Rows per block so one block of float64 observations (plus its mask) stays under ``max_block_bytes``."""
+    per_row = max(1, n_items) * (n_bands * 8 + 1) * width
+    return int(max(1, min(height, max_block_bytes // per_row)))
+
+
+def composite_blocks(
+    read_block: Callable[[slice], tuple[np.ndarray, np.ndarray]],
+    n_items: int,
+    n_bands: int,
+    shape: tuple[int, int],
+    keep: Iterable[int] = DEFAULT_SCL_KEEP,
+    method: CompositeMethod = "median",
+    max_block_bytes: int = 256 * 2**20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Composite a whole chunk block by block.
+
+    ``read_block(rows)`` returns ``(values, scl)`` for those rows: harmonised DN (time, band, rows, x) and
+    SCL codes (time, rows, x). Returns float32 (band, y, x) composite (NaN = no data) and uint16 (y, x)
+    observation count. Peak memory is bounded by ``max_block_bytes`` whatever ``n_items`` is.
+    """
+    height, width = shape
+    keep = tuple(keep)
+    out = np.full((n_bands, height, width), np.nan, np.float32)
+    count = np.zeros((height, width), np.uint16)
+    step = block_rows(n_items, n_bands, width, height, max_block_bytes)
+    for start in range(0, height, step):
+        rows = slice(start, min(height, start + step))
+        values, scl = read_block(rows)
+        ok = valid_observations(scl, keep) & np.isfinite(values).all(axis=1)
+        out[:, rows], count[rows] = composite_array(values, ok, method)
+    return out, count
+
+
+def as_dataset(composite: np.ndarray, count: np.ndarray, template: xr.DataArray, bands: list[str]) -> xr.Dataset:
+    """Wrap arrays as a Dataset on ``template``'s y/x coordinates (and its CRS attributes).
+
+    Variables: ``reflectance`` (band, y, x) float32 harmonised DN, NaN = no data; ``valid`` (y, x) bool;
+    ``count`` (y, x) uint16 valid observations per pixel.
+    """
+    coords = {"band": bands, "y": template["y"].values, "x": template["x"].values}
+    ds = xr.Dataset(
+        {
+            "reflectance": (("band", "y", "x"), composite),
+            "valid": (("y", "x"), np.isfinite(composite).all(axis=0)),
+            "count": (("y", "x"), count),
+        },
+        coords=coords,
+        attrs={k: v for k, v in template.attrs.items() if k in ("crs", "transform", "resolution")},
+    )
+    return ds

@@ -1,0 +1,140 @@
+"""The command line: help everywhere, exit codes, one-line errors for bad workflows and bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .helpers import WORKFLOWS
+
+CLI = [sys.executable, "-m", "miso_mapper.cli"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["plan"], ["validate"], ["world"], ["world", "create"], ["world", "serve"], ["demo"]]
+)
+def test_every_command_has_help(command):
+    proc = run_cli(*command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout
+
+
+def test_usage_error_exits_2():
+    proc = run_cli("plan")  # missing CONFIG
+    assert proc.returncode == 2
+    proc = run_cli("no-such-command")
+    assert proc.returncode == 2
+
+
+def write_workflow(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((WORKFLOWS / "demo.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _unknown_key(raw):
+    raw["imagery"]["max_itmes"] = 4
+
+
+def _wrong_type(raw):
+    raw["grid"]["chunk_size"] = "big"
+
+
+def _bad_value(raw):
+    raw["imagery"]["max_cloud_cover"] = 140
+
+
+def _unaligned(raw):
+    raw["grid"]["zarr_chunk"] = 300
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needles"),
+    [
+        (_unknown_key, ["imagery.max_itmes", "unknown key"]),
+        (_wrong_type, ["grid.chunk_size", "integer"]),
+        (_bad_value, ["imagery.max_cloud_cover", "less than or equal to 100"]),
+        (_unaligned, ["grid", "whole number of zarr_chunk"]),
+    ],
+)
+def test_bad_workflow_files_exit_2_naming_the_field(tmp_path, mutate, needles):
+    path = write_workflow(tmp_path, mutate)
+    proc = run_cli("plan", str(path))
+    assert_one_line_error(proc, 2, str(path), *needles)
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_not_yaml_and_missing_file_exit_2(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\nregion: [unclosed\n")
+    assert_one_line_error(run_cli("plan", str(bad)), 2, "not valid YAML", "line")
+    assert_one_line_error(run_cli("plan", str(tmp_path / "nope.yaml")), 2, "workflow file not found")
+
+
+def test_region_outside_grid_is_one_line_error(tmp_path):
+    def outside(raw):
+        raw["region"]["bbox"] = [3_000_000, 3_000_000, 3_100_000, 3_100_000]
+
+    proc = run_cli("plan", str(write_workflow(tmp_path, outside)))
+    assert_one_line_error(proc, 1, "outside the grid")
+
+
+def test_bbox_in_degrees_with_projected_crs_is_refused(tmp_path):
+    def degrees(raw):
+        raw["region"]["bbox"] = [-148.0, 64.7, -147.5, 65.0]
+
+    proc = run_cli("plan", str(write_workflow(tmp_path, degrees)))
+    assert_one_line_error(proc, 1, "looks like longitude/latitude", "EPSG:4326")
+
+
+def test_bbox_in_degrees_plans_the_same_place(tmp_path):
+    def lonlat(raw):
+        raw["region"]["bbox"] = [-147.9, 64.8, -147.8, 64.85]
+        raw["region"]["bbox_crs"] = "EPSG:4326"
+
+    proc = run_cli("plan", "--json", str(write_workflow(tmp_path, lonlat)))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["tile_ids"] == ["AK050H50V15"]  # near Fairbanks
+
+
+def test_missing_vector_file_is_one_line_error(tmp_path):
+    def vector(raw):
+        raw["region"] = {"vector": "does-not-exist.gpkg"}
+
+    proc = run_cli("plan", str(write_workflow(tmp_path, vector)))
+    assert_one_line_error(proc, 1, "region vector file not found", "does-not-exist.gpkg")
+
+
+def test_plan_alaska_offline_prints_the_figures():
+    proc = run_cli("plan", str(WORKFLOWS / "alaska-10m.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    for needle in ("tiles", "chunks", "km²", "GPU-hours", "FLOP", "input", "output"):
+        assert needle in proc.stdout
+    summary = json.loads(run_cli("plan", "--json", str(WORKFLOWS / "alaska-10m.yaml")).stdout)
+    assert summary["chunks"] > 2000 and summary["tiles"] > 600
+    assert summary["gpu_hours"] > 0
+
+
+def test_validate_prints_resolved_paths():
+    proc = run_cli("validate", str(WORKFLOWS / "alaska-10m.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    resolved = json.loads(proc.stdout)
+    assert resolved["region"]["vector"] == str((WORKFLOWS / "regions" / "alaska.geojson").resolve())
+    assert resolved["imagery"]["profile"] == "earth-search-v1"
