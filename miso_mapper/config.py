@@ -102,6 +102,13 @@ class ImageryConfig(StrictModel):
     max_cloud_cover: float = Field(60.0, ge=0, le=100, description="scene eo:cloud_cover ceiling, %")
     max_items: PositiveInt = Field(24, description="items per chunk, least cloudy first")
     loader: Literal["stackstac", "odc"] = "stackstac"
+    scl_keep: list[Annotated[int, Field(ge=0, le=11)]] = Field(
+        default_factory=lambda: [4, 5, 6, 11],
+        description="SCL classes kept: 4 vegetation, 5 bare soil, 6 water, 11 snow; the rest is masked",
+        min_length=1,
+    )
+    composite: Literal["median", "geomedian"] = "median"
+    max_block_mb: PositiveInt = Field(256, description="memory budget of one composite block, MB")
 
     @field_validator("season_start", "season_end")
     @classmethod
@@ -134,6 +141,7 @@ class CovariatesConfig(StrictModel):
     stac_url: str | None = Field(None, description="STAC API root (source: stac); defaults to imagery's")
     collection: str | None = Field(None, description="STAC collection (source: stac)")
     layers: list[str] = Field(default_factory=lambda: list(COVARIATES))
+    derive_missing: bool = Field(False, description="compute slope, aspect and TPI from elevation if absent")
 
     @model_validator(mode="after")
     def _source_fields(self) -> CovariatesConfig:

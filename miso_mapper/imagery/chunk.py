@@ -1,0 +1,113 @@
+"""Exactly the model's input for one chunk (or any grid): composite, covariates, masks, normalised stacks.
+
+This is the one place where imagery becomes model input. Production mapping, training chips and Random
+Forest point features all go through :func:`read_inputs`, so they can never disagree about inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from odc.geo.geobox import GeoBox
+
+from miso_mapper.bands import COVARIATES, S2_BANDS
+from miso_mapper.config import ImageryConfig
+from miso_mapper.errors import MisoError
+from miso_mapper.imagery.composite import block_rows, composite_blocks
+from miso_mapper.imagery.covariates import load_covariates
+from miso_mapper.imagery.load import read_block, stack_items
+from miso_mapper.imagery.normalize import normalize_covariate_array, normalize_s2_array
+from miso_mapper.imagery.profiles import get_profile
+
+
+def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: ImageryConfig) -> xr.Dataset:
+    """Cloud-masked composite of ``items`` on ``geobox``, harmonised to the baseline-03 DN scale.
+
+    Returns a Dataset with ``reflectance`` (band, y, x) float32 DN (NaN = no valid observation), ``valid``
+    (y, x) bool and ``count`` (y, x) uint16, bands in :data:`~miso_mapper.bands.S2_BANDS` order. With no
+    items at all every pixel is no data.
+    """
+    height, width = geobox.shape
+    bands = list(S2_BANDS)
+    if not items:
+        composite = np.full((len(bands), height, width), np.nan, np.float32)
+        count = np.zeros((height, width), np.uint16)
+    else:
+        profile = get_profile(config.profile)
+        assets = [profile.asset_key(b) for b in bands] + [profile.asset_key("scl")]
+        rows = block_rows(len(items), len(assets), width, height, config.max_block_mb * 2**20)
+        stack = stack_items(items, assets, geobox, loader=config.loader, block_rows=rows)
+        by_id = {item["id"]: item for item in items}
+        offsets = np.array(
+            [profile.dn_offset(by_id[i].get("properties", {})) for i in stack["id"].values], np.float64
+        )
+
+        def read(rows_slice: slice) -> tuple[np.ndarray, np.ndarray]:
+            raw = read_block(stack, rows_slice)
+            dn = raw[:, : len(bands)]
+            values = np.where(dn == 0, np.nan, dn.astype(np.float64) + offsets[:, None, None, None])
+            return values, raw[:, len(bands)]
+
+        composite, count = composite_blocks(
+            read, len(items), len(bands), (height, width), config.scl_keep, config.composite,
+            config.max_block_mb * 2**20,
+        )
+    return xr.Dataset(
+        {
+            "reflectance": (("band", "y", "x"), composite),
+            "valid": (("y", "x"), np.isfinite(composite).all(axis=0)),
+            "count": (("y", "x"), count),
+        },
+        coords=_coords(geobox, bands),
+        attrs={"crs": geobox.crs.to_wkt(), "transform": tuple(geobox.affine)[:6]},
+    )
+
+
+def read_inputs(
+    geobox: GeoBox,
+    items: list[dict[str, Any]],
+    covariate_sources: dict[str, list[str]],
+    config: ImageryConfig,
+) -> xr.Dataset:
+    """Everything the model and the Random Forest need for ``geobox`` (usually a chunk's halo grid).
+
+    Variables, all on ``geobox``'s y/x pixel-centre coordinates (CRS in ``attrs['crs']``):
+
+    * ``reflectance`` (s2_band, y, x) float32 harmonised DN, NaN = no data
+    * ``covariates`` (cov_band, y, x) float32 physical units, NaN = no data
+    * ``s2`` (s2_band, y, x) / ``cov`` (cov_band, y, x) float32 normalised as the reference, 0 where invalid
+    * ``s2_valid``, ``cov_valid``, ``valid`` (y, x) bool; ``count`` (y, x) uint16 valid observations
+    """
+    comp = composite_items(items, geobox, config)
+    cov = load_covariates(covariate_sources, geobox)
+    s2_valid = comp["valid"].values
+    cov_valid = cov["valid"].values
+    ds = xr.Dataset(
+        {
+            "reflectance": (("s2_band", "y", "x"), comp["reflectance"].values),
+            "covariates": (("cov_band", "y", "x"), cov["covariates"].values),
+            "s2": (("s2_band", "y", "x"), normalize_s2_array(comp["reflectance"].values, s2_valid)),
+            "cov": (("cov_band", "y", "x"), normalize_covariate_array(cov["covariates"].values, cov_valid)),
+            "s2_valid": (("y", "x"), s2_valid),
+            "cov_valid": (("y", "x"), cov_valid),
+            "valid": (("y", "x"), s2_valid & cov_valid),
+            "count": (("y", "x"), comp["count"].values),
+        },
+        coords={
+            "s2_band": list(S2_BANDS),
+            "cov_band": list(COVARIATES),
+            "y": comp["y"].values,
+            "x": comp["x"].values,
+        },
+        attrs=comp.attrs | {"items": [item["id"] for item in items]},
+    )
+    return ds
+
+
+def _coords(geobox: GeoBox, bands: list[str]) -> dict[str, Any]:
+    """band, y and x pixel-centre coordinates of ``geobox``."""
+    if geobox.crs is None:
+        raise MisoError("a grid without a CRS cannot be read")
+    return {"band": bands, "y": geobox.coords["y"].values, "x": geobox.coords["x"].values}
