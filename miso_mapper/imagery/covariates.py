@@ -10,6 +10,7 @@ No data is NaN in the returned float32 stack; ``valid`` is True where every laye
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,11 @@ def _read_onto(href: str, geobox: GeoBox, circular: bool) -> np.ndarray:
         if src.count != 1:
             raise MisoError(f"covariate {redact_href(href)} has {src.count} bands; one is expected")
         left, bottom, right, top = transform_bounds(geobox.crs.to_wkt(), src.crs, *geobox.boundingbox)
-        window = from_bounds(left, bottom, right, top, src.transform).round_offsets("floor").round_lengths("ceil")
-        window = Window(window.col_off - 2, window.row_off - 2, window.width + 4, window.height + 4)
+        exact = from_bounds(left, bottom, right, top, src.transform)
+        col0, row0 = math.floor(exact.col_off) - 2, math.floor(exact.row_off) - 2
+        col1 = math.ceil(exact.col_off + exact.width) + 2
+        row1 = math.ceil(exact.row_off + exact.height) + 2
+        window = Window(col0, row0, col1 - col0, row1 - row0)
         full = Window(0, 0, src.width, src.height)
         try:
             window = window.intersection(full)
