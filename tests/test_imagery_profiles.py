@@ -1,0 +1,190 @@
+"""Composites from items in the JSON layout of real Earth Search v1 and Planetary Computer L2A items.
+
+The items' hrefs point at local COGs written here; the expected composite is computed independently: each
+file warped onto the chunk grid by GDAL (nearest), the known per-scene offset removed, SCL-masked, median.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from pyproj import Transformer
+from rasterio.enums import Resampling
+from rasterio.transform import from_origin
+from rasterio.vrt import WarpedVRT
+
+from miso_mapper.bands import S2_BAND_GSD, S2_BAND_IDS, S2_BANDS
+from miso_mapper.config import ImageryConfig
+from miso_mapper.imagery.chunk import composite_items
+
+GEOBOX = GeoBox((40, 40), Affine(10, 0, 297_000, 0, -10, 1_667_400), "EPSG:3338")  # Fairbanks, EPSG:3338
+UTM = "EPSG:32606"
+KEEP = (4, 5, 6, 11)
+
+# (name, date, baseline, offset in the data, Earth Search's boa_offset_applied flag)
+SCENES = [
+    ("A", "2021-07-10", "03.01", 0, False),
+    ("B", "2022-07-15", "04.00", 1000, False),
+    ("C", "2022-08-01", "04.00", 0, True),  # Earth Search already removed the offset
+]
+
+
+def _utm_origin() -> tuple[float, float]:
+    t = Transformer.from_crs("EPSG:3338", UTM, always_xy=True)
+    xs, ys = t.transform([297_000, 297_400, 297_000, 297_400], [1_667_000, 1_667_000, 1_667_400, 1_667_400])
+    return (np.floor(min(xs) / 20) * 20 - 200, np.ceil(max(ys) / 20) * 20 + 200)
+
+
+def _write(path, data, transform, nodata=0):
+    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype=data.dtype.name,
+                   crs=UTM, transform=transform, nodata=nodata, tiled=True, blockxsize=16, blockysize=16)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("l2a")
+    rng = np.random.default_rng(3)
+    x0, y0 = _utm_origin()
+    size10 = 100  # 1 km at 10 m covers the 400 m chunk with margin whatever the rotation
+    out = []
+    for name, date, baseline, offset, applied in SCENES:
+        files = {}
+        for band in [*S2_BANDS, "scl"]:
+            gsd = S2_BAND_GSD[band]
+            n = size10 * 10 // gsd
+            if band == "scl":
+                data = rng.choice(np.array([4, 5, 6, 8, 9, 3, 11], np.uint8), size=(n, n),
+                                  p=[0.4, 0.15, 0.1, 0.1, 0.1, 0.1, 0.05])
+                data[: n // 4, : n // 4] = 9  # a cloud over the same corner in every scene
+            else:
+                data = (rng.integers(50, 6000, size=(n, n)) + offset).astype(np.uint16)
+            path = root / f"{name}_{band}.tif"
+            _write(path, data, from_origin(x0, y0, gsd, gsd))
+            files[band] = (str(path), gsd, n)
+        out.append((name, date, baseline, offset, applied, files))
+    return out
+
+
+def earth_search_item(scene) -> dict:
+    name, date, baseline, _, applied, files = scene
+    assets = {}
+    for band, (href, gsd, n) in files.items():
+        x0, y0 = _utm_origin()
+        asset = {
+            "href": href,
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "roles": ["data"],
+            "gsd": gsd,
+            "proj:shape": [n, n],
+            "proj:transform": [gsd, 0, x0, 0, -gsd, y0],
+            "raster:bands": [{"nodata": 0, "data_type": "uint8" if band == "scl" else "uint16",
+                              "spatial_resolution": gsd}
+                             | ({} if band == "scl" else {"scale": 0.0001, "offset": -0.1, "bits_per_sample": 15})],
+        }
+        if band != "scl":
+            asset["eo:bands"] = [{"name": S2_BAND_IDS[band], "common_name": band}]
+        assets[band] = asset
+    props = {
+        "datetime": f"{date}T21:10:00Z", "platform": "sentinel-2a", "constellation": "sentinel-2",
+        "instruments": ["msi"], "eo:cloud_cover": 20.0, "mgrs:utm_zone": 6, "mgrs:latitude_band": "W",
+        "mgrs:grid_square": "VS", "s2:processing_baseline": baseline, "earthsearch:boa_offset_applied": applied,
+    }
+    # Earth Search items of today carry projection v2's proj:code only: the stackstac trap
+    props["proj:code"] = UTM
+    return {
+        "type": "Feature", "stac_version": "1.1.0", "id": f"S2A_06WVS_{date.replace('-', '')}_0_L2A",
+        "collection": "sentinel-2-l2a", "bbox": [-148, 64.8, -147.6, 64.9],
+        "geometry": {"type": "Polygon", "coordinates": [[[-148, 64.8], [-147.6, 64.8], [-147.6, 64.9],
+                                                         [-148, 64.9], [-148, 64.8]]]},
+        "properties": props, "assets": assets, "links": [],
+        "stac_extensions": ["https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+                            "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+                            "https://stac-extensions.github.io/raster/v1.1.0/schema.json"],
+    }
+
+
+def planetary_computer_item(scene) -> dict:
+    item = earth_search_item(scene)
+    name, date, baseline, *_ = scene
+    item["id"] = f"S2A_MSIL2A_{date.replace('-', '')}T211000_R000_T06WVS"
+    item["properties"] = {
+        "datetime": f"{date}T21:10:00Z", "platform": "Sentinel-2A", "eo:cloud_cover": 20.0,
+        "proj:epsg": 32606, "s2:mgrs_tile": "06WVS", "s2:processing_baseline": baseline,
+    }
+    item["assets"] = {("SCL" if band == "scl" else S2_BAND_IDS[band]): asset
+                      for band, asset in item["assets"].items()}
+    for asset in item["assets"].values():
+        asset.pop("raster:bands", None)  # PC puts no raster:bands on L2A assets
+    return item
+
+
+def expected_composite(scenes, offsets) -> tuple[np.ndarray, np.ndarray]:
+    """Independent composite: GDAL nearest warp of each file, minus the scene's true offset, median."""
+    values, ok = [], []
+    for scene, offset in zip(scenes, offsets, strict=True):
+        files = scene[5]
+        planes = []
+        for band in [*S2_BANDS, "scl"]:
+            with rasterio.open(files[band][0]) as src, WarpedVRT(
+                src, crs="EPSG:3338", transform=GEOBOX.affine, width=40, height=40,
+                resampling=Resampling.nearest, nodata=0,
+            ) as vrt:
+                planes.append(vrt.read(1))
+        dn = np.stack(planes[:9]).astype(np.float64)
+        values.append(np.where(dn == 0, np.nan, dn - offset))
+        ok.append(np.isin(planes[9], KEEP) & (dn > 0).all(axis=0))
+    values, ok = np.stack(values), np.stack(ok)
+    masked = np.where(ok[:, None], values, np.nan)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        return np.nanmedian(masked, axis=0).astype(np.float32), ok.sum(axis=0)
+
+
+@pytest.mark.parametrize("loader", ["stackstac", "odc"])
+def test_earth_search_layout(scenes, loader):
+    items = [earth_search_item(s) for s in scenes]
+    cfg = ImageryConfig(stac_url="http://unused", profile="earth-search-v1", loader=loader)
+    got = composite_items(items, GEOBOX, cfg)
+    # Earth Search: B carries the offset (flag false), C was already harmonised (flag true)
+    want, count = expected_composite(scenes, [0, 1000, 0])
+    valid = ~np.isnan(want).any(axis=0)
+    assert valid.sum() > 1000 and (~valid).sum() > 50  # both kinds of pixel are exercised
+    np.testing.assert_array_equal(got["reflectance"].values[:, valid], want[:, valid])
+    assert np.isnan(got["reflectance"].values[:, ~valid]).all()
+    np.testing.assert_array_equal(got["valid"].values, valid)
+    np.testing.assert_array_equal(got["count"].values, count)
+    assert list(got["band"].values) == list(S2_BANDS)
+
+
+def test_planetary_computer_layout(scenes):
+    # Planetary Computer is never harmonised: every 04.00 scene is read as carrying the offset
+    pc_scenes = scenes[:2]
+    items = [planetary_computer_item(s) for s in pc_scenes]
+    cfg = ImageryConfig(stac_url="http://unused", profile="planetary-computer")
+    from miso_mapper.imagery.profiles import PROFILES
+
+    unsigned = PROFILES["planetary-computer"].model_copy(update={"signs_hrefs": False})
+    PROFILES["planetary-computer-local"] = unsigned  # local files need no SAS token
+    try:
+        got = composite_items(items, GEOBOX, cfg.model_copy(update={"profile": "planetary-computer-local"}))
+    finally:
+        del PROFILES["planetary-computer-local"]
+    want, _ = expected_composite(pc_scenes, [0, 1000])
+    valid = ~np.isnan(want).any(axis=0)
+    assert valid.sum() > 1000
+    np.testing.assert_array_equal(got["reflectance"].values[:, valid], want[:, valid])
+
+
+def test_loaders_agree(scenes):
+    from miso_mapper.imagery.load import read_block, stack_items
+
+    items = [earth_search_item(s) for s in scenes]
+    assets = [*S2_BANDS, "scl"]
+    a = read_block(stack_items(items, assets, GEOBOX, "stackstac"), slice(0, 40))
+    b = read_block(stack_items(items, assets, GEOBOX, "odc"), slice(0, 40))
+    assert a.shape == b.shape == (3, 10, 40, 40)
+    np.testing.assert_array_equal(a, b)
