@@ -7,9 +7,10 @@ Traps handled here, each of which otherwise corrupts data silently:
 * ``snap_bounds=False`` or stackstac widens the bounds to whole pixels of its own and the grid shifts.
 * stackstac's default ``errors_as_nodata`` turns an HTTP 404 into silent no data; here every read error
   fails the chunk, naming the asset href (with any token stripped).
-* ``rescale=False`` and an integer dtype with fill value ``np.uint16(0)`` (a plain ``0`` is refused) (the L2A no-data value): stackstac's default would
-  apply raster:bands scale/offset and return float64, doubling memory and hiding the baseline offset, which
-  :mod:`miso_mapper.imagery.profiles` handles per item instead.
+* ``rescale=False`` and uint16 with fill value ``np.uint16(0)`` (the L2A no-data value; a plain ``0`` fails
+  stackstac's cast check under numpy 2): stackstac's default would apply raster:bands scale/offset and return
+  float64, doubling memory and hiding the baseline offset, which :mod:`miso_mapper.imagery.profiles` handles
+  per item instead.
 * one band per asset: each asset key maps to exactly one band; multi-band assets are refused.
 
 GDAL is configured for cloud reads (:data:`GDAL_CLOUD_ENV`): retries with backoff on transient HTTP errors
