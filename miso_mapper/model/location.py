@@ -11,6 +11,7 @@ LayerNorm)``, ``FC(E -> E, ReLU)``; every FC stores its weights as ``lin`` (and 
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,15 +19,18 @@ from torch import Tensor, nn
 
 from miso_mapper.model.config import LocationConfig
 
+ArrayT = TypeVar("ArrayT", Tensor, np.ndarray, float)
+
 #: EPSG:3338 extent (metres) that the reference maps to [-1, 1]; y is flipped (north = -1).
 X_RANGE_3338: tuple[float, float] = (-2199995.0, 1500005.0)
 Y_RANGE_3338: tuple[float, float] = (2400005.0, 5.0)
 
 
-def normalise_3338(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> tuple:
+def normalise_3338(x: ArrayT, y: ArrayT) -> tuple[ArrayT, ArrayT]:
     """EPSG:3338 metres -> the location encoder's ``[-1, 1]`` coordinates (x east, y flipped: north is -1).
 
-    Uses float64 if given numpy float64; returns the same array type as given.
+    Works on numpy arrays, tensors or floats, keeping their type and dtype; compute in float64 and cast
+    to float32 afterwards (float32 metres lose about 0.1 m at Alaska's extent).
     """
     xn = (x - X_RANGE_3338[0]) / (X_RANGE_3338[1] - X_RANGE_3338[0]) * 2 - 1
     yn = (y - Y_RANGE_3338[0]) / (Y_RANGE_3338[1] - Y_RANGE_3338[0]) * 2 - 1
@@ -46,8 +50,12 @@ class GridCellEncoding(nn.Module):
     def __init__(self, num_frequencies: int, min_radius: float, max_radius: float) -> None:
         super().__init__()
         self.out_dim = 4 * num_frequencies
-        self.register_buffer("freqs", grid_cell_frequencies(num_frequencies, min_radius, max_radius),
-                             persistent=False)
+        self._spec = (num_frequencies, min_radius, max_radius)
+        self.register_buffer("freqs", grid_cell_frequencies(*self._spec), persistent=False)
+
+    def reset_buffers(self) -> None:
+        """Recompute the (unsaved) frequency buffer in place, e.g. after ``to_empty``."""
+        self.freqs = grid_cell_frequencies(*self._spec).to(self.freqs.device)
 
     def forward(self, coords: Tensor) -> Tensor:
         """``coords`` ``(..., 2)`` float in [-1, 1] -> ``(..., 4F)`` float."""
@@ -69,6 +77,7 @@ class FCLayer(nn.Module):
         self.layer_norm = nn.LayerNorm(out_dim) if layer_norm else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(..., in_dim) -> (..., out_dim)``."""
         y = self.dropout(torch.relu(self.lin(x)))
         if self.skip:
             y = y + x

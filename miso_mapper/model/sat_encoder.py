@@ -15,17 +15,18 @@ from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer,
 
 from miso_mapper.model.config import SwinConfig
 
-_SWIN_V2_B = SwinConfig(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=8)
+_SWIN_V2_B = SwinConfig(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=8,
+                        drop_path=0.5)
 
 
 def build_sat_backbone(cfg: SwinConfig, in_bands: int) -> SwinTransformer:
     """A randomly initialised Swin v2 with an ``in_bands``-channel patch embedding; never downloads weights.
 
-    At the reference sizes this is ``torchvision.models.swin_v2_b(weights=None)`` (stochastic depth
-    ``cfg.drop_path``, 0.5 as torchvision's default for v2-B); other sizes use the same classes.
+    At the reference sizes (stochastic depth 0.5) this is ``torchvision.models.swin_v2_b(weights=None)``;
+    other sizes build the same torchvision classes with the same arguments.
     """
-    if cfg.model_dump(exclude={"drop_path"}) == _SWIN_V2_B.model_dump(exclude={"drop_path"}):
-        net = swin_v2_b(weights=None, stochastic_depth_prob=cfg.drop_path)
+    if cfg == _SWIN_V2_B:
+        net = swin_v2_b(weights=None)
     else:
         net = SwinTransformer(
             patch_size=[4, 4], embed_dim=cfg.embed_dim, depths=list(cfg.depths), num_heads=list(cfg.num_heads),

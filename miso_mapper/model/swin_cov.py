@@ -67,6 +67,11 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
+    def reset_buffers(self) -> None:
+        """Recompute ``relative_position_index`` (it depends only on the window size)."""
+        dev = self.relative_position_index.device
+        self.relative_position_index = relative_position_index(self.window).to(dev)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``x``: ``(B * nW, window**2, C)``; ``mask``: ``(nW, window**2, window**2)`` or None."""
         bw, n, c = x.shape
@@ -90,6 +95,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(..., dim) -> (..., dim)``."""
         return self.fc2(F.gelu(self.fc1(x)))
 
 
@@ -108,7 +114,14 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, 4 * dim)
 
+    def reset_buffers(self) -> None:
+        """Recompute ``attn_mask`` (it depends only on resolution, window and shift)."""
+        if self.attn_mask is not None:
+            dev = self.attn_mask.device
+            self.attn_mask = shifted_window_mask(self.resolution, self.window, self.shift).to(dev)
+
     def forward(self, x: Tensor) -> Tensor:
+        """``(B, resolution**2, C)`` tokens (row-major) -> same shape."""
         b, length, c = x.shape
         r = self.resolution
         y = self.norm1(x).view(b, r, r, c)
@@ -132,6 +145,7 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(4 * dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(B, r*r, C)`` -> ``(B, r*r/4, 2C)``."""
         b, _, c = x.shape
         r = self.resolution
         x = x.view(b, r, r, c)
@@ -148,6 +162,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(B, C_in, H, W)`` -> ``(B, H*W/16, D)`` tokens, row-major."""
         return self.norm(self.proj(x).flatten(2).transpose(1, 2))
 
 
@@ -186,7 +201,8 @@ class SwinV1(nn.Module):
         super().__init__()
         self.img_size = img_size
         self.patch_embed = PatchEmbed(in_chans, embed_dim)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        total = sum(depths)  # linearly increasing rate (torch.linspace(0, rate, total), in plain Python)
+        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         self.layers = nn.ModuleList()
         res = img_size // 4
         for i, depth in enumerate(depths):

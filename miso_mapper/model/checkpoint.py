@@ -1,0 +1,277 @@
+"""Checkpoints: our own format (safetensors + JSON model card) and importers for reference/Satlas weights.
+
+Our format is one ``.safetensors`` file: the full state dict (parameters and persistent buffers, float32
+or as saved) and, in the safetensors header metadata under ``miso_model_card``, the JSON
+:class:`ModelCard` (network config, input band order, normalisation, class names, training-data hash,
+metrics). One file means one hash for provenance. :func:`read_model_card` reads the card without the weights.
+
+Every failure a user can cause (missing, truncated or foreign file, wrong keys or shapes) raises
+:class:`miso_mapper.errors.MisoError` naming the file and the first offending keys with counts.
+Pickled files are only read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
+
+from miso_mapper.bands import COVARIATES, S2_BANDS
+from miso_mapper.errors import MisoError
+from miso_mapper.model.config import MisoNetConfig, Task
+from miso_mapper.model.location import GridCellEncoding
+from miso_mapper.model.network import MisoNet
+from miso_mapper.model.swin_cov import SwinBlock, WindowAttention
+
+log = logging.getLogger(__name__)
+
+CARD_KEY = "miso_model_card"
+FORMAT_VERSION = 1
+_SHOW = 5  # keys listed per category in error messages
+
+
+class ModelCard(BaseModel):
+    """What a checkpoint is: the network config and what its inputs and outputs mean."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    config: MisoNetConfig = Field(default_factory=MisoNetConfig)
+    sat_bands: tuple[str, ...] = S2_BANDS
+    covariates: tuple[str, ...] = COVARIATES
+    normalisation: str = Field("reference", description="name of the input normalisation the weights expect")
+    class_names: tuple[str, ...] = ()
+    training_data_hash: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    source: str = Field("", description="where the weights came from (training run id, imported file)")
+    created: str = ""
+    software_version: str = ""
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+def save_checkpoint(model: MisoNet, path: str | os.PathLike[str], card: ModelCard | None = None) -> Path:
+    """Write ``model`` and its card to ``path`` (a ``.safetensors`` file), atomically.
+
+    The card's ``config`` and (if empty) ``class_names``, ``created`` and ``software_version`` are set from the
+    model and the running package. Returns the path written.
+    """
+    from miso_mapper import __version__
+
+    path = Path(path)
+    card = (card or ModelCard()).model_copy(deep=True)
+    card.config = model.config
+    card.class_names = card.class_names or model.config.class_names
+    card.created = card.created or datetime.now(UTC).isoformat(timespec="seconds")
+    card.software_version = card.software_version or __version__
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt", CARD_KEY: card.model_dump_json()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_model_card(path: str | os.PathLike[str]) -> ModelCard:
+    """The :class:`ModelCard` stored in a checkpoint written by :func:`save_checkpoint` (weights not read)."""
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MisoError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    if CARD_KEY not in meta:
+        raise MisoError(f"{path}: safetensors file has no MISO model card (metadata key {CARD_KEY!r})")
+    try:
+        return ModelCard.model_validate_json(meta[CARD_KEY])
+    except ValidationError as exc:
+        raise MisoError(f"{path}: invalid model card: {exc}") from None
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> MisoNet:
+    """Load a checkpoint written by :func:`save_checkpoint`; the model is in eval mode on ``device`` and its
+    card is available as ``model.card``."""
+    path = _existing(path)
+    card = read_model_card(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise MisoError(f"{path}: cannot read weights ({exc})") from None
+    model = _load_into_new_model(card.config, state, path)
+    model.card = card
+    return model.to(device).eval()
+
+
+def load_reference_checkpoint(path: str | os.PathLike[str], task: Task,
+                              config: MisoNetConfig | None = None,
+                              device: str | torch.device = "cpu") -> MisoNet:
+    """Load a state dict saved by the reference code (``torch.save(model.state_dict())``, e.g. its
+    ``best_model.pth``) into the reference-size network, strictly; eval mode.
+
+    Accepts a bare state dict or one wrapped as ``{'model': ...}`` / ``{'state_dict': ...}``, with or without
+    a ``module.`` (DistributedDataParallel) prefix. ``config`` overrides the architecture (default: the
+    ``reference`` preset of ``task``).
+    """
+    path = _existing(path)
+    cfg = config or MisoNetConfig.preset("reference", task)
+    if cfg.task != task:
+        raise MisoError(f"config is for task {cfg.task!r} but {task!r} was asked for")
+    state = _unwrap_state_dict(_torch_load(path), path)
+    model = _load_into_new_model(cfg, state, path)
+    from miso_mapper.model.config import TASK_CLASS_NAMES
+
+    model.card = ModelCard(config=cfg, class_names=TASK_CLASS_NAMES[task], source=f"reference:{path.name}")
+    return model.to(device).eval()
+
+
+def load_satlas_backbone(model: MisoNet, path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Initialise the Sentinel-2 Swin of ``model`` from SatlasPretrain ``sentinel2_swinb_si_ms.pth``.
+
+    As the reference does, only keys under ``backbone.backbone.`` are used, and the patch embedding
+    (``features.0.0``, which has another band count there) is not loaded; the rest of the backbone must
+    match in names and shapes. ``norm``/``head`` may be absent (they are never run).
+
+    Returns:
+        ``{'loaded': [...], 'skipped': [...], 'not_in_checkpoint': [...]}`` (backbone key names).
+    """
+    path = _existing(path)
+    raw = _torch_load(path)
+    raw = _unwrap_state_dict(raw, path) if not any(k.startswith("backbone.") for k in raw) else raw
+    prefix = "backbone.backbone."
+    state = {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
+    if not state:
+        raise MisoError(f"{path}: no keys start with {prefix!r}; not a SatlasPretrain Swin checkpoint "
+                        f"(first keys: {', '.join(list(raw)[:_SHOW])})")
+    skipped = [k for k in state if k.startswith("features.0.0.")]
+    for k in skipped:
+        del state[k]
+    backbone = model.sat_encoder.feature_extractor
+    expected = {k: tuple(v.shape) for k, v in backbone.state_dict().items() if not k.startswith("features.0.0.")}
+    optional = {k for k in expected if k.startswith(("norm.", "head."))}
+    problems = _compare(expected, state, optional=optional)
+    if problems:
+        raise MisoError(f"{path}: SatlasPretrain backbone does not fit the satellite encoder: {problems}")
+    backbone.load_state_dict(state, strict=False)
+    return {"loaded": sorted(state), "skipped": skipped,
+            "not_in_checkpoint": sorted(k for k in expected if k not in state)}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise MisoError(f"checkpoint {p} does not exist or is not a file")
+    return p
+
+
+def _torch_load(path: Path) -> Mapping[str, Any]:
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - e.g. legacy (non-zip) files cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle is the file's fault
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MisoError(f"{path}: cannot read as a PyTorch state dict ({type(exc).__name__}: {msg})") from None
+    if not isinstance(obj, Mapping):
+        raise MisoError(f"{path}: expected a state dict (a mapping), found {type(obj).__name__}")
+    return obj
+
+
+def _unwrap_state_dict(obj: Mapping[str, Any], path: Path) -> dict[str, Tensor]:
+    for key in ("model", "state_dict", "model_state_dict"):
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    state = {}
+    for k, v in obj.items():
+        if not isinstance(v, Tensor):
+            raise MisoError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor; not a state dict")
+        state[k] = v
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _compare(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Tensor],
+             optional: set[str] | frozenset[str] = frozenset()) -> str:
+    """'' when ``state`` has exactly the expected names and shapes, else a readable summary."""
+    missing = [k for k in expected if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} (file {list(state[k].shape)}, model {list(expected[k])})"
+                  for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            more = f", ... (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:_SHOW])}{more}")
+    return "; ".join(parts)
+
+
+def _load_into_new_model(cfg: MisoNetConfig, state: Mapping[str, Tensor], path: Path) -> MisoNet:
+    """Build ``cfg`` without random initialisation and copy ``state`` into it, strictly."""
+    with torch.device("meta"):
+        model = MisoNet(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = _compare(expected, state)
+    if problems:
+        raise MisoError(f"{path}: weights do not fit the {cfg.task} network "
+                        f"(input {cfg.input_size} px, embedding {cfg.emb_dim}): {problems}")
+    model.to_empty(device="cpu")
+    model.load_state_dict(state, strict=True)
+    derived = {k: v.clone() for k, v in model.named_buffers()}
+    reset_derived_buffers(model)
+    changed = [k for k, v in model.named_buffers() if k in state and not torch.equal(v, derived[k])]
+    if changed:
+        more = f" (+{len(changed) - _SHOW} more)" if len(changed) > _SHOW else ""
+        log.warning("%s: %d index/mask buffers differed from the architecture's and were recomputed: %s%s",
+                    path, len(changed), ", ".join(changed[:_SHOW]), more)
+    for k, t in model.named_parameters():
+        if not torch.isfinite(t).all():
+            raise MisoError(f"{path}: weights contain NaN or infinite values (first: {k})")
+    return model
+
+
+def reset_derived_buffers(model: nn.Module) -> None:
+    """Recompute every buffer that follows from the architecture alone (relative-position indices and
+    coordinate tables, shift masks, location frequencies), in place on its current device.
+
+    Needed after building on the meta device, and a guard against checkpoints with damaged buffers.
+    """
+    for m in model.modules():
+        if isinstance(m, GridCellEncoding | WindowAttention | SwinBlock):
+            m.reset_buffers()
+        elif isinstance(m, ShiftedWindowAttentionV2):
+            dev = m.relative_position_index.device
+            m.define_relative_position_index()  # torchvision: registers relative_position_index
+            m.define_relative_position_bias_table()  # v2: registers relative_coords_table (no parameter)
+            m.to(dev)
+
+
+def describe_state_dict(model: nn.Module) -> dict[str, list[int]]:
+    """Name -> shape of every entry of ``model``'s state dict (as in the reference manifest)."""
+    return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+def dump_manifest(model: MisoNet) -> str:
+    """JSON of the model's state-dict names and shapes, the format of ``miso_state_dict_keys.json``."""
+    return json.dumps({"out_dim": model.config.out_dim, "state_dict": describe_state_dict(model)})

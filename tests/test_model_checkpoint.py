@@ -1,0 +1,189 @@
+"""Checkpoints: reference state dicts load strictly, our format round-trips, bad files fail clearly."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from miso_mapper.errors import MisoError
+from miso_mapper.model import (
+    MisoNetConfig,
+    ModelCard,
+    build_model,
+    load_checkpoint,
+    load_reference_checkpoint,
+    load_satlas_backbone,
+    read_model_card,
+    save_checkpoint,
+)
+
+MANIFEST = Path(__file__).parents[2] / "shared/reference/miso_state_dict_keys.json"
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    if not MANIFEST.is_file():
+        pytest.skip(f"reference state-dict manifest not found at {MANIFEST} (it lives outside the repository)")
+    return json.loads(MANIFEST.read_text())
+
+
+@pytest.mark.parametrize("task,wrapping", [("permafrost", "bare"), ("taxonomy", "ddp")])
+def test_reference_state_dict_loads_strictly(manifest: dict, tmp_path: Path, task: str, wrapping: str) -> None:
+    entry = manifest[task]
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for name, shape in entry["state_dict"].items():
+        if name.endswith("relative_position_index"):
+            state[name] = torch.randint(0, 15, shape, generator=gen)
+        else:
+            state[name] = torch.randn(shape, generator=gen)
+    if wrapping == "ddp":  # saved from a DistributedDataParallel model, wrapped in a dict
+        saved = {"state_dict": {"module." + k: v for k, v in state.items()}}
+    else:
+        saved = state
+    path = tmp_path / "best_model.pth"
+    torch.save(saved, path)
+    del saved
+
+    model = load_reference_checkpoint(path, task)
+    path.unlink()
+    assert not model.training
+    assert model.config.out_dim == entry["out_dim"]
+    loaded = model.state_dict()
+    assert list(loaded) == list(entry["state_dict"])  # same names, same order
+    assert {k: list(v.shape) for k, v in loaded.items()} == entry["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == entry["num_params"]
+    for name in ("sat_encoder.feature_extractor.features.5.7.attn.qkv.weight",
+                 "cov_encoder.feature_extractor.layers.2.blocks.3.attn.relative_position_bias_table",
+                 "geo_encoder.layers.2.layer_norm.weight", "out.4.bias", "geo_out.4.weight"):
+        assert torch.equal(loaded[name], state[name]), name
+    assert model.card is not None and model.card.config.task == task
+    # buffers that follow from the architecture (random in this file) are recomputed, not trusted
+    mask = loaded["cov_encoder.feature_extractor.layers.0.blocks.1.attn_mask"]
+    assert set(mask.unique().tolist()) == {0.0, -100.0}
+    assert (mask == 0).float().mean() > 0.5  # most token pairs share a region
+    rpi = loaded["cov_encoder.feature_extractor.layers.3.blocks.0.attn.relative_position_index"]
+    assert rpi[0, 0] == 112 and rpi.min() == 0 and rpi.max() == 224  # centre of the 15x15 table is 112
+    v2 = loaded["sat_encoder.feature_extractor.features.1.0.attn.relative_position_index"]
+    assert torch.equal(v2, rpi.flatten())
+    table = loaded["sat_encoder.feature_extractor.features.3.1.attn.relative_coords_table"]
+    # torchvision's log-spaced table: sign(d) log2(8 |d| / 7 + 1) / 3, largest at |d| = 7 (log2(9) / 3)
+    assert float(table.abs().max()) == pytest.approx(math.log2(9) / 3) and float(table[0, 7, 7].abs().max()) == 0
+    # the unsaved location-frequency buffer was rebuilt, not left uninitialised
+    freqs = model.geo_encoder.pos_encoder.freqs
+    assert float(freqs[0]) == pytest.approx(2000.0) and float(freqs[-1]) == pytest.approx(0.5)
+
+
+def test_reference_loader_reports_wrong_keys(tmp_path: Path) -> None:
+    cfg = MisoNetConfig.preset("tiny", "permafrost")
+    state = build_model(cfg).state_dict()
+    state["out.9.weight"] = state.pop("out.4.weight")
+    state["geo_out.0.bias"] = torch.zeros(3)
+    path = tmp_path / "bad.pth"
+    torch.save({"model": state}, path)
+    with pytest.raises(MisoError) as err:
+        load_reference_checkpoint(path, "permafrost", config=cfg)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert "1 missing: out.4.weight" in msg
+    assert "1 unexpected: out.9.weight" in msg
+    assert "1 shape mismatch: geo_out.0.bias (file [3]" in msg
+
+
+def test_reference_loader_rejects_garbage_and_absent_files(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(MisoError, match="junk.pth"):
+        load_reference_checkpoint(junk, "permafrost")
+    with pytest.raises(MisoError, match="does not exist"):
+        load_reference_checkpoint(tmp_path / "nope.pth", "taxonomy")
+    listy = tmp_path / "list.pth"
+    torch.save([1, 2, 3], listy)
+    with pytest.raises(MisoError, match="expected a state dict"):
+        load_reference_checkpoint(listy, "permafrost")
+
+
+def test_save_load_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(MisoNetConfig.preset("tiny", "taxonomy")).eval()
+    card = ModelCard(training_data_hash="sha256:abc", metrics={"accuracy": 0.61}, normalisation="reference")
+    path = save_checkpoint(model, tmp_path / "ck" / "tax.safetensors", card)
+    assert path.is_file() and not list(path.parent.glob("*.tmp"))
+
+    back = load_checkpoint(path)
+    assert not back.training
+    assert back.config == model.config
+    images, pix, geo = torch.randn(2, 19, 64, 64), torch.rand(2, 9, 2) * 2 - 1, torch.rand(2, 9, 2) * 2 - 1
+    with torch.no_grad():
+        a, b = model(images, pix, geo), back(images, pix, geo)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+    meta = read_model_card(path)
+    assert meta == back.card
+    assert meta.training_data_hash == "sha256:abc" and meta.metrics == {"accuracy": 0.61}
+    assert meta.class_names[2] == "Gelisols" and len(meta.class_names) == 7
+    assert meta.sat_bands[:3] == ("red", "green", "blue") and len(meta.covariates) == 10
+
+
+def test_truncated_safetensors_raises_miso_error(tmp_path: Path) -> None:
+    model = build_model(MisoNetConfig.preset("tiny", "permafrost"))
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MisoError, match="m.safetensors"):
+        load_checkpoint(path)
+    path.write_bytes(data[:5])
+    with pytest.raises(MisoError, match="m.safetensors"):
+        load_checkpoint(path)
+
+
+def test_safetensors_with_wrong_key_raises_miso_error(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    cfg = MisoNetConfig.preset("tiny", "permafrost")
+    model = build_model(cfg)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state["visual_mapper.1.gamma"] = state.pop("visual_mapper.1.weight")
+    card = ModelCard(config=cfg).model_dump_json()
+    path = tmp_path / "renamed.safetensors"
+    save_file(state, str(path), metadata={"miso_model_card": card})
+    with pytest.raises(MisoError) as err:
+        load_checkpoint(path)
+    assert "renamed.safetensors" in str(err.value)
+    assert "missing: visual_mapper.1.weight" in str(err.value)
+    assert "unexpected: visual_mapper.1.gamma" in str(err.value)
+    # a safetensors file without our card is refused too
+    bare = tmp_path / "bare.safetensors"
+    save_file({"x": torch.zeros(2)}, str(bare))
+    with pytest.raises(MisoError, match="no MISO model card"):
+        load_checkpoint(bare)
+
+
+def test_satlas_backbone_loads_all_but_patch_embedding(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = MisoNetConfig.preset("tiny", "permafrost")
+    donor = build_model(cfg).sat_encoder.feature_extractor.state_dict()
+    satlas = {"backbone.backbone." + k: torch.randn_like(v.float()).to(v.dtype) for k, v in donor.items()}
+    satlas["backbone.backbone.features.0.0.weight"] = torch.randn(8, 3, 4, 4)  # RGB-only patch embedding
+    satlas["intermediates.0.conv.weight"] = torch.randn(4, 4)  # FPN / head parts are ignored
+    path = tmp_path / "sentinel2_swinb_si_ms.pth"
+    torch.save(satlas, path)
+
+    model = build_model(cfg)
+    before = model.sat_encoder.feature_extractor.features[0][0].weight.clone()
+    report = load_satlas_backbone(model, path)
+    sd = model.sat_encoder.feature_extractor.state_dict()
+    assert torch.equal(sd["features.1.0.attn.qkv.weight"], satlas["backbone.backbone.features.1.0.attn.qkv.weight"])
+    assert torch.equal(sd["features.0.2.weight"], satlas["backbone.backbone.features.0.2.weight"])
+    assert torch.equal(sd["features.0.0.weight"], before)
+    assert report["skipped"] == ["features.0.0.weight", "features.0.0.bias"]
+
+    wrong = tmp_path / "other.pth"
+    torch.save({"backbone.backbone.features.1.0.attn.qkv.weight": torch.zeros(5, 5)}, wrong)
+    with pytest.raises(MisoError, match="shape mismatch: features.1.0.attn.qkv.weight"):
+        load_satlas_backbone(build_model(cfg), wrong)
