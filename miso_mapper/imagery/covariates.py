@@ -19,6 +19,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from miso_mapper.bands import COVARIATE_FILE_STEMS, COVARIATES
+from miso_mapper.config import CovariatesConfig
 from miso_mapper.errors import MisoError
 from miso_mapper.imagery.load import GDAL_CLOUD_ENV
 from miso_mapper.imagery.search import redact_href
@@ -170,3 +171,29 @@ def derive_terrain(elevation: np.ndarray, resolution: float, radius_px: int = 4)
     aspect = (np.degrees(np.arctan2(-dz_dx, -dz_dnorth)) % 360.0)
     tpi = elevation - uniform_filter(elevation.astype(np.float64), size=2 * radius_px + 1, mode="nearest")
     return {"sl_4": slope.astype(np.float32), "aspct_4": aspect.astype(np.float32), "tpi_4": tpi.astype(np.float32)}
+
+
+def find_covariate_sources(
+    config: CovariatesConfig, geobox: GeoBox, default_stac_url: str | None = None
+) -> dict[str, list[str]]:
+    """Layer name -> hrefs for ``geobox`` from the workflow's covariate settings (folder or STAC)."""
+    if config.source == "folder":
+        if config.path is None:
+            raise MisoError("covariates.path is required when covariates.source is 'folder'")
+        return folder_sources(config.path, config.derive_missing)
+    from pystac_client import Client
+
+    from miso_mapper.imagery.search import lonlat_footprint
+
+    url = config.stac_url or default_stac_url
+    if not url:
+        raise MisoError("covariates.stac_url (or imagery.stac_url) is required when covariates.source is 'stac'")
+    try:
+        client = Client.open(url)
+        search = client.search(collections=[config.collection], intersects=lonlat_footprint(geobox).__geo_interface__)
+        items = list(search.items_as_dicts())
+    except OSError as exc:
+        raise MisoError(f"STAC API {redact_href(url)} is unreachable: {type(exc).__name__}") from None
+    if not items:
+        raise MisoError(f"no covariate items in collection {config.collection!r} over this area")
+    return stac_sources(items, config.derive_missing)

@@ -13,6 +13,9 @@ href.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -107,3 +110,24 @@ def select_items(items: list[dict[str, Any]], max_cloud_cover: float, max_items:
     kept = [item for item in items if cloud(item) <= max_cloud_cover]
     kept.sort(key=lambda item: (cloud(item), item["properties"].get("datetime") or "", item["id"]))
     return kept[:max_items]
+
+
+def cached_search(
+    geobox: GeoBox, config: ImageryConfig, record: Path, client: Any | None = None
+) -> list[dict[str, Any]]:
+    """:func:`search_items`, recorded in the JSON file ``record``; a second call reads the record instead.
+
+    The record makes a run reproducible (the same scenes on every retry) and keeps workers off the API.
+    It is written atomically, so a killed search leaves no partial record.
+    """
+    if record.exists():
+        try:
+            return json.loads(record.read_text())["items"]
+        except (ValueError, KeyError) as exc:
+            raise MisoError(f"search record {record} is corrupt ({exc}); delete it to search again") from None
+    items = search_items(geobox, config, client)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(record.suffix + ".tmp")
+    tmp.write_text(json.dumps({"stac_url": redact_href(config.stac_url or ""), "items": items}))
+    os.replace(tmp, record)
+    return items
