@@ -164,21 +164,30 @@ def world_create(
     from miso_mapper.world import WorldSpec, create_world
 
     with _progress() as progress:
-        manifest = create_world(directory, WorldSpec(seed=seed), progress=progress, overwrite=overwrite)
-    console.print(f"[green]world written:[/] {directory} ({manifest.summary()})")
+        task = progress.add_task("creating world", total=100)
+
+        def report(stage: str, fraction: float) -> None:
+            progress.update(task, description=stage, completed=round(100 * fraction))
+
+        manifest = create_world(directory, WorldSpec(seed=seed), progress=report, overwrite=overwrite)
+    size_mb = sum(manifest.files.values()) / 1e6
+    console.print(
+        f"[green]world written:[/] {directory}  ({len(manifest.items)} scenes, {len(manifest.files)} files, "
+        f"{size_mb:.0f} MB, seed {seed})"
+    )
 
 
 @world_app.command("serve")
 @user_errors
 def world_serve(
     directory: Annotated[Path, typer.Argument(help="a folder written by `world create`")],
-    stac_port: Annotated[int, typer.Option(help="STAC API port (0: any free port)")] = 0,
-    asset_port: Annotated[int, typer.Option(help="asset (HTTP range) server port (0: any free port)")] = 0,
+    stac_port: Annotated[int, typer.Option(help="STAC API port (0: any free port)")] = 7822,
+    asset_port: Annotated[int, typer.Option(help="asset (HTTP range) server port (0: any free port)")] = 7823,
 ) -> None:
     """Serve a world: a STAC API and an HTTP range-request asset server on 127.0.0.1, until Ctrl-C."""
     from miso_mapper.world import serve_forever
 
-    serve_forever(directory, stac_port=stac_port, asset_port=asset_port, echo=console.print)
+    serve_forever(directory, stac_port=stac_port, asset_port=asset_port)
 
 
 @app.command()

@@ -32,15 +32,19 @@ def load_demo_workflow(config: Path, out: Path | None, stac_url: str | None = No
 
 def ensure_world(workflow: Workflow, console: Console) -> Path:
     """Create the workflow's world unless a complete one with the same seed is already there."""
-    from miso_mapper.world import WorldSpec, create_world, read_world_manifest
+    from miso_mapper.world import WorldSpec, create_world, load_manifest
 
     assert workflow.world is not None
     directory = workflow.world.directory
-    existing = read_world_manifest(directory)
+    try:
+        existing = load_manifest(directory)
+    except (MisoError, OSError, ValueError):
+        existing = None
     if existing is not None and existing.spec == WorldSpec(seed=workflow.world.seed):
         console.print(f"[green]✓ world[/] reusing {directory} (seed {workflow.world.seed})")
         return directory
     started = time.perf_counter()
+    # replace only a previous demo world, never a folder of something else
     create_world(directory, WorldSpec(seed=workflow.world.seed), overwrite=existing is not None)
     console.print(
         f"[green]✓ world[/] created {directory} (seed {workflow.world.seed}) "

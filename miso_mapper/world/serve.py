@@ -1,0 +1,259 @@
+"""Serve a demo world: a STAC API (``rustac serve``) and an HTTP asset server, both on 127.0.0.1.
+
+``serve_world(world_dir)`` starts both as subprocesses (so Dask workers and GDAL in other processes reach
+them like any remote service) and returns a :class:`ServedWorld`, usable as a context manager. Items are
+served with absolute asset hrefs ``http://127.0.0.1:<asset port>/<path relative to the world dir>``.
+
+What the rustac (0.9, memory backend) STAC API supports, as checked by ``tests/test_serve.py``:
+``collections``, ``ids``, ``bbox``, ``intersects``, ``datetime`` (instants and intervals; items with only
+start/end_datetime match by overlap), ``limit`` with ``next`` paging, GET and POST ``/search``. It does NOT
+advertise or implement the Query, Filter (CQL2) or Sort extensions: a search with ``query`` or ``filter``
+returns NO items (silently), and ``sortby`` is ignored. Filter ``eo:cloud_cover`` client-side.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from miso_mapper.errors import MisoError
+from miso_mapper.world.generate import load_manifest
+
+HOST = "127.0.0.1"
+DEFAULT_STAC_PORT = 7822
+DEFAULT_ASSET_PORT = 7823
+START_TIMEOUT_S = 30.0
+
+
+def _rustac_exe() -> str:
+    here = Path(sys.executable).parent / "rustac"
+    if here.is_file():
+        return str(here)
+    found = shutil.which("rustac")
+    if not found:
+        raise MisoError("rustac is not installed (pip install rustac); it serves the demo STAC API")
+    return found
+
+
+def _check_port(port: int) -> int:
+    """``port`` if free on 127.0.0.1 (a free port chosen by the OS when 0); MisoError naming it otherwise."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            raise MisoError(f"port {port} on {HOST} is already in use") from None
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - local URLs only
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+
+
+@dataclass
+class ServedWorld:
+    """A running world: ``stac_url`` (STAC API root, ends with '/'), ``asset_url`` (asset server root, ends
+    with '/'), ``log_path`` (asset request log, JSON lines), ``faults_path`` (fault table the asset server
+    watches). Stop with :meth:`stop` or by leaving a ``with`` block."""
+
+    world_dir: Path
+    stac_url: str
+    asset_url: str
+    log_path: Path
+    faults_path: Path
+    stac_port: int
+    asset_port: int
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    _tmp: Path | None = field(default=None, repr=False)
+
+    def __enter__(self) -> ServedWorld:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the server subprocesses (STAC, assets)."""
+        return [p.pid for p in self._procs]
+
+    def alive(self) -> bool:
+        """True while every server subprocess is running."""
+        return bool(self._procs) and all(p.poll() is None for p in self._procs)
+
+    def stop(self) -> None:
+        """Terminate both servers (SIGTERM, then SIGKILL after 5 s) and remove the temporary files. Idempotent."""
+        for p in self._procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self._procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+            for stream in (p.stdout, p.stderr):
+                if stream:
+                    stream.close()
+        self._procs = []
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        atexit.unregister(self.stop)
+
+    def asset_href(self, rel: str) -> str:
+        """Absolute URL of a world file given its path relative to the world dir."""
+        return self.asset_url + rel.lstrip("/")
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Asset requests answered so far: dicts with method, path, range, status, bytes (see ``assets``)."""
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def set_faults(self, rules: list[dict[str, Any]]) -> None:
+        """Replace the asset server's fault rules (format: :mod:`miso_mapper.world.assets`); [] clears them.
+
+        Takes effect on the next request (the server reloads the file when its mtime changes)."""
+        tmp = self.faults_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"rules": rules}))
+        os.replace(tmp, self.faults_path)
+        st = self.faults_path.stat()  # make sure the mtime moves even within one clock tick
+        os.utime(self.faults_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def _served_items(world_dir: Path, asset_url: str, out: Path) -> list[Path]:
+    """Write the world's STAC collections and, per collection, one FeatureCollection of its items with
+    absolute asset hrefs into ``out``; return the files to load (collections first)."""
+    manifest = load_manifest(world_dir)
+    colls, per_coll = [], {}
+    for rel in manifest.stac_collections:
+        c = json.loads((world_dir / rel).read_text())
+        c["links"] = []
+        dst = out / f"collection-{c['id']}.json"
+        dst.write_text(json.dumps(c))
+        colls.append(dst)
+        per_coll[c["id"]] = []
+    for rel in manifest.stac_items:
+        item = json.loads((world_dir / rel).read_text())
+        item["links"] = []
+        for asset in item["assets"].values():
+            if "://" not in asset["href"]:
+                asset["href"] = asset_url + asset["href"]
+        per_coll.setdefault(item["collection"], []).append(item)
+    files = list(colls)
+    for cid, items in per_coll.items():
+        dst = out / f"items-{cid}.json"
+        dst.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+        files.append(dst)
+    return files
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], what: str, check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace").strip()
+            last = err.splitlines()[-1] if err else f"exit code {proc.returncode}"
+            raise MisoError(f"{what} failed to start: {last}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise MisoError(f"{what} did not answer within {timeout:.0f} s")
+
+
+def serve_world(world_dir: Path, stac_port: int = 0, asset_port: int = 0,
+                timeout_s: float = START_TIMEOUT_S) -> ServedWorld:
+    """Start the STAC API and the asset server for ``world_dir`` on 127.0.0.1 and wait until both answer.
+
+    Port 0 picks a free port. Raises :class:`MisoError` (one line) if a port is in use, the directory is
+    not a world, or a server does not come up within ``timeout_s`` seconds; nothing is left running then.
+    The returned :class:`ServedWorld` is a context manager; servers are also stopped at interpreter exit.
+    """
+    world_dir = Path(world_dir).resolve()
+    load_manifest(world_dir)
+    stac_port, asset_port = _check_port(stac_port), _check_port(asset_port)
+    if stac_port == asset_port:
+        raise MisoError(f"STAC and asset server cannot share port {stac_port}")
+    tmp = Path(tempfile.mkdtemp(prefix="miso-world-serve-"))
+    served = ServedWorld(world_dir, f"http://{HOST}:{stac_port}/", f"http://{HOST}:{asset_port}/",
+                         tmp / "requests.jsonl", tmp / "faults.json", stac_port, asset_port, _tmp=tmp)
+    atexit.register(served.stop)
+    try:
+        served.faults_path.write_text('{"rules": []}')
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        assets = subprocess.Popen(
+            [sys.executable, "-m", "miso_mapper.world.assets", "--root", str(world_dir), "--host", HOST,
+             "--port", str(asset_port), "--faults", str(served.faults_path), "--log", str(served.log_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+        served._procs.append(assets)
+        _wait_ready(assets, f"asset server on port {asset_port}",
+                    lambda: _get(served.asset_url + "world.json")[0] == 200, timeout_s)
+        served.log_path.write_text("")  # the readiness probe is not a client request
+        files = _served_items(world_dir, served.asset_url, tmp)
+        stac = subprocess.Popen(
+            [_rustac_exe(), "serve", *map(str, files), "--addr", f"{HOST}:{stac_port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+        served._procs.append(stac)
+        n_coll = sum(1 for f in files if f.name.startswith("collection-"))
+
+        def stac_ready() -> bool:
+            status, body = _get(served.stac_url + "collections")
+            return status == 200 and len(json.loads(body).get("collections", [])) == n_coll
+
+        _wait_ready(stac, f"STAC API (rustac) on port {stac_port}", stac_ready, timeout_s)
+    except BaseException:
+        served.stop()
+        raise
+    return served
+
+
+def serve_forever(world_dir: Path, stac_port: int = DEFAULT_STAC_PORT,
+                  asset_port: int = DEFAULT_ASSET_PORT) -> None:
+    """Serve ``world_dir`` until Ctrl-C or SIGTERM (used by ``miso-mapper world serve DIR``).
+
+    Prints the STAC API and asset URLs, then waits; stops both servers cleanly on exit. Raises
+    :class:`MisoError` if a server cannot start or dies while serving.
+    """
+    stop = threading.Event()
+
+    def _term(signum: int, frame: Any) -> None:
+        stop.set()
+
+    old = signal.signal(signal.SIGTERM, _term) if threading.current_thread() is threading.main_thread() else None
+    try:
+        with serve_world(world_dir, stac_port, asset_port) as served:
+            print(f"STAC API:  {served.stac_url}", flush=True)
+            print(f"assets:    {served.asset_url}", flush=True)
+            print("Press Ctrl-C to stop.", flush=True)
+            try:
+                while not stop.wait(0.5):
+                    if not served.alive():
+                        raise MisoError("a demo-world server exited unexpectedly")
+            except KeyboardInterrupt:
+                pass
+            print("stopping", flush=True)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
