@@ -6,6 +6,10 @@ Forest point features all go through :func:`read_inputs`, so they can never disa
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,9 +19,9 @@ from odc.geo.geobox import GeoBox
 from miso_mapper.bands import COVARIATES, S2_BANDS
 from miso_mapper.config import ImageryConfig
 from miso_mapper.errors import MisoError
-from miso_mapper.imagery.composite import block_rows, composite_blocks
+from miso_mapper.imagery.composite import composite_blocks
 from miso_mapper.imagery.covariates import load_covariates
-from miso_mapper.imagery.load import read_block, stack_items
+from miso_mapper.imagery.load import read_item, stack_items
 from miso_mapper.imagery.normalize import normalize_covariate_array, normalize_s2_array
 from miso_mapper.imagery.profiles import get_profile
 
@@ -37,23 +41,25 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
     else:
         profile = get_profile(config.profile)
         assets = [profile.asset_key(b) for b in bands] + [profile.asset_key("scl")]
-        rows = block_rows(len(items), len(assets), width, height, config.max_block_mb * 2**20)
-        stack = stack_items(items, assets, geobox, loader=config.loader, block_rows=rows)
+        stack = stack_items(items, assets, geobox, loader=config.loader)
         by_id = {item["id"]: item for item in items}
         offsets = np.array(
             [profile.dn_offset(by_id[i].get("properties", {})) for i in stack["id"].values], np.float64
         )
+        budget = config.max_block_mb * 2**20
+        with _observation_store(stack.shape, budget) as observations:
+            for t in range(len(items)):  # one item at a time: peak memory is one item, not all of them
+                observations[t] = read_item(stack, t)
 
-        def read(rows_slice: slice) -> tuple[np.ndarray, np.ndarray]:
-            raw = read_block(stack, rows_slice)
-            dn = raw[:, : len(bands)]
-            values = np.where(dn == 0, np.nan, dn.astype(np.float64) + offsets[:, None, None, None])
-            return values, raw[:, len(bands)]
+            def read(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+                raw = np.asarray(observations[:, :, rows])
+                dn = raw[:, : len(bands)]
+                values = np.where(dn == 0, np.nan, dn.astype(np.float64) + offsets[:, None, None, None])
+                return values, raw[:, len(bands)]
 
-        composite, count = composite_blocks(
-            read, len(items), len(bands), (height, width), config.scl_keep, config.composite,
-            config.max_block_mb * 2**20,
-        )
+            composite, count = composite_blocks(
+                read, len(items), len(bands), (height, width), config.scl_keep, config.composite, budget
+            )
     return xr.Dataset(
         {
             "reflectance": (("band", "y", "x"), composite),
@@ -104,6 +110,21 @@ def read_inputs(
         attrs=comp.attrs | {"items": [item["id"] for item in items]},
     )
     return ds
+
+
+@contextlib.contextmanager
+def _observation_store(shape: tuple[int, ...], budget_bytes: int) -> Iterator[np.ndarray]:
+    """A uint16 array of ``shape`` for raw observations: in memory if it fits ``budget_bytes``, else a
+    memory-mapped scratch file (deleted afterwards), so peak memory stays flat however many items there are."""
+    if int(np.prod(shape)) * 2 <= budget_bytes:
+        yield np.zeros(shape, np.uint16)
+        return
+    with tempfile.TemporaryDirectory(prefix="miso-observations-") as tmp:
+        store = np.lib.format.open_memmap(Path(tmp) / "observations.npy", mode="w+", dtype=np.uint16, shape=shape)
+        try:
+            yield store
+        finally:
+            del store
 
 
 def _coords(geobox: GeoBox, bands: list[str]) -> dict[str, Any]:

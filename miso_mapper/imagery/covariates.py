@@ -182,8 +182,9 @@ def find_covariate_sources(
             raise MisoError("covariates.path is required when covariates.source is 'folder'")
         return folder_sources(config.path, config.derive_missing)
     from pystac_client import Client
+    from pystac_client.exceptions import APIError
 
-    from miso_mapper.imagery.search import lonlat_footprint
+    from miso_mapper.imagery.search import lonlat_footprint, stac_error
 
     url = config.stac_url or default_stac_url
     if not url:
@@ -192,8 +193,8 @@ def find_covariate_sources(
         client = Client.open(url)
         search = client.search(collections=[config.collection], intersects=lonlat_footprint(geobox).__geo_interface__)
         items = list(search.items_as_dicts())
-    except OSError as exc:
-        raise MisoError(f"STAC API {redact_href(url)} is unreachable: {type(exc).__name__}") from None
+    except (APIError, OSError) as exc:
+        raise stac_error(exc, url) from None
     if not items:
         raise MisoError(f"no covariate items in collection {config.collection!r} over this area")
     return stac_sources(items, config.derive_missing)

@@ -78,19 +78,23 @@ def stack_items(
     assets: list[str],
     geobox: GeoBox,
     loader: Loader = "stackstac",
-    block_rows: int | None = None,
 ) -> xr.DataArray:
     """A lazy (time, band, y, x) uint16 DataArray of ``assets`` of ``items`` on ``geobox``, 0 = no data.
 
     ``time`` follows the items' datetimes (ascending); ``band`` is the asset keys in the order given.
     Pixels outside an item's footprint are 0. Nearest-neighbour resampling (20 m bands are repeated, never
-    smoothed, so SCL codes stay codes). Dask chunks are (1, 1, block_rows, width).
+    smoothed, so SCL codes stay codes). Dask chunks are (1, 1, y, x): one asset over the whole grid.
+
+    Pitfall: read each chunk whole (:func:`read_item`). GDAL warps with an approximate transformer fitted to
+    the window it is asked for, so reading the same grid in row blocks picks a different nearest source pixel
+    for a few pixels per thousand; whole-grid reads make values independent of how memory is budgeted.
     """
     if not items:
         raise MisoError("no items to load")
     _check_single_band(items, assets)
-    items = [with_proj_epsg(item) for item in items]
-    rows = block_rows or geobox.shape.y
+    # one order for both loaders: by acquisition time, ties (tiles of one pass) by id
+    items = sorted((with_proj_epsg(item) for item in items), key=lambda it: (_datetime(it), it["id"]))
+    rows = geobox.shape.y
     if loader == "stackstac":
         return _stackstac(items, assets, geobox, rows)
     if loader == "odc":
@@ -134,9 +138,7 @@ def _odc(items: list[dict[str, Any]], assets: list[str], geobox: GeoBox, rows: i
     import pystac
     from odc.stac import load
 
-    pystac_items = sorted(
-        (pystac.Item.from_dict(item) for item in items), key=lambda it: (it.datetime, it.id)
-    )
+    pystac_items = [pystac.Item.from_dict(item) for item in items]  # already in stack order
     import rasterio
 
     with rasterio.Env(**GDAL_CLOUD_ENV):
@@ -155,19 +157,32 @@ def _odc(items: list[dict[str, Any]], assets: list[str], geobox: GeoBox, rows: i
     return arr.assign_coords(band=assets, id=("time", [it.id for it in pystac_items]))
 
 
+def _datetime(item: dict[str, Any]) -> str:
+    props = item.get("properties", {})
+    return str(props.get("datetime") or props.get("start_datetime") or "")
+
+
 def _nearest() -> Any:
     from rasterio.enums import Resampling
 
     return Resampling.nearest
 
 
-def read_block(arr: xr.DataArray, rows: slice) -> np.ndarray:
-    """Compute rows of a lazy stack; a read failure becomes a :class:`MisoError` naming the asset href."""
+def read_item(arr: xr.DataArray, index: int) -> np.ndarray:
+    """All bands of item ``index`` of a lazy stack, (band, y, x) uint16; read errors become :class:`MisoError`.
+
+    The error names the asset href, with any token stripped.
+    """
+    return read_all(arr.isel(time=slice(index, index + 1)))[0]
+
+
+def read_all(arr: xr.DataArray) -> np.ndarray:
+    """Compute a whole lazy stack (time, band, y, x); read errors become :class:`MisoError` naming the href."""
     import rasterio
 
     try:
         with rasterio.Env(**GDAL_CLOUD_ENV):
-            return arr[:, :, rows, :].compute(scheduler="threads").values
+            return arr.compute(scheduler="threads").values
     except MisoError:
         raise
     except Exception as exc:  # rasterio/odc raise many types; all mean an unreadable input

@@ -61,6 +61,17 @@ def lonlat_footprint(geobox: GeoBox) -> BaseGeometry:
     return polys[0] if len(polys) == 1 else MultiPolygon(polys)
 
 
+def stac_error(exc: BaseException, url: str) -> MisoError:
+    """A one-line :class:`MisoError` for a failed STAC request: unreachable server or refused request."""
+    text = " ".join(str(exc).split())
+    unreachable = isinstance(exc, OSError) or any(
+        marker in text for marker in ("Max retries exceeded", "Failed to establish", "timed out", "Connection")
+    )
+    if unreachable:
+        return MisoError(f"STAC API {redact_href(url)} is unreachable (is the server running? {text[:120]})")
+    return MisoError(f"STAC API {redact_href(url)} refused the request: {text[:200]}")
+
+
 def _datetime_range(first: dt.date, last: dt.date) -> str:
     return f"{first.isoformat()}T00:00:00Z/{last.isoformat()}T23:59:59Z"
 
@@ -90,10 +101,8 @@ def search_items(geobox: GeoBox, config: ImageryConfig, client: Any | None = Non
             )
             for item in search.items_as_dicts():
                 found.setdefault(item["id"], item)
-    except APIError as exc:
-        raise MisoError(f"STAC API {url} refused the search: {str(exc).splitlines()[0][:200]}") from None
-    except OSError as exc:  # requests' ConnectionError and timeouts are OSErrors
-        raise MisoError(f"STAC API {url} is unreachable: {type(exc).__name__}") from None
+    except (APIError, OSError) as exc:
+        raise stac_error(exc, url) from None
     return select_items(list(found.values()), config.max_cloud_cover, config.max_items)
 
 
