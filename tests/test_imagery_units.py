@@ -172,3 +172,18 @@ def test_imagery_config_windows():
     assert [(a.isoformat(), b.isoformat()) for a, b in cfg.date_windows()] == [
         ("2021-07-01", "2021-08-31"), ("2022-07-01", "2022-08-31")]
     assert len(S2_BANDS) == 9
+
+
+def test_observation_spool_on_disk_equals_in_memory():
+    from miso_mapper.imagery.chunk import _ObservationSpool
+
+    data = RNG.integers(0, 60000, size=(3, 4, 10, 7)).astype(np.uint16)
+    memory, disk = _ObservationSpool(data.shape, 10**9), _ObservationSpool(data.shape, 100)
+    assert disk._file is not None and memory._file is None
+    for t in range(3):
+        memory.write(t, data[t])
+        disk.write(t, data[t])
+    for rows in (slice(0, 10), slice(3, 8), slice(9, 10)):
+        np.testing.assert_array_equal(disk.rows(rows), data[:, :, rows])
+        np.testing.assert_array_equal(memory.rows(rows), data[:, :, rows])
+    disk.close()

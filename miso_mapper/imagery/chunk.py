@@ -6,10 +6,8 @@ Forest point features all go through :func:`read_inputs`, so they can never disa
 
 from __future__ import annotations
 
-import contextlib
+import os
 import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,12 +45,13 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
             [profile.dn_offset(by_id[i].get("properties", {})) for i in stack["id"].values], np.float64
         )
         budget = config.max_block_mb * 2**20
-        with _observation_store(stack.shape, budget) as observations:
+        observations = _ObservationSpool(stack.shape, budget)
+        try:
             for t in range(len(items)):  # one item at a time: peak memory is one item, not all of them
-                observations[t] = read_item(stack, t)
+                observations.write(t, read_item(stack, t))
 
             def read(rows: slice) -> tuple[np.ndarray, np.ndarray]:
-                raw = np.asarray(observations[:, :, rows])
+                raw = observations.rows(rows)
                 dn = raw[:, : len(bands)]
                 values = np.where(dn == 0, np.nan, dn.astype(np.float64) + offsets[:, None, None, None])
                 return values, raw[:, len(bands)]
@@ -60,6 +59,8 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
             composite, count = composite_blocks(
                 read, len(items), len(bands), (height, width), config.scl_keep, config.composite, budget
             )
+        finally:
+            observations.close()
     return xr.Dataset(
         {
             "reflectance": (("band", "y", "x"), composite),
@@ -112,19 +113,45 @@ def read_inputs(
     return ds
 
 
-@contextlib.contextmanager
-def _observation_store(shape: tuple[int, ...], budget_bytes: int) -> Iterator[np.ndarray]:
-    """A uint16 array of ``shape`` for raw observations: in memory if it fits ``budget_bytes``, else a
-    memory-mapped scratch file (deleted afterwards), so peak memory stays flat however many items there are."""
-    if int(np.prod(shape)) * 2 <= budget_bytes:
-        yield np.zeros(shape, np.uint16)
-        return
-    with tempfile.TemporaryDirectory(prefix="miso-observations-") as tmp:
-        store = np.lib.format.open_memmap(Path(tmp) / "observations.npy", mode="w+", dtype=np.uint16, shape=shape)
-        try:
-            yield store
-        finally:
-            del store
+class _ObservationSpool:
+    """Raw observations (time, band, y, x) uint16 of one chunk: in memory when they fit the budget, else in
+    a scratch file read back in row blocks with ``pread``. Not a memory map: mapped pages count towards the
+    process's resident memory and would make peak memory grow with the number of items again."""
+
+    def __init__(self, shape: tuple[int, int, int, int], budget_bytes: int) -> None:
+        self.shape = shape
+        self._array: np.ndarray | None = None
+        self._file: Any = None
+        if int(np.prod(shape)) * 2 <= budget_bytes:
+            self._array = np.zeros(shape, np.uint16)
+        else:
+            self._file = tempfile.TemporaryFile(prefix="miso-observations-")
+
+    def write(self, t: int, planes: np.ndarray) -> None:
+        """Store item ``t``: (band, y, x) uint16."""
+        if self._array is not None:
+            self._array[t] = planes
+            return
+        _, n_bands, height, width = self.shape
+        data = np.ascontiguousarray(planes, np.uint16).tobytes()
+        os.pwrite(self._file.fileno(), data, t * n_bands * height * width * 2)
+
+    def rows(self, rows: slice) -> np.ndarray:
+        """(time, band, rows, x) uint16."""
+        if self._array is not None:
+            return self._array[:, :, rows]
+        n_items, n_bands, height, width = self.shape
+        out = np.empty((n_items, n_bands, rows.stop - rows.start, width), np.uint16)
+        for t in range(n_items):
+            for b in range(n_bands):
+                offset = ((t * n_bands + b) * height + rows.start) * width * 2
+                buf = os.pread(self._file.fileno(), out[t, b].nbytes, offset)
+                out[t, b] = np.frombuffer(buf, np.uint16).reshape(out[t, b].shape)
+        return out
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def _coords(geobox: GeoBox, bands: list[str]) -> dict[str, Any]:

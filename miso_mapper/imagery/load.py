@@ -198,4 +198,6 @@ def _describe_read_error(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
     if cause is not None and cause is not exc:
         text = f"{text} ({' '.join(str(cause).split())})"
+    if "Read failed" in text or "TIFFReadEncodedTile" in text or "IReadBlock" in text:
+        text += " - the file is truncated or corrupt"
     return _URL_RE.sub(lambda m: redact_href(m.group(1)), text)[:500]
