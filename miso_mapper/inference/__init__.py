@@ -1,5 +1,5 @@
-"""Inference: turning a chunk's model inputs into probability layers (MISO and the RF-11 baseline)."""
+"""Mapping with a trained model: the :class:`~miso_mapper.inference.predictor.Predictor` interface."""
 
-from miso_mapper.inference.predictor import Predictor, interior_of
+from miso_mapper.inference.predictor import Predictor, empty_prediction
 
-__all__ = ["Predictor", "interior_of"]
+__all__ = ["Predictor", "empty_prediction"]

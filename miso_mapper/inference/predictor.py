@@ -1,14 +1,22 @@
-"""The interface every map predictor implements (MISO, the RF-11 baseline), so the pipeline maps either.
+"""The interface every mapping model implements, so the production pipeline can map any of them.
 
-A predictor takes the inputs of one chunk *with its halo* (:func:`miso_mapper.imagery.chunk.read_inputs` on
-``chunk.halo_geobox``) and returns probabilities for the chunk's *interior* only. The halo exists so that
-every interior pixel can be predicted with full model context; it is never written.
+A predictor gets the inputs of one processing chunk (:func:`miso_mapper.imagery.chunk.read_inputs` on the
+chunk's *halo* grid) and the (row, col) slices of the chunk's interior within that grid, and returns
+probabilities for the interior only:
+
+* ``permafrost_probability`` (y, x) float32 in [0, 1]: probability of permafrost within 1 m;
+* ``taxonomy_probability`` (class, y, x) float32 in [0, 1], ``class`` = the 7 names of
+  :data:`miso_mapper.bands.SOIL_ORDERS`, summing to 1 over classes;
+
+both NaN where the inputs are invalid (or where the predictor has no model for that task), with the
+interior's ``y``/``x`` pixel-centre coordinates. Scaling to uint8 and writing are the pipeline's job.
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import xarray as xr
 
 from miso_mapper.bands import SOIL_ORDERS
@@ -16,23 +24,23 @@ from miso_mapper.bands import SOIL_ORDERS
 
 @runtime_checkable
 class Predictor(Protocol):
-    """Maps chunk inputs to probability layers."""
+    """Anything that maps a chunk: MISO, RF-11, ..."""
 
     def predict_chunk(self, inputs: xr.Dataset, interior: tuple[slice, slice]) -> xr.Dataset:
-        """Probabilities over ``inputs.isel(y=interior[0], x=interior[1])``.
-
-        Returns a Dataset on the interior's y/x coordinates with
-        ``permafrost_probability`` (y, x) float32 in [0, 1] and ``taxonomy_probability`` (class, y, x)
-        float32 summing to 1 over ``class`` (coordinate = :data:`~miso_mapper.bands.SOIL_ORDERS`); both are
-        NaN where ``inputs['valid']`` is False.
-        """
+        """Probabilities over ``inputs``'s pixels ``interior`` = (row slice, col slice); see the module doc."""
         ...
 
 
-def interior_of(inputs: xr.Dataset, halo: int) -> tuple[slice, slice]:
-    """(row, col) slices of the interior of a halo grid padded by ``halo`` pixels on every side."""
-    ny, nx = inputs.sizes["y"], inputs.sizes["x"]
-    return slice(halo, ny - halo), slice(halo, nx - halo)
-
-
-CLASS_COORD = list(SOIL_ORDERS)
+def empty_prediction(inputs: xr.Dataset, interior: tuple[slice, slice]) -> xr.Dataset:
+    """An all-NaN prediction over the interior of ``inputs`` (the shape and coordinates every predictor returns)."""
+    rows, cols = interior
+    y, x = inputs["y"].values[rows], inputs["x"].values[cols]
+    return xr.Dataset(
+        {
+            "permafrost_probability": (("y", "x"), np.full((y.size, x.size), np.nan, np.float32)),
+            "taxonomy_probability": (("class", "y", "x"),
+                                     np.full((len(SOIL_ORDERS), y.size, x.size), np.nan, np.float32)),
+        },
+        coords={"class": list(SOIL_ORDERS), "y": y, "x": x},
+        attrs={k: v for k, v in inputs.attrs.items() if k in ("crs",)},
+    )

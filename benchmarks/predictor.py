@@ -1,0 +1,222 @@
+"""Benchmark: the fast MISO predictor against the reference's demo loop, same network, same chunk, one process.
+
+Runs, on a synthetic chunk (``--chunk`` px interior + ``--halo`` px halo) with seeded networks of ``--preset``
+for both tasks (permafrost and soil order, as a map run does):
+
+* ``reference loop``: :func:`reference_demo_loop` (``benchmarks/reference_demo_loop.py``), the literal
+  re-implementation of ``MISO/demo.py``: one window at a time, float32, stride 250 // 5 = 50, every pixel of
+  every window, Gaussian weights, plus the location head as the demo computes it;
+* ``predictor, reference setting``: :class:`MisoPredictor` with :meth:`PredictorConfig.reference` (batched,
+  same arithmetic; must equal the loop to float tolerance);
+* ``predictor, fast``: :class:`MisoPredictor` with the default :class:`PredictorConfig` (or ``--stride`` /
+  ``--margin``).
+
+Prints seconds per km² (medians over ``--repeats`` for the fast predictor), the speed-up of each over the
+reference loop, FLOPs per output pixel (``torch.utils.flop_counter.FlopCounterMode``: the whole chunk for the
+predictor; for the loop one window times the number of windows, every window doing identical work), the
+one-query-per-pixel floor (encoder FLOPs per window / window pixels + one query), and the agreement of the
+fast map with the reference loop's map (argmax agreement: p > 0.5 for permafrost, argmax of the 7 orders for
+taxonomy; mean absolute probability difference; over valid interior pixels). The last line is one JSON object.
+
+CPU by default (``--device``); ``--preset reference --chunk 500`` is the GPU configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_demo_loop import reference_demo_loop  # noqa: E402
+
+from miso_mapper.inference.miso import MisoPredictor, PredictorConfig  # noqa: E402
+from miso_mapper.inference.synthetic import fit_synthetic, seeded_network, synthetic_inputs  # noqa: E402
+
+TASKS = ("permafrost", "taxonomy")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``lscpu``), or the platform's processor string."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, result) of one call."""
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def flops_of(fn: Callable[[], Any]) -> tuple[int, Any]:
+    """(FLOPs counted by FlopCounterMode, result) of one call."""
+    with FlopCounterMode(display=False) as counter:
+        out = fn()
+    return counter.get_total_flops(), out
+
+
+def agreement(fast: dict[str, np.ndarray], ref: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, float]:
+    """Argmax agreement and mean |Δp| per task over ``valid`` pixels (maps are (C, y, x))."""
+    out: dict[str, float] = {}
+    for task in fast:
+        a, b = fast[task][:, valid], ref[task][:, valid]
+        if task == "permafrost":
+            agree = float(((a[0] > 0.5) == (b[0] > 0.5)).mean())
+        else:
+            agree = float((a.argmax(0) == b.argmax(0)).mean())
+        out[f"{task}_argmax_agreement"] = agree
+        out[f"{task}_mean_abs_diff"] = float(np.abs(a - b).mean())
+        out[f"{task}_max_abs_diff"] = float(np.abs(a - b).max())
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the JSON summary (also printed as the last line)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=["tiny", "small", "reference"], default="tiny")
+    ap.add_argument("--chunk", type=int, default=250, help="interior side, px")
+    ap.add_argument("--halo", type=int, default=125, help="halo, px (half a window)")
+    ap.add_argument("--stride", type=int, default=None, help="fast setting: stride (default PredictorConfig's)")
+    ap.add_argument("--margin", type=int, default=None, help="fast setting: margin (default PredictorConfig's)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats of the fast predictor (median)")
+    ap.add_argument("--fit-steps", type=int, default=0,
+                    help="briefly fit the networks to a synthetic truth first (0 = calibrated random networks)")
+    ap.add_argument("--skip-reference-setting", action="store_true",
+                    help="do not time the predictor in the reference setting (saves one reference-cost run)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    size = args.chunk + 2 * args.halo
+    interior = (slice(args.halo, args.halo + args.chunk), slice(args.halo, args.halo + args.chunk))
+    inputs = synthetic_inputs(size, size, seed=args.seed,
+                              invalid_box=(slice(args.halo + args.chunk // 3, args.halo + args.chunk // 2),
+                                           slice(0, args.halo + args.chunk // 5)))
+    valid = inputs["valid"].values[interior]
+    km2 = args.chunk * args.chunk * 100 / 1e6
+    nets = {t: seeded_network(t, args.preset, seed=args.seed + i, calibrate_on=inputs) for i, t in enumerate(TASKS)}
+    fit_s = 0.0
+    if args.fit_steps:
+        fit_s, _ = timed(lambda: [fit_synthetic(n, inputs, steps=args.fit_steps, seed=args.seed)
+                                  for n in nets.values()])
+    print(f"# {args.preset} networks, chunk {args.chunk} px + {args.halo} px halo ({km2:.2f} km² interior), "
+          f"device {args.device}, {torch.get_num_threads()} threads, fit steps {args.fit_steps} ({fit_s:.0f} s)",
+          flush=True)
+
+    # --- the literal reference loop (window by window, float32)
+    ref_maps: dict[str, np.ndarray] = {}
+    ref_s = 0.0
+    ref_windows = 0
+    for task, net in nets.items():
+        dt, out = timed(lambda net=net: reference_demo_loop(net, inputs, interval=5, device=args.device))
+        ref_s += dt
+        ref_windows = int(out["windows"])
+        m = out["prediction"][interior].transpose(2, 0, 1).astype(np.float32)
+        ref_maps[task] = np.where(valid[None], m, np.nan)
+    w = nets["permafrost"].config.crop_size
+    one = inputs.isel(y=slice(0, w), x=slice(0, w))
+    ref_flops = sum(flops_of(lambda net=net: reference_demo_loop(net, one, interval=5, device=args.device))[0]
+                    for net in nets.values()) * ref_windows
+    print(f"reference loop: {ref_s:.1f} s, {ref_windows} windows per network", flush=True)
+
+    # --- the predictor in the reference setting
+    rows: list[tuple[str, float, float, float]] = []
+    rows.append(("reference loop (demo.py)", ref_s, 1.0, ref_flops))
+    result: dict[str, Any] = {}
+    if not args.skip_reference_setting:
+        pref = MisoPredictor(nets["permafrost"], nets["taxonomy"], PredictorConfig.reference(device=args.device))
+        (flops_rs, (dt_rs, out_rs)) = flops_of(lambda: timed(lambda: pref.predict_chunk(inputs, interior)))
+        rs = {"permafrost": out_rs["permafrost_probability"].values[None], "taxonomy":
+              out_rs["taxonomy_probability"].values}
+        eq = agreement(rs, ref_maps, valid)
+        result["reference_setting_max_abs_diff"] = max(eq[f"{t}_max_abs_diff"] for t in TASKS)
+        rows.append(("predictor, reference setting", dt_rs, ref_s / dt_rs, flops_rs))
+        print(f"predictor reference setting: {dt_rs:.1f} s, max |Δp| vs loop "
+              f"{result['reference_setting_max_abs_diff']:.2e}", flush=True)
+
+    # --- the fast predictor
+    over = {k: v for k, v in (("stride", args.stride), ("margin", args.margin)) if v is not None}
+    fast_cfg = PredictorConfig(device=args.device, **over)
+    pfast = MisoPredictor(nets["permafrost"], nets["taxonomy"], fast_cfg)
+    pfast.predict_chunk(inputs, interior)  # warm-up
+    times = []
+    for _ in range(max(1, args.repeats)):
+        dt, out_f = timed(lambda: pfast.predict_chunk(inputs, interior))
+        times.append(dt)
+    fast_s = statistics.median(times)
+    flops_fast, _ = flops_of(lambda: pfast.predict_chunk(inputs, interior))
+    fast = {"permafrost": out_f["permafrost_probability"].values[None],
+            "taxonomy": out_f["taxonomy_probability"].values}
+    rows.append((f"predictor, fast (stride {fast_cfg.stride}, margin {fast_cfg.margin})", fast_s, ref_s / fast_s,
+                 flops_fast))
+    agree = agreement(fast, ref_maps, valid)
+
+    # --- the floor: each pixel encoded once and queried once, per network
+    floor = 0.0
+    for net in nets.values():
+        win = torch.from_numpy(np.concatenate([one["s2"].values, one["cov"].values])[None].astype(np.float32))
+        with torch.inference_mode():
+            enc, feats = flops_of(lambda net=net, win=win: net.encode(win.to(net.out[0].weight.device)))
+            pts = torch.rand(1, 4096, 2, device=win.device) * 2 - 1
+            qf, _ = flops_of(lambda net=net, feats=feats, pts=pts: net.query(feats, pts, None))
+        floor += enc / (w * w) + qf / 4096
+
+    npx = args.chunk * args.chunk
+    print()
+    print(f"{'setting':<44} {'s/km²':>10} {'speed-up':>9} {'FLOP/px':>10} {'x floor':>8}")
+    for name, secs, speed, fl in rows:
+        print(f"{name:<44} {secs / km2:>10.2f} {speed:>9.1f} {fl / npx:>10.3g} {fl / npx / floor:>8.2f}")
+    print(f"{'one query per pixel (floor)':<44} {'':>10} {'':>9} {floor:>10.3g} {1.0:>8.2f}")
+    print()
+    for t in TASKS:
+        print(f"{t:<12} argmax agreement {agree[f'{t}_argmax_agreement']:.4f}  mean |Δp| "
+              f"{agree[f'{t}_mean_abs_diff']:.4f}  max |Δp| {agree[f'{t}_max_abs_diff']:.3f}")
+    print(f"fast: {pfast.stats.windows} windows, {pfast.stats.points_queried / npx:.2f} queries per interior pixel, "
+          f"times {[round(t, 2) for t in times]} s")
+
+    result = {
+        "speedup": ref_s / fast_s,
+        "argmax_agreement": min(agree[f"{t}_argmax_agreement"] for t in TASKS),
+        "mean_abs_diff": max(agree[f"{t}_mean_abs_diff"] for t in TASKS),
+        "flops_per_pixel": flops_fast / npx,
+        "floor_flops_per_pixel": floor,
+        "reference_flops_per_pixel": ref_flops / npx,
+        "reference_s_per_km2": ref_s / km2,
+        "fast_s_per_km2": fast_s / km2,
+        **result,
+        **agree,
+        "speedup_vs_reference_setting": (rows[1][1] / fast_s) if not args.skip_reference_setting else None,
+        "queries_per_pixel": pfast.stats.points_queried / npx,
+        "preset": args.preset, "chunk": args.chunk, "halo": args.halo, "stride": fast_cfg.stride,
+        "margin": fast_cfg.margin, "fit_steps": args.fit_steps, "device": args.device,
+        "threads": torch.get_num_threads(),
+        "machine": f"{cpu_model()}, {__import__('os').cpu_count()} cores" if args.device == "cpu"
+        else (torch.cuda.get_device_name() if torch.cuda.is_available() else args.device),
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

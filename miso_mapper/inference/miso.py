@@ -1,0 +1,490 @@
+"""The MISO map predictor: batched windows, one query per output pixel, seamless blending, CUDA-ready.
+
+:class:`MisoPredictor` implements :class:`~miso_mapper.inference.predictor.Predictor` with up to two
+networks (permafrost and soil order; a missing one gives an all-NaN layer). For one chunk it
+
+1. stacks the chunk's normalised inputs with halo into a ``(19, H, W)`` float32 image (9 S2 bands in
+   :data:`~miso_mapper.bands.S2_BANDS` order, then 10 covariates in :data:`~miso_mapper.bands.COVARIATES`
+   order; non-finite values become 0, as no-data pixels already are);
+2. lays out 250 px windows (:class:`~miso_mapper.inference.windows.WindowLayout`): by default the *fast*
+   layout, in which every interior pixel is queried once from the window whose centre is nearest (at most
+   ``stride / 2`` px away), with a ``margin`` px raised-cosine cross-fade between neighbouring windows and
+   windows centred on the chunk edges so that adjacent chunks agree there; with
+   :meth:`PredictorConfig.reference` the reference's demo setting (stride 50, every pixel of every window,
+   Gaussian mask sigma 0.25 x 250), which reproduces ``MISO/demo.py``;
+3. encodes the windows in batches (each window once per network) and queries each window on its query
+   rectangle, ``query_batch`` points per call, with window-relative pixel-centre coordinates exactly as the
+   reference builds them (``-1 + 1/w + 2k/w``, float32);
+4. turns the visual head's logits (``pred``, the map product of the reference demo) into probabilities
+   (sigmoid for permafrost, softmax over the 7 orders for taxonomy) and accumulates
+   ``sum(weight * p) / sum(weight)`` over the interior; pixels where ``inputs['valid']`` is False are NaN.
+
+The location branch (``geo_pred``) is not run: in the ``visual_geo_dual`` network the visual head does not
+read it, so it cannot change the map (the literal reference loop in ``benchmarks/`` does run it, as the demo).
+
+On CUDA: bf16 autocast (coordinates stay float32, so the neighbour-cell search is exact), channels-last
+encoders and windows, pinned double-buffered host staging with non-blocking copies, a window batch size
+chosen from free GPU memory (:func:`estimate_window_bytes`, :func:`estimate_point_bytes`), and on
+``torch.OutOfMemoryError`` the batch (and the points per query call) is halved and the same windows are
+retried; only when one window with the smallest query call still does not fit does it raise
+:class:`~miso_mapper.errors.MisoError`. Nothing is ever skipped. The smaller size is kept for later chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor
+
+from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS
+from miso_mapper.errors import MisoError
+from miso_mapper.inference.windows import BlendKind, Window, WindowLayout, blend_mask
+from miso_mapper.model.config import MisoNetConfig
+from miso_mapper.model.network import MisoNet
+
+log = logging.getLogger(__name__)
+
+#: Activation memory of one Swin block relative to its input (tokens x channels): the input and its
+#: LayerNorm copy, q/k/v (3), attention output and projection (2), the MLP hidden layer (4) and its
+#: activation (4), with slack. Used only for the first guess of the CUDA batch size (OOM halving corrects it).
+SWIN_ACTIVATION_FACTOR = 20
+#: Smallest number of points per query call the OOM fallback goes down to.
+MIN_QUERY_POINTS = 1024
+#: Largest automatic number of points per query call on CUDA.
+MAX_AUTO_QUERY_POINTS = 1 << 18
+#: Defaults on CPU (no memory probe there): windows per batch and points per query call.
+CPU_BATCH_SIZE = 4
+CPU_QUERY_POINTS = 16384
+
+
+class PredictorConfig(BaseModel):
+    """How :class:`MisoPredictor` tiles, batches and blends. The defaults are the fast setting.
+
+    Lengths are in pixels of the 10 m grid.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: int = Field(250, gt=0, description="window side = the model's context (its crop_size), px")
+    query_all_pixels: bool = Field(
+        False, description="reference mode: windows at every `stride` px, each queried on every pixel")
+    stride: int = Field(100, gt=0, description="fast mode: largest distance between window centres (= largest "
+                                              "core, so a pixel is at most stride/2 from its window's centre); "
+                                              "reference mode: window step (the reference's 250 // 5 = 50)")
+    margin: int = Field(8, ge=0, description="fast mode: half-width of the cross-fade between windows, px")
+    blend: BlendKind = Field("hann", description="mask over each window: hann, cosine or gaussian")
+    sigma_fraction: float = Field(0.25, gt=0, description="gaussian mask sigma as a fraction of the window")
+    batch_size: int | None = Field(None, ge=1, description="windows per batch; None = 4 on CPU, from free "
+                                                          "memory on CUDA")
+    max_batch_size: int = Field(64, ge=1, description="cap of the automatic batch size")
+    query_batch: int | None = Field(None, ge=1, description="points per query call over the whole batch "
+                                                           "(bounds B x N x 4 x hidden memory); None = auto")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU, which runs float32)")
+    channels_last: bool = Field(True, description="channels-last windows and encoders on CUDA")
+    gpu_memory_fraction: float = Field(0.8, gt=0, le=1, description="share of free GPU memory to plan for")
+
+    @model_validator(mode="after")
+    def _check(self) -> PredictorConfig:
+        if self.stride > self.window:
+            raise ValueError(f"stride {self.stride} is larger than the window {self.window}")
+        if not self.query_all_pixels and 4 * self.margin > self.stride:
+            raise ValueError(f"margin {self.margin} is too wide for stride {self.stride} (need 4 margin <= stride)")
+        return self
+
+    @classmethod
+    def reference(cls, **overrides: Any) -> PredictorConfig:
+        """The reference demo's setting: stride 50, every pixel of every window, Gaussian mask sigma 0.25."""
+        return cls(**({"query_all_pixels": True, "stride": 50, "margin": 0, "blend": "gaussian"} | overrides))
+
+    def layout(self, shape: tuple[int, int], interior: tuple[slice, slice]) -> WindowLayout:
+        """The windows for a halo grid of ``shape`` (rows, cols) with ``interior``."""
+        if self.query_all_pixels:
+            return WindowLayout.reference(shape, interior, self.window, self.stride)
+        return WindowLayout.fast(shape, interior, self.window, self.stride, self.margin)
+
+
+def window_pixel_grid(window: int) -> Tensor:
+    """Window-relative centres of ``window`` pixels, ``(window,)`` float32: ``-1 + 1/w + (2/w) k``.
+
+    The same float32 arithmetic as the reference's ``make_grid(-1, 1)``, so coordinates are bit-identical.
+    """
+    r = (1 - -1) / (2 * window)
+    return -1 + r + (2 * r) * torch.arange(window).float()
+
+
+def estimate_window_bytes(cfg: MisoNetConfig, amp: bool) -> int:
+    """First guess of the peak device memory of encoding one window with one network, bytes.
+
+    The input (19 x S x S float32, and its resized copy), per encoder the largest Swin stage's activations
+    (``tokens x channels x`` :data:`SWIN_ACTIVATION_FACTOR` plus the attention scores ``tokens x window² x
+    heads``) and, kept for the queries, the four stage maps and their projections
+    (``tokens_i x (C_i + hidden_i[0])``). ``S = cfg.input_size``; 2 bytes per value under bf16, else 4.
+    """
+    elt = 2 if amp else 4
+    s = cfg.input_size
+    total = 2 * cfg.in_bands * s * s * 4
+    for enc in (cfg.sat_encoder, cfg.cov_encoder):
+        side = s // 4
+        peak = kept = 0
+        for i, c in enumerate(enc.stage_dims):
+            tokens = (side >> i) ** 2
+            attn = tokens * min(enc.window_size, side >> i) ** 2 * enc.num_heads[i]
+            peak = max(peak, (tokens * c * SWIN_ACTIVATION_FACTOR + attn) * elt)
+            kept += tokens * (c + cfg.query_hidden[i][0]) * 4
+        total += peak + kept
+    return int(total)
+
+
+def estimate_point_bytes(cfg: MisoNetConfig) -> int:
+    """First guess of the device memory per query point, bytes (float32 throughout, as LayerNorm and the
+    coordinate arithmetic are): the widest stage's four-neighbour MLP activations ``4 x (h0 + h1 + E)`` twice
+    (input and output of each layer), plus about ten ``E``-wide embeddings (stage sums, mappers, heads)."""
+    e = cfg.emb_dim
+    stage = max(4 * (h0 + h1 + e) * 2 for h0, h1 in cfg.query_hidden)
+    return int((stage + 10 * e + 64) * 4)
+
+
+@dataclass
+class PredictStats:
+    """What the last :meth:`MisoPredictor.predict_chunk` did (for logs and benchmarks)."""
+
+    windows: int = 0
+    windows_skipped: int = 0
+    points_queried: int = 0
+    batch_size: int = 0
+    query_batch: int = 0
+    oom_retries: int = 0
+    seconds: float = 0.0
+    batches: list[int] = field(default_factory=list)
+
+
+class MisoPredictor:
+    """Permafrost and soil-order probabilities for a chunk from MISO networks (see the module docstring).
+
+    Args:
+        permafrost: a ``task='permafrost'`` network or ``None`` (its layer is then NaN).
+        taxonomy: a ``task='taxonomy'`` network or ``None``.
+        config: tiling, batching and device settings; default :class:`PredictorConfig` ``()`` (fast).
+
+    The networks are moved to the predictor's device once and put in eval mode; keep one predictor per
+    worker process.
+    """
+
+    def __init__(self, permafrost: MisoNet | None = None, taxonomy: MisoNet | None = None,
+                 config: PredictorConfig | None = None) -> None:
+        self.config = config or PredictorConfig()
+        self.models: dict[str, MisoNet] = {}
+        for task, model in (("permafrost", permafrost), ("taxonomy", taxonomy)):
+            if model is None:
+                continue
+            cfg = model.config
+            if cfg.task != task:
+                raise MisoError(f"the {task} network given is a {cfg.task!r} network")
+            if cfg.crop_size != self.config.window:
+                raise MisoError(f"the {task} network was trained on {cfg.crop_size} px windows but the predictor "
+                                f"is configured for {self.config.window} px windows")
+            if cfg.in_bands != len(S2_BANDS) + len(COVARIATES):
+                raise MisoError(f"the {task} network takes {cfg.in_bands} bands, the inputs have "
+                                f"{len(S2_BANDS) + len(COVARIATES)}")
+            card = model.card
+            if card is not None and (tuple(card.sat_bands) != S2_BANDS or tuple(card.covariates) != COVARIATES):
+                raise MisoError(f"the {task} network expects bands {card.sat_bands} + {card.covariates}, "
+                                "not the package's band order")
+            self.models[task] = model
+        if not self.models:
+            raise MisoError("a MISO predictor needs a permafrost or a taxonomy network (got neither)")
+        self.device = resolve_device(self.config.device)
+        self.cuda = self.device.type == "cuda"
+        for model in self.models.values():
+            model.to(self.device).eval()
+            if self.cuda and self.config.channels_last:
+                model.sat_encoder.to(memory_format=torch.channels_last)
+                model.cov_encoder.to(memory_format=torch.channels_last)
+        self._mask = blend_mask(self.config.window, self.config.blend, self.config.sigma_fraction)
+        self._grid = window_pixel_grid(self.config.window)
+        self._batch_size: int | None = None
+        self._query_batch: int | None = None
+        self._stager = _HostStager(self.device, self.config.window)
+        self.stats = PredictStats()
+
+    # ----------------------------------------------------------------------------------------------- sizes
+    def batch_sizes(self) -> tuple[int, int]:
+        """(windows per batch, points per query call), resolved on first use and kept (OOM may shrink them).
+
+        CPU: :data:`CPU_BATCH_SIZE` and :data:`CPU_QUERY_POINTS` unless configured. CUDA: from
+        ``torch.cuda.mem_get_info`` x ``gpu_memory_fraction``: the query call gets up to a third of that
+        budget (at most :data:`MAX_AUTO_QUERY_POINTS` points, a power of two), the windows the rest at
+        :func:`estimate_window_bytes` each, capped by ``max_batch_size``.
+        """
+        if self._batch_size is None or self._query_batch is None:
+            c = self.config
+            if not self.cuda:
+                self._batch_size = c.batch_size or CPU_BATCH_SIZE
+                self._query_batch = c.query_batch or CPU_QUERY_POINTS
+            else:
+                free, _total = torch.cuda.mem_get_info(self.device)
+                budget = free * c.gpu_memory_fraction
+                cfgs = [m.config for m in self.models.values()]
+                per_point = max(estimate_point_bytes(m) for m in cfgs)
+                per_window = max(estimate_window_bytes(m, c.amp) for m in cfgs)
+                if c.query_batch is None:
+                    pts = int(budget / 3 // per_point)
+                    pts = 1 << max(pts, 1).bit_length() - 1
+                    self._query_batch = max(MIN_QUERY_POINTS, min(MAX_AUTO_QUERY_POINTS, pts))
+                else:
+                    self._query_batch = c.query_batch
+                left = budget - self._query_batch * per_point
+                self._batch_size = c.batch_size or max(1, min(c.max_batch_size, int(left // per_window)))
+                log.info("CUDA: %.1f GiB free; %d windows/batch (~%.0f MiB each), %d points/query call",
+                         free / 2**30, self._batch_size, per_window / 2**20, self._query_batch)
+        return self._batch_size, self._query_batch
+
+    def _shrink_after_oom(self, exc: BaseException) -> None:
+        """Halve the batch (and the points per query call); raise :class:`MisoError` when nothing is left."""
+        b, q = self.batch_sizes()
+        if b == 1 and q <= MIN_QUERY_POINTS:
+            raise MisoError(f"out of GPU memory with one window and {q} points per query call on {self.device}: "
+                            f"the network does not fit this GPU ({exc})") from exc
+        self._batch_size = max(1, b // 2)
+        self._query_batch = max(MIN_QUERY_POINTS, q // 2) if q > MIN_QUERY_POINTS else q
+        self.stats.oom_retries += 1
+        log.warning("out of GPU memory at %d windows x %d points; retrying with %d x %d", b, q,
+                    self._batch_size, self._query_batch)
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+    # --------------------------------------------------------------------------------------------- predict
+    def predict_chunk(self, inputs: xr.Dataset, interior: tuple[slice, slice]) -> xr.Dataset:
+        """Probabilities over ``inputs.isel(y=interior[0], x=interior[1])`` (see :class:`Predictor`).
+
+        ``inputs``: from :func:`~miso_mapper.imagery.chunk.read_inputs` on the chunk's halo grid: ``s2``
+        (s2_band, y, x) and ``cov`` (cov_band, y, x) normalised float32, ``valid`` (y, x) bool, ``x``/``y``
+        pixel centres in EPSG:3338 metres. Returns ``permafrost_probability`` (y, x) and
+        ``taxonomy_probability`` (class, y, x), float32, NaN where not valid (or where no network was given).
+        """
+        image = stack_inputs(inputs)
+        valid = np.asarray(inputs["valid"].values, dtype=bool)
+        maps = self.predict_arrays(image, valid, interior)
+        ys, xs = inputs["y"].values[interior[0]], inputs["x"].values[interior[1]]
+        ds = xr.Dataset(
+            {
+                "permafrost_probability": (("y", "x"), maps["permafrost"][0]),
+                "taxonomy_probability": (("class", "y", "x"), maps["taxonomy"]),
+            },
+            coords={"class": list(SOIL_ORDERS), "y": ys, "x": xs},
+        )
+        if "crs" in inputs.attrs:
+            ds.attrs["crs"] = inputs.attrs["crs"]
+        if "transform" in inputs.attrs:
+            a, b, c, d, e, f = inputs.attrs["transform"][:6]
+            r0, c0 = interior[0].indices(valid.shape[0])[0], interior[1].indices(valid.shape[1])[0]
+            ds.attrs["transform"] = (a, b, c + a * c0 + b * r0, d, e, f + d * c0 + e * r0)
+        return ds
+
+    def predict_arrays(self, image: np.ndarray, valid: np.ndarray,
+                       interior: tuple[slice, slice]) -> dict[str, np.ndarray]:
+        """The array core of :meth:`predict_chunk`.
+
+        Args:
+            image: ``(19, H, W)`` float32 normalised inputs of the halo grid (see :func:`stack_inputs`).
+            valid: ``(H, W)`` bool.
+            interior: (row, col) slices of the interior in the halo grid.
+
+        Returns:
+            ``{'permafrost': (1, h, w), 'taxonomy': (7, h, w)}`` float32 probabilities over the interior,
+            NaN where not valid or where that network is absent.
+        """
+        t0 = time.perf_counter()
+        if image.ndim != 3 or image.shape[0] != len(S2_BANDS) + len(COVARIATES):
+            raise MisoError(f"expected a (19, H, W) input stack, got {image.shape}")
+        if valid.shape != image.shape[1:]:
+            raise MisoError(f"valid mask {valid.shape} does not match the inputs {image.shape[1:]}")
+        image = np.ascontiguousarray(np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0), dtype=np.float32)
+        try:
+            layout = self.config.layout(image.shape[1:], interior)
+        except ValueError as exc:
+            raise MisoError(f"cannot tile this chunk: {exc}") from None
+        valid_int = valid[layout.interior]
+        self.stats = PredictStats()
+        out_dims = {"permafrost": 1, "taxonomy": len(SOIL_ORDERS)}
+        result = {t: np.full((d, *layout.interior_shape), np.nan, np.float32) for t, d in out_dims.items()}
+        if not valid_int.any():
+            self.stats.seconds = time.perf_counter() - t0
+            return result
+        with torch.inference_mode():
+            sums, wsum = self._accumulate(image, layout, valid_int)
+            for task, acc in sums.items():
+                prob = (acc / wsum.clamp_min(1e-30)).cpu().numpy()
+                ok = valid_int & (wsum.cpu().numpy() > 0)
+                result[task] = np.where(ok[None], prob, np.float32(np.nan)).astype(np.float32)
+        self.stats.seconds = time.perf_counter() - t0
+        return result
+
+    def _accumulate(self, image: np.ndarray, layout: WindowLayout,
+                    valid_int: np.ndarray) -> tuple[dict[str, Tensor], Tensor]:
+        """Run every window that touches a valid interior pixel; weighted sums ``(C, h, w)`` and weights."""
+        h, w = layout.interior_shape
+        sums = {t: torch.zeros((m.config.out_dim, h, w), dtype=torch.float32, device=self.device)
+                for t, m in self.models.items()}
+        wsum = torch.zeros((h, w), dtype=torch.float32, device=self.device)
+        groups: dict[tuple[int, int], list[tuple[Window, tuple[slice, slice], tuple[slice, slice]]]] = {}
+        for win, (dst, src) in zip(layout.windows, layout.interior_overlaps(), strict=True):
+            if not valid_int[dst].any():
+                self.stats.windows_skipped += 1
+                continue
+            groups.setdefault(win.query_shape, []).append((win, dst, src))
+        for entries in groups.values():
+            i = 0
+            while i < len(entries):
+                b, q = self.batch_sizes()
+                batch = entries[i:i + b]
+                try:
+                    probs = self._predict_batch(image, [e[0] for e in batch], q)
+                except torch.OutOfMemoryError as exc:
+                    self._shrink_after_oom(exc)
+                    continue
+                for k, (win, dst, src) in enumerate(batch):
+                    wt = torch.from_numpy(win.weights(self._mask)[src].astype(np.float32)).to(self.device)
+                    for task, p in probs.items():
+                        sums[task][(slice(None), *dst)] += p[k][(slice(None), *src)] * wt
+                    wsum[dst] += wt
+                self.stats.windows += len(batch)
+                self.stats.batches.append(len(batch))
+                self.stats.points_queried += len(batch) * batch[0][0].query_shape[0] * batch[0][0].query_shape[1]
+                i += len(batch)
+        self.stats.batch_size, self.stats.query_batch = self.batch_sizes()
+        return sums, wsum
+
+    def _predict_batch(self, image: np.ndarray, windows: Sequence[Window], query_batch: int) -> dict[str, Tensor]:
+        """Probabilities ``(B, C, qh, qw)`` float32 on the device for each network, for windows of one query shape.
+
+        Raises ``torch.OutOfMemoryError`` untouched (the caller halves and retries); nothing is accumulated
+        before every network has finished the batch, so a retry never counts a window twice.
+        """
+        qh, qw = windows[0].query_shape
+        imgs = self._stager.upload(image, windows)
+        if self.cuda and self.config.channels_last:
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
+        coords = self._pixel_coords(windows).to(self.device, non_blocking=True)
+        n = qh * qw
+        step = max(1, query_batch // len(windows))
+        out: dict[str, Tensor] = {}
+        for task, model in self.models.items():
+            with self._autocast():
+                feats = model.encode(imgs)
+            probs = torch.empty((len(windows), n, model.config.out_dim), dtype=torch.float32, device=self.device)
+            for j in range(0, n, step):
+                with self._autocast():
+                    logits = model.query(feats, coords[:, j:j + step], None)["pred"]
+                probs[:, j:j + step] = model.predict_proba(logits.float())
+            del feats
+            out[task] = probs.view(len(windows), qh, qw, -1).permute(0, 3, 1, 2)
+        return out
+
+    def _pixel_coords(self, windows: Sequence[Window]) -> Tensor:
+        """Window-relative (x, y) of each window's query rectangle, ``(B, qh * qw, 2)`` float32, row-major."""
+        out = []
+        for win in windows:
+            rs, cs = win.local_slices()
+            gx, gy = torch.meshgrid(self._grid[cs], self._grid[rs], indexing="xy")
+            out.append(torch.stack([gx, gy], dim=-1).reshape(-1, 2))
+        coords = torch.stack(out)
+        return coords.pin_memory() if self.cuda and _can_pin() else coords
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cuda and self.config.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+class _HostStager:
+    """Cuts windows out of the host image into a batch tensor on the device.
+
+    On CUDA, two pinned host buffers are filled alternately and copied with ``non_blocking=True``; a CUDA
+    event per buffer makes the next fill wait until that buffer's previous copy has finished. On CPU the
+    batch is a plain stacked tensor.
+    """
+
+    def __init__(self, device: torch.device, window: int) -> None:
+        self.device = device
+        self.window = window
+        self._buffers: list[Tensor | None] = [None, None]
+        self._events: list[Any] = [None, None]
+        self._next = 0
+
+    def upload(self, image: np.ndarray, windows: Sequence[Window]) -> Tensor:
+        """``(B, C, window, window)`` float32 on the device."""
+        w = self.window
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.stack([image[:, x.row0:x.row0 + w, x.col0:x.col0 + w] for x in windows]))
+        i = self._next
+        self._next ^= 1
+        if self._events[i] is not None:
+            self._events[i].synchronize()
+        buf = self._buffers[i]
+        shape = (len(windows), image.shape[0], w, w)
+        if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:]:
+            buf = torch.empty(shape, dtype=torch.float32, pin_memory=_can_pin())
+            self._buffers[i] = buf
+        host = buf.numpy()
+        for k, x in enumerate(windows):
+            host[k] = image[:, x.row0:x.row0 + w, x.col0:x.col0 + w]
+        dev = buf[: shape[0]].to(self.device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._events[i] = event
+        return dev
+
+
+def _can_pin() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is a :class:`MisoError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MisoError(f"device {name!r} was asked for but no CUDA GPU is visible "
+                        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+    return torch.device(name)
+
+
+def stack_inputs(inputs: xr.Dataset) -> np.ndarray:
+    """The model's ``(19, H, W)`` float32 input stack from :func:`~miso_mapper.imagery.chunk.read_inputs`:
+    ``s2`` in :data:`~miso_mapper.bands.S2_BANDS` order then ``cov`` in
+    :data:`~miso_mapper.bands.COVARIATES` order (selected by name, so the Dataset's order does not matter)."""
+    missing = [v for v in ("s2", "cov", "valid") if v not in inputs]
+    if missing:
+        raise MisoError(f"chunk inputs lack {missing}; expected the output of read_inputs")
+    s2 = inputs["s2"].sel(s2_band=list(S2_BANDS)).transpose("s2_band", "y", "x").values
+    cov = inputs["cov"].sel(cov_band=list(COVARIATES)).transpose("cov_band", "y", "x").values
+    return np.concatenate([s2, cov], axis=0).astype(np.float32, copy=False)
+
+
+def load_predictor(permafrost_checkpoint: str | os.PathLike[str] | None,
+                   taxonomy_checkpoint: str | os.PathLike[str] | None,
+                   config: PredictorConfig | None = None) -> MisoPredictor:
+    """A :class:`MisoPredictor` from our ``.safetensors`` checkpoints (either may be ``None``).
+
+    Raises :class:`MisoError` for a missing or unreadable checkpoint, a wrong task, or neither given.
+    """
+    from miso_mapper.model import load_checkpoint
+
+    if permafrost_checkpoint is None and taxonomy_checkpoint is None:
+        raise MisoError("give a permafrost checkpoint, a taxonomy checkpoint or both")
+    pf = load_checkpoint(permafrost_checkpoint) if permafrost_checkpoint is not None else None
+    tx = load_checkpoint(taxonomy_checkpoint) if taxonomy_checkpoint is not None else None
+    return MisoPredictor(pf, tx, config)
+
