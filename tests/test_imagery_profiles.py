@@ -12,13 +12,13 @@ import rasterio
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
-from rasterio.enums import Resampling
 from rasterio.transform import from_origin
-from rasterio.vrt import WarpedVRT
 
 from miso_mapper.bands import S2_BAND_GSD, S2_BAND_IDS, S2_BANDS
 from miso_mapper.config import ImageryConfig
 from miso_mapper.imagery.chunk import composite_items
+
+from .helpers import numpy_composite
 
 GEOBOX = GeoBox((40, 40), Affine(10, 0, 297_000, 0, -10, 1_667_400), "EPSG:3338")  # Fairbanks, EPSG:3338
 UTM = "EPSG:32606"
@@ -124,24 +124,12 @@ def planetary_computer_item(scene) -> dict:
 
 
 def expected_composite(scenes, offsets) -> tuple[np.ndarray, np.ndarray]:
-    """Independent composite: GDAL nearest warp of each file, minus the scene's true offset, median."""
-    values, ok = [], []
-    for scene, offset in zip(scenes, offsets, strict=True):
-        files = scene[5]
-        planes = []
-        for band in [*S2_BANDS, "scl"]:
-            with rasterio.open(files[band][0]) as src, WarpedVRT(
-                src, crs="EPSG:3338", transform=GEOBOX.affine, width=40, height=40,
-                resampling=Resampling.nearest, nodata=0,
-            ) as vrt:
-                planes.append(vrt.read(1))
-        dn = np.stack(planes[:9]).astype(np.float64)
-        values.append(np.where(dn == 0, np.nan, dn - offset))
-        ok.append(np.isin(planes[9], KEEP) & (dn > 0).all(axis=0))
-    values, ok = np.stack(values), np.stack(ok)
-    masked = np.where(ok[:, None], values, np.nan)
-    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
-        return np.nanmedian(masked, axis=0).astype(np.float32), ok.sum(axis=0)
+    """Independent composite of the scenes written here, minus each scene's true offset."""
+    return numpy_composite(
+        [([scene[5][band][0] for band in [*S2_BANDS, "scl"]], offset) for scene, offset in zip(scenes, offsets,
+                                                                                             strict=True)],
+        GEOBOX,
+    )
 
 
 @pytest.mark.parametrize("loader", ["stackstac", "odc"])

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 
 from miso_mapper.bands import COVARIATE_FILE_STEMS, COVARIATES, S2_BAND_IDS, S2_BANDS
 from miso_mapper.config import CovariatesConfig, load_workflow
@@ -23,7 +20,7 @@ from miso_mapper.imagery.load import read_all, stack_items
 from miso_mapper.imagery.sample import sample_points
 from miso_mapper.imagery.search import cached_search, search_items
 
-from .helpers import WORKFLOWS
+from .helpers import WORKFLOWS, numpy_composite
 
 CHUNK_ID = "r0146c0493"  # the demo chunk that holds the world's always-cloudy patch
 KEEP = (4, 5, 6, 11)
@@ -46,27 +43,15 @@ def items(workflow, chunk):
 
 
 def independent_composite(world: Path, geobox, manifest) -> tuple[np.ndarray, np.ndarray]:
-    """From the world's own files: GDAL nearest warp per scene, the world's known DN offset, SCL mask, median."""
+    """From the world's own files and its known per-year DN offset (not the items' metadata)."""
     offset_year = manifest.spec.boa_offset_from_year
-    values, ok = [], []
-    height, width = geobox.shape
+    scenes = []
     for item_id in manifest.items:
         year = int(item_id.split("_")[2][:4])
         offset = 1000 if offset_year is not None and year >= offset_year else 0
-        planes = []
-        for name in [*(S2_BAND_IDS[b] for b in S2_BANDS), "SCL"]:
-            with rasterio.open(world / "scenes" / item_id / f"{name}.tif") as src, WarpedVRT(
-                src, crs="EPSG:3338", transform=geobox.affine, width=width, height=height,
-                resampling=Resampling.nearest, nodata=0,
-            ) as vrt:
-                planes.append(vrt.read(1))
-        dn = np.stack(planes[:9]).astype(np.float64)
-        values.append(np.where(dn == 0, np.nan, dn - offset))
-        ok.append(np.isin(planes[9], KEEP) & (dn > 0).all(axis=0))
-    masked = np.where(np.stack(ok)[:, None], np.stack(values), np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(masked, axis=0).astype(np.float32), np.stack(ok).sum(axis=0)
+        names = [*(S2_BAND_IDS[b] for b in S2_BANDS), "SCL"]
+        scenes.append(([world / "scenes" / item_id / f"{name}.tif" for name in names], offset))
+    return numpy_composite(scenes, geobox)
 
 
 def test_search_finds_the_scenes_over_the_chunk(items, demo_manifest):
