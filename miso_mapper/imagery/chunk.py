@@ -42,7 +42,7 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
         stack = stack_items(items, assets, geobox, loader=config.loader)
         by_id = {item["id"]: item for item in items}
         offsets = np.array(
-            [profile.dn_offset(by_id[i].get("properties", {})) for i in stack["id"].values], np.float64
+            [profile.dn_offset(by_id[i].get("properties", {})) for i in stack["id"].values], np.float32
         )
         budget = config.max_block_mb * 2**20
         observations = _ObservationSpool(stack.shape, budget)
@@ -53,7 +53,7 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
             def read(rows: slice) -> tuple[np.ndarray, np.ndarray]:
                 raw = observations.rows(rows)
                 dn = raw[:, : len(bands)]
-                values = np.where(dn == 0, np.nan, dn.astype(np.float64) + offsets[:, None, None, None])
+                values = np.where(dn == 0, np.float32(np.nan), dn.astype(np.float32) + offsets[:, None, None, None])
                 return values, raw[:, len(bands)]
 
             composite, count = composite_blocks(

@@ -42,7 +42,8 @@ def composite_array(
     if values.ndim != 4 or ok.shape != (values.shape[0], *values.shape[2:]):
         raise ValueError(f"values (t, b, y, x) {values.shape} and ok (t, y, x) {ok.shape} do not match")
     count = ok.sum(axis=0).astype(np.uint16)
-    masked = np.where(ok[:, None], values.astype(np.float64), np.nan)
+    # float32 holds every DN exactly, and the mean of two middle DNs too (< 2**24), so the median is exact
+    masked = np.where(ok[:, None], values, np.float32(np.nan)).astype(np.float32, copy=False)
     if values.shape[0] == 0:
         return np.full(values.shape[1:], np.nan, np.float32), count
     with np.errstate(all="ignore"):
@@ -52,7 +53,7 @@ def composite_array(
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are expected: cloudy everywhere
             median = np.nanmedian(masked, axis=0)
             if method == "geomedian":
-                median = _geometric_median(masked, median)
+                median = _geometric_median(masked.astype(np.float64), median.astype(np.float64))
     return median.astype(np.float32), count
 
 
@@ -80,8 +81,12 @@ def _geometric_median(
 
 
 def block_rows(n_items: int, n_bands: int, width: int, height: int, max_block_bytes: int) -> int:
-    """Rows per block so one block of float64 observations (plus its mask) stays under ``max_block_bytes``."""
-    per_row = max(1, n_items) * (n_bands * 8 + 1) * width
+    """Rows per block so compositing one block stays under ``max_block_bytes``.
+
+    Per observation and band a block holds the raw uint16 value and three float32 arrays (harmonised values,
+    the NaN-masked copy, and the copy ``nanmedian`` partitions), plus the mask and SCL bytes.
+    """
+    per_row = max(1, n_items) * (n_bands * (2 + 3 * 4) + 4) * width
     return int(max(1, min(height, max_block_bytes // per_row)))
 
 
@@ -96,7 +101,8 @@ def composite_blocks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Composite a whole chunk block by block.
 
-    ``read_block(rows)`` returns ``(values, scl)`` for those rows: harmonised DN (time, band, rows, x) and
+    ``read_block(rows)`` returns ``(values, scl)`` for those rows: harmonised DN (time, band, rows, x), float32
+    with NaN for no data, and
     SCL codes (time, rows, x). Returns float32 (band, y, x) composite (NaN = no data) and uint16 (y, x)
     observation count. Peak memory is bounded by ``max_block_bytes`` whatever ``n_items`` is.
     """

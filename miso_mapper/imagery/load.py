@@ -40,7 +40,7 @@ GDAL_CLOUD_ENV: dict[str, Any] = {
     "GDAL_HTTP_TIMEOUT": "60",
     "GDAL_HTTP_MULTIRANGE": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "GDAL_CACHEMAX": 256,  # MB of block cache per process (rasterio wants an int here)
+    "GDAL_CACHEMAX": 64,  # MB of block cache per process (rasterio wants an int here)
     "VSI_CACHE": "TRUE",
     "VSI_CACHE_SIZE": str(64 * 2**20),
 }
