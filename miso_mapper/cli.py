@@ -204,6 +204,61 @@ def demo(
     run_demo(config, out=out, quick=quick, console=console)
 
 
+TaskOption = Annotated[
+    str | None, typer.Option("--task", help="permafrost, taxonomy or both (default: train.tasks of the workflow)")
+]
+
+
+@app.command()
+@user_errors
+def train(
+    config: ConfigArg,
+    task: TaskOption = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="ignore saved training state instead of resuming")]
+    = False,
+) -> None:
+    """Train MISO on the workflow's labelled points; writes <task>.safetensors under train.directory.
+
+    Chips are read once through the imagery layer and cached (Zarr); a killed run resumes from its last epoch.
+    """
+    import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
+    from miso_mapper.config import load_workflow
+    from miso_mapper.errors import UsageError
+    from miso_mapper.train.run import run_training
+
+    tasks = None
+    if task is not None:
+        if task not in ("permafrost", "taxonomy", "both"):
+            raise UsageError(f"--task must be permafrost, taxonomy or both, not {task!r}")
+        tasks = ["permafrost", "taxonomy"] if task == "both" else [task]
+    workflow = load_workflow(config)
+    run_training(workflow, tasks, console=console, fresh=fresh)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    config: ConfigArg,
+    quick: Annotated[bool, typer.Option("--quick", help="evaluate.quick_folds folds, evaluate.quick_epochs epochs")]
+    = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="retrain every fold instead of resuming saved runs")]
+    = False,
+) -> None:
+    """Cross-validate MISO against RF-11 and a majority baseline (random and spatial folds); print Tables 1-2.
+
+    Writes splits, predictions, CSV/Markdown tables and a self-contained report.html under evaluate.directory.
+    """
+    import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
+    from miso_mapper.config import load_workflow
+    from miso_mapper.evaluate.report import print_tables
+    from miso_mapper.evaluate.run import evaluate_dir, run_evaluation
+
+    workflow = load_workflow(config)
+    result = run_evaluation(workflow, quick=quick, console=console, fresh=fresh)
+    print_tables(result, console)
+    console.print(f"[green]✓ evaluate[/] {result.seconds:.0f} s; report: {evaluate_dir(workflow) / 'report.html'}")
+
+
 def _progress() -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -158,12 +158,24 @@ class ModelConfig(StrictModel):
     permafrost_checkpoint: Path | None = None
     taxonomy_checkpoint: Path | None = None
     size: Literal["reference", "small", "tiny"] = "reference"
+    kind: Literal["miso", "rf", "synthetic"] = Field(
+        "miso",
+        description="predictor `run` maps with: miso (the checkpoints above), rf (RF-11, `rf_model`) or "
+        "synthetic (a deterministic stand-in for tests and the demo; NOT a model)",
+    )
+    rf_model: Path | None = Field(None, description="RF-11 model file saved by miso_mapper.baseline (kind: rf)")
+    predictor: dict[str, Any] = Field(
+        default_factory=dict, description="MISO predictor settings (inference.miso.PredictorConfig fields)"
+    )
 
 
 class OutputConfig(StrictModel):
     """Where the products go."""
 
     directory: Path = Field(Path("out"), description="run folder: maps.zarr, manifest.sqlite, cogs/, ...")
+    zarr_format: Literal[2, 3] = Field(
+        3, description="Zarr format of maps.zarr; 2 for GDAL < 3.11, whose Zarr driver cannot read v3 arrays"
+    )
 
     @property
     def store(self) -> Path:
@@ -185,6 +197,26 @@ class ClusterConfig(StrictModel):
     memory_limit: str = "auto"
     address: str | None = Field(None, description="scheduler address (kind: address)")
     window: PositiveInt = Field(8, description="chunk tasks in flight at once")
+    max_attempts: PositiveInt = Field(3, description="attempts per chunk and run before it is reported failed")
+    gpus_per_worker: int = Field(
+        0, ge=0, description="GPUs per worker (slurm/pbs); >0 gives workers the resource GPU=1 for prediction"
+    )
+    walltime: str = Field("04:00:00", description="slurm/pbs job walltime, HH:MM:SS")
+    lifetime_margin: str = Field(
+        "15m", description="workers retire this long before walltime (dask --lifetime = walltime - margin)"
+    )
+    lifetime_stagger: str = Field("5m", description="dask --lifetime-stagger: spread of worker retirements")
+    queue: str | None = Field(None, description="slurm partition / pbs queue")
+    account: str | None = Field(None, description="slurm account / pbs project")
+    job_extra_directives: list[str] = Field(
+        default_factory=list, description="extra #SBATCH / #PBS lines (without the prefix)"
+    )
+    job_script_prologue: list[str] = Field(
+        default_factory=list, description="shell lines run before the worker (module load, conda activate ...)"
+    )
+    log_directory: Path | None = Field(None, description="slurm/pbs worker job logs (default: output/logs)")
+    local_directory: str | None = Field(None, description="worker spill folder, e.g. $TMPDIR or node-local SSD")
+    interface: str | None = Field(None, description="network interface of workers and scheduler, e.g. ib0")
 
     @model_validator(mode="after")
     def _address(self) -> ClusterConfig:
@@ -218,6 +250,96 @@ class WorldConfig(StrictModel):
     seed: int = 0
 
 
+class PointsConfig(StrictModel):
+    """Labelled field points (training and evaluation) and the polygon layers results are broken down by.
+
+    The points file is GeoJSON with one Point feature per site and properties ``id`` (unique text),
+    ``permafrost`` (0/1 or null), ``soil_order`` (a name of ``bands.SOIL_ORDERS`` or null) and optionally
+    ``x_3338``/``y_3338`` (EPSG:3338 metres; otherwise the geometry, EPSG:4326 unless the file says, is used).
+    Paths left out default to the demo world's files when the workflow has a ``world``.
+    """
+
+    path: Path | None = Field(None, description="GeoJSON of labelled points (default: the world's points)")
+    permafrost_zones: Path | None = Field(None, description="permafrost-zone polygons (default: the world's)")
+    mlra: Path | None = Field(None, description="MLRA polygons (default: the world's)")
+    zone_field: str = Field("zone", description="property of the zone polygons holding the zone name")
+    mlra_field: str = Field("mlra_id", description="property of the MLRA polygons holding the MLRA id")
+
+
+class TrainConfig(StrictModel):
+    """How MISO is trained (``miso-mapper train``); defaults follow the reference's c19 configs.
+
+    Sizes are in 10 m pixels. A training chip is a ``crop_size`` window around a labelled point, shifted
+    by up to ``jitter_px`` in x and y, resized to the network's input size; each chip carries up to
+    ``labels_per_chip`` labelled points (the anchor and labelled training neighbours inside the window),
+    ``random_pseudo_points`` random unlabelled points and, with ``regular_pseudo_points``, a lattice of
+    unlabelled points every ``crop_size / 5`` px; unlabelled points feed only the contrastive terms.
+    """
+
+    size: Literal["reference", "small", "tiny"] | None = Field(None, description="network size (default: model.size)")
+    tasks: list[Literal["permafrost", "taxonomy"]] = Field(
+        default_factory=lambda: ["permafrost", "taxonomy"], min_length=1, description="tasks `train` trains"
+    )
+    crop_size: PositiveInt = Field(250, description="window side cut around a point, pixels")
+    jitter_px: int = Field(62, ge=0, description="largest random shift of the window, pixels (reference: crop/4)")
+    epochs: PositiveInt = 40
+    batch_size: PositiveInt = 32
+    lr: float = Field(5e-5, gt=0, description="peak learning rate (AdamW)")
+    min_lr: float = Field(5e-6, ge=0, description="learning rate at the end of the cosine schedule")
+    warmup_epochs: float = Field(5, ge=0, description="linear warm-up from lr/100, epochs")
+    weight_decay: float = Field(0.01, ge=0)
+    schedule: Literal["cosine", "plateau"] = "cosine"
+    clip_grad: float | None = Field(1.0, gt=0, description="gradient-norm clip; null = off")
+    patience: PositiveInt = Field(11, description="early stopping: epochs without validation improvement")
+    early_stop_metric: Literal["loss", "accuracy"] = "loss"
+    val_fraction: float = Field(0.1, ge=0, lt=0.5, description="share of training points held out for validation")
+    labels_per_chip: PositiveInt = 5
+    random_pseudo_points: int = Field(10, ge=0)
+    regular_pseudo_points: bool = True
+    unlabelled_ratio: float = Field(
+        0.0, ge=0, lt=1, description="share of chips centred on points without the task's label (contrastive only)"
+    )
+    chips_per_epoch: PositiveInt | None = Field(None, description="chips drawn per epoch (default: training points)")
+    drop_path: float | None = Field(None, ge=0, lt=1, description="override the preset's stochastic depth")
+    seed: int = 0
+    num_threads: PositiveInt | None = Field(None, description="torch CPU threads (default: all cores)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bfloat16 autocast on CUDA (never on CPU)")
+    directory: Path | None = Field(None, description="checkpoints and chip cache (default: output.directory/train)")
+
+
+class EvaluateConfig(StrictModel):
+    """Cross-validation of MISO against RF-11 and a majority-class baseline (``miso-mapper evaluate``).
+
+    A scheme is ``random`` (k random folds) or ``spatial-<d>km`` / ``spatial-<d>m``: folds of spatially
+    contiguous groups, every training point at least ``d`` from every test point of its fold.
+    """
+
+    schemes: list[str] = Field(default_factory=lambda: ["random", "spatial-1km", "spatial-10km"], min_length=1)
+    folds: int = Field(5, ge=2)
+    seed: int = 0
+    rf_trees: PositiveInt = Field(100, description="trees of the RF-11 baseline")
+    rf_jobs: int = Field(1, description="scikit-learn n_jobs of the RF (-1: all cores)")
+    tasks: list[Literal["permafrost", "taxonomy"]] = Field(
+        default_factory=lambda: ["permafrost", "taxonomy"], min_length=1
+    )
+    quick_folds: int = Field(2, ge=1, description="folds run by --quick (of the `folds` made)")
+    quick_epochs: PositiveInt = Field(3, description="MISO epochs under --quick")
+    directory: Path | None = Field(None, description="splits, tables and report (default: output.directory/evaluate)")
+
+    @field_validator("schemes")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        import re
+
+        for name in value:
+            if name != "random" and not re.fullmatch(r"spatial-\d+(\.\d+)?(km|m)", name):
+                raise ValueError(f"unknown split scheme {name!r}: use 'random' or 'spatial-<d>km' / 'spatial-<d>m'")
+        if len(set(value)) != len(value):
+            raise ValueError("split schemes are listed twice")
+        return value
+
+
 class Workflow(StrictModel):
     """A whole workflow file."""
 
@@ -232,6 +354,9 @@ class Workflow(StrictModel):
     cluster: ClusterConfig = ClusterConfig()
     cost: CostConfig = CostConfig()
     world: WorldConfig | None = Field(None, description="demo only: the synthetic world to serve")
+    points: PointsConfig = PointsConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")
     def _stac_url(self) -> Workflow:
@@ -252,8 +377,15 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         ("covariates", "path"),
         ("model", "permafrost_checkpoint"),
         ("model", "taxonomy_checkpoint"),
+        ("model", "rf_model"),
+        ("cluster", "log_directory"),
         ("output", "directory"),
         ("world", "directory"),
+        ("points", "path"),
+        ("points", "permafrost_zones"),
+        ("points", "mlra"),
+        ("train", "directory"),
+        ("evaluate", "directory"),
     ):
         part = raw.get(section)
         if isinstance(part, dict) and isinstance(part.get(key), str):

@@ -1,0 +1,248 @@
+"""``miso-mapper evaluate``: cross-validate MISO against RF-11 and a majority-class baseline.
+
+For every split scheme (``evaluate.schemes``) and fold, MISO (``train`` settings, network ``train.size`` or
+``model.size``) and RF-11 are trained on the same training points and tested on the same test points, for
+each task. Chips and RF features come from one cached read of the imagery (:mod:`miso_mapper.train.chips`).
+Each MISO training keeps a state file under ``<evaluate dir>/runs/``, so a killed evaluation resumes where
+it stopped. Outputs in the evaluate directory: ``splits/<scheme>.json``, ``predictions.csv`` (one row per
+test point, model and task), ``metrics.json``, ``table1_permafrost.{csv,md}``, ``table2_taxonomy.{csv,md}``,
+``regions.{csv,md}`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miso_mapper.config import TrainConfig, Workflow
+from miso_mapper.errors import MisoError
+from miso_mapper.train.points import PointSet, load_points, polygon_path
+
+MODELS = ("MISO", "RF-11", "Majority")
+
+
+@dataclass
+class Predictions:
+    """Test-set predictions of one (scheme, task, model), pooled over the folds that ran."""
+
+    ids: list[str] = field(default_factory=list)
+    fold: list[int] = field(default_factory=list)
+    truth: list[float] = field(default_factory=list)
+    prob: list[np.ndarray] = field(default_factory=list)
+    """per fold: (n,) P(permafrost) or (n, 7) soil-order probabilities."""
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(truth (n,), probabilities (n,) or (n, 7), fold (n,)) over all folds."""
+        return np.asarray(self.truth), np.concatenate(self.prob), np.asarray(self.fold)
+
+
+@dataclass
+class Evaluation:
+    """Everything ``evaluate`` computed (see :mod:`miso_mapper.evaluate.report` for the tables)."""
+
+    workflow: str
+    schemes: list[str]
+    tasks: list[str]
+    folds_run: int
+    folds: int
+    size: str
+    epochs: int
+    predictions: dict[tuple[str, str, str], Predictions]
+    """(scheme, task, model) -> pooled predictions."""
+    fold_metrics: dict[tuple[str, str, str], list[dict[str, Any]]]
+    """(scheme, task, model) -> metrics of each fold."""
+    regions: dict[str, dict[str, str]]
+    """'zone' / 'mlra' -> point id -> region name."""
+    split_sizes: dict[str, list[dict[str, int]]]
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def evaluate_dir(workflow: Workflow) -> Path:
+    """``evaluate.directory`` or ``<output.directory>/evaluate``."""
+    return workflow.evaluate.directory or workflow.output.directory / "evaluate"
+
+
+def train_dir(workflow: Workflow) -> Path:
+    """``train.directory`` or ``<output.directory>/train``."""
+    return workflow.train.directory or workflow.output.directory / "train"
+
+
+def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None, fresh: bool = False) -> Evaluation:
+    """Run the cross-validation of ``workflow`` and write its outputs; returns the :class:`Evaluation`.
+
+    ``quick`` runs only ``evaluate.quick_folds`` folds with ``evaluate.quick_epochs`` MISO epochs.
+    ``fresh`` ignores saved MISO training states (otherwise finished/killed trainings are resumed).
+    """
+    import torch
+
+    from miso_mapper.baseline.rf import RFModel, features_from_raw
+    from miso_mapper.evaluate.metrics import binary_metrics, majority_prediction, multiclass_metrics
+    from miso_mapper.train.batches import ChipSampler, SampleSpec
+    from miso_mapper.train.chips import ChipGeometry, build_chips
+    from miso_mapper.train.loop import net_config, predict_points, train_miso
+    from miso_mapper.train.splits import load_split, make_folds, save_split, scheme_distance, validation_split
+
+    started = time.perf_counter()
+    echo = console.print if console is not None else (lambda *a, **k: None)
+    ev = workflow.evaluate
+    cfg: TrainConfig = workflow.train
+    if quick:
+        cfg = cfg.model_copy(update={"epochs": ev.quick_epochs, "warmup_epochs": min(cfg.warmup_epochs, 1)})
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    size = cfg.size or workflow.model.size
+    out = evaluate_dir(workflow)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    from miso_mapper.train.source import ensure_world_exists
+
+    ensure_world_exists(workflow, echo)
+    points = load_points(workflow, ev.tasks, echo=echo)
+    geometry = ChipGeometry.for_jitter(cfg.crop_size, net_config(size, ev.tasks[0]).input_size, cfg.jitter_px)
+    t0 = time.perf_counter()
+    chips = build_chips(workflow, points, geometry, train_dir(workflow) / "chips", echo=echo)
+    timings["chips_s"] = time.perf_counter() - t0
+    bad = ~chips.valid
+    if bad.any():
+        echo(f"[yellow]note:[/] {int(bad.sum())} points have no valid imagery at their pixel and are left out")
+    usable = chips.valid & np.isin(np.arange(len(points)), np.flatnonzero(_any_label(points, ev.tasks)))
+    regions = _regions(workflow, points)
+
+    n_folds = ev.quick_folds if quick else ev.folds
+    n_folds = min(n_folds, ev.folds)
+    predictions: dict[tuple[str, str, str], Predictions] = {}
+    fold_metrics: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    split_sizes: dict[str, list[dict[str, int]]] = {}
+    features = features_from_raw(chips.features, chips.x, chips.y)
+    jobs = [(s, f, t) for s in ev.schemes for f in range(n_folds) for t in ev.tasks]
+    progress = _progress(console)
+    t_miso = t_rf = 0.0
+    with progress if progress is not None else _NullContext():
+        overall = progress.add_task("evaluate", total=len(jobs)) if progress is not None else None
+        for scheme in ev.schemes:
+            split_path = out / "splits" / f"{scheme}.json"
+            split = make_folds(points.ids[usable], points.x[usable], points.y[usable], scheme, ev.folds, ev.seed)
+            if split_path.exists() and load_split(split_path).to_json() != split.to_json():
+                echo(f"[yellow]note:[/] {split_path.name} differed from the folds of these points; rewritten")
+            save_split(split, split_path)
+            split_sizes[scheme] = [{"train": len(f.train), "test": len(f.test), "buffer": len(f.buffer)}
+                                   for f in split.folds]
+            distance = scheme_distance(scheme)
+            for fold in split.folds[:n_folds]:
+                train_all = chips.index_of(fold.train)
+                test_all = chips.index_of(fold.test)
+                for task in ev.tasks:
+                    labels = points.labels(task)
+                    has = labels > -999
+                    tr, te = train_all[has[train_all]], test_all[has[test_all]]
+                    if te.size == 0 or tr.size == 0:
+                        continue
+                    keep, val = validation_split(chips.ids[tr], chips.x[tr], chips.y[tr], cfg.val_fraction,
+                                                 distance, ev.seed + fold.index)
+                    excluded = np.zeros(len(points), bool)
+                    excluded[test_all] = True
+                    unlabelled = np.flatnonzero(~has & ~excluded & chips.valid)
+                    run_dir = out / "runs" / scheme / f"fold{fold.index + 1}" / task
+                    if fresh and (run_dir / "state.pt").exists():
+                        (run_dir / "state.pt").unlink()
+                    t1 = time.perf_counter()
+                    result = train_miso(chips, labels, tr[keep], tr[val], task, cfg, size, run_dir=run_dir,
+                                        unlabelled_idx=unlabelled, progress=progress,
+                                        description=f"MISO {scheme} fold {fold.index + 1} {task}")
+                    sampler = ChipSampler(chips, labels, tr, SampleSpec())
+                    miso_prob = predict_points(result.model, sampler, te)
+                    t_miso += time.perf_counter() - t1
+                    t2 = time.perf_counter()
+                    rf = RFModel.fit(task, features[tr], labels[tr], trees=ev.rf_trees, seed=ev.seed,
+                                     n_jobs=ev.rf_jobs)
+                    rf_prob = rf.predict_proba(task, features[te])
+                    t_rf += time.perf_counter() - t2
+                    maj_prob = majority_prediction(labels[tr], te.size, task)
+                    for model, prob in (("MISO", miso_prob), ("RF-11", rf_prob), ("Majority", maj_prob)):
+                        key = (scheme, task, model)
+                        pred = predictions.setdefault(key, Predictions())
+                        pred.ids += chips.ids[te].tolist()
+                        pred.fold += [fold.index + 1] * te.size
+                        pred.truth += labels[te].tolist()
+                        pred.prob.append(np.asarray(prob))
+                        metric = (binary_metrics(labels[te], prob) if task == "permafrost"
+                                  else multiclass_metrics(labels[te], prob))
+                        fold_metrics.setdefault(key, []).append(metric)
+                    if progress is not None:
+                        progress.advance(overall)
+                    acc = fold_metrics[(scheme, task, "MISO")][-1]["accuracy"]
+                    acc_rf = fold_metrics[(scheme, task, "RF-11")][-1]["accuracy"]
+                    acc_maj = fold_metrics[(scheme, task, "Majority")][-1]["accuracy"]
+                    echo(f"{scheme} fold {fold.index + 1} {task}: accuracy MISO {acc:.3f}  RF-11 {acc_rf:.3f}  "
+                         f"majority {acc_maj:.3f}  (train {tr.size}, test {te.size}, MISO "
+                         f"{result.best_epoch} ep best, {result.seconds:.0f} s)", highlight=False)
+    timings |= {"miso_s": t_miso, "rf_s": t_rf}
+    evaluation = Evaluation(workflow.name, list(ev.schemes), list(ev.tasks), n_folds, ev.folds, size, cfg.epochs,
+                            predictions, fold_metrics, regions, split_sizes, time.perf_counter() - started, timings)
+    from miso_mapper.evaluate.report import write_outputs
+
+    write_outputs(evaluation, out)
+    evaluation.seconds = time.perf_counter() - started
+    return evaluation
+
+
+def _any_label(points: PointSet, tasks: list[str]) -> np.ndarray:
+    keep = np.zeros(len(points), bool)
+    for task in tasks:
+        keep |= points.labelled(task)
+    return keep
+
+
+def _regions(workflow: Workflow, points: PointSet) -> dict[str, dict[str, str]]:
+    """'zone' and 'mlra' -> point id -> region (only for the layers that exist)."""
+    from miso_mapper.evaluate.regions import assign_regions
+
+    out: dict[str, dict[str, str]] = {}
+    for kind, fld in (("zones", workflow.points.zone_field), ("mlra", workflow.points.mlra_field)):
+        path = polygon_path(workflow, kind)
+        if path is None:
+            continue
+        if not path.is_file():
+            raise MisoError(f"{'permafrost-zone' if kind == 'zones' else 'MLRA'} polygon file not found: {path}")
+        names = assign_regions(points.x, points.y, path, fld, workflow.grid.crs)
+        out["zone" if kind == "zones" else "mlra"] = dict(zip(points.ids.tolist(), names.tolist(), strict=True))
+    return out
+
+
+def _progress(console: Any) -> Any:
+    if console is None:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def evaluation_json(ev: Evaluation) -> dict[str, Any]:
+    """JSON-able summary (metrics per fold, sizes, timings)."""
+    return {
+        "workflow": ev.workflow, "schemes": ev.schemes, "tasks": ev.tasks, "folds_run": ev.folds_run,
+        "folds": ev.folds, "size": ev.size, "epochs": ev.epochs, "seconds": ev.seconds, "timings": ev.timings,
+        "split_sizes": ev.split_sizes,
+        "fold_metrics": {"/".join(k): v for k, v in ev.fold_metrics.items()},
+    }
+
+
+def _dump(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=1, default=float))

@@ -1,0 +1,281 @@
+"""Training chips: model-resolution windows around points, read once through the imagery layer and cached.
+
+For every point, :func:`build_chips` asks :func:`miso_mapper.imagery.sample.sample_points` for a native
+window of ``native_size`` px centred on the point's pixel (read via
+:func:`miso_mapper.imagery.chunk.read_inputs` on the chunk's halo grid, the production reader) and for the
+point's raw pixel values (the RF-11 features). The window is resampled (bilinear, like the model's own
+resize) to ``input_size + 2 * margin`` model pixels: the central ``input_size`` pixels are exactly what the
+network sees for a ``crop_size`` window around the point (:meth:`MisoNet.prepare_images`), and the
+``margin`` on each side lets training shift the window by up to ``jitter_px`` without reading imagery again.
+
+Geometry (native 10 m pixels, relative to the point pixel's index ``c = native_size // 2``): model pixel
+``i`` of a crop starting at stored offset ``d`` samples native index ``c - crop/2 + (i + d - margin + 0.5) * f
+- 0.5`` with ``f = crop_size / input_size``; for ``d = margin`` this is F.interpolate(align_corners=False) of
+the production ``crop_size`` window, so test chips match mapping exactly.
+
+Chips are cached in a Zarr v3 store keyed by a hash of the points, the imagery/covariate/grid settings, the
+chip geometry and the inputs (the demo world's manifest, or the STAC item ids per chunk); a second run with
+the same key reads the store instead of the imagery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from miso_mapper.bands import COVARIATES, S2_BANDS
+from miso_mapper.config import Workflow
+from miso_mapper.errors import MisoError
+from miso_mapper.train.points import PointSet
+
+log = logging.getLogger(__name__)
+
+CHIP_FORMAT = 1
+#: Raw point features of RF-11 in order: 9 S2 bands (harmonised DN), 10 covariates (physical units).
+RAW_FEATURES = (*S2_BANDS, *COVARIATES)
+
+
+@dataclass(frozen=True)
+class ChipGeometry:
+    """Sizes of cached chips, in native (10 m) and model pixels."""
+
+    crop_size: int
+    """native window the network sees (250 in the reference)."""
+    input_size: int
+    """model pixels the window is resized to (the network's input size)."""
+    margin: int
+    """extra model pixels stored on each side for jitter."""
+
+    @property
+    def scale(self) -> float:
+        """Native pixels per model pixel ``f``."""
+        return self.crop_size / self.input_size
+
+    @property
+    def stored_size(self) -> int:
+        """Side of a stored chip in model pixels."""
+        return self.input_size + 2 * self.margin
+
+    @property
+    def native_size(self) -> int:
+        """Side of the native window read around a point (odd, so the point pixel is its centre)."""
+        need = self.crop_size / 2 + self.margin * self.scale + 2
+        return 2 * math.ceil(need) + 1
+
+    @classmethod
+    def for_jitter(cls, crop_size: int, input_size: int, jitter_px: int) -> ChipGeometry:
+        """Geometry whose margin covers shifts up to ``jitter_px`` native pixels."""
+        return cls(crop_size, input_size, math.ceil(jitter_px * input_size / crop_size))
+
+
+@dataclass
+class ChipSet:
+    """Cached chips and raw pixel values of a set of points (arrays indexed like ``ids``)."""
+
+    ids: np.ndarray
+    """(n,) str point ids."""
+    x: np.ndarray
+    """(n,) float64 EPSG:3338 m."""
+    y: np.ndarray
+    """(n,) float64 EPSG:3338 m."""
+    images: np.ndarray
+    """(n, 19, S, S) float16 normalised [9 S2 | 10 covariates], S = geometry.stored_size."""
+    features: np.ndarray
+    """(n, 19) float32 raw values at the point: 9 S2 bands (DN) then 10 covariates (physical units)."""
+    valid: np.ndarray
+    """(n,) bool: every input valid at the point's pixel."""
+    window_valid: np.ndarray
+    """(n,) float32 share of valid pixels in the central crop window."""
+    geometry: ChipGeometry
+    key: str
+    """cache key (hash) the chips were made under."""
+
+    def index_of(self, ids: list[str] | np.ndarray) -> np.ndarray:
+        """Positions of ``ids`` in this set (MisoError naming a missing id)."""
+        lookup = {pid: i for i, pid in enumerate(self.ids.tolist())}
+        try:
+            return np.asarray([lookup[str(p)] for p in ids], np.int64)
+        except KeyError as exc:
+            raise MisoError(f"point {exc.args[0]} has no chip (was it outside the region?)") from None
+
+
+def chip_key(workflow: Workflow, points: PointSet, geometry: ChipGeometry, inputs: str) -> str:
+    """Hash identifying the chips of ``points`` under ``workflow``'s input settings and ``inputs``."""
+    imagery = workflow.imagery.model_dump(mode="json", exclude={"stac_url"})
+    covariates = workflow.covariates.model_dump(mode="json", exclude={"stac_url"})
+    doc = {
+        "format": CHIP_FORMAT,
+        "points": points.content_hash(),
+        "imagery": imagery,
+        "covariates": covariates,
+        "grid": workflow.grid.model_dump(mode="json"),
+        "geometry": vars(geometry),
+        "inputs": inputs,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def resample_windows(windows: np.ndarray, geometry: ChipGeometry) -> np.ndarray:
+    """Native windows (n, C, W, W) float32 (point pixel at W // 2) -> stored chips (n, C, S, S) float32."""
+    n, _, w, _ = windows.shape
+    s, f, c = geometry.stored_size, geometry.scale, w // 2
+    idx = c - geometry.crop_size / 2 + (np.arange(s) - geometry.margin + 0.5) * f - 0.5  # native index
+    grid_1d = torch.tensor((idx + 0.5) / w * 2 - 1, dtype=torch.float32)  # align_corners=False normalisation
+    gy, gx = torch.meshgrid(grid_1d, grid_1d, indexing="ij")
+    grid = torch.stack([gx, gy], dim=-1)[None].expand(n, s, s, 2)
+    out = F.grid_sample(torch.from_numpy(windows), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.numpy()
+
+
+def build_chips(workflow: Workflow, points: PointSet, geometry: ChipGeometry, cache_dir: Path,
+                echo: Callable[[str], Any] | None = None, batch: int = 32) -> ChipSet:
+    """Chips and raw features of ``points``, from the Zarr cache under ``cache_dir`` or read and cached.
+
+    Reads through the imagery layer (serving the demo world when the workflow has no STAC URL).
+    """
+    from miso_mapper.train.source import imagery_workflow, world_fingerprint
+
+    fingerprint = world_fingerprint(workflow)
+    if fingerprint is not None:
+        key = chip_key(workflow, points, geometry, f"world:{fingerprint}")
+        cached = _load(cache_dir / f"chips-{key[:16]}.zarr", key, geometry)
+        if cached is not None:
+            if echo:
+                echo(f"chips: {len(cached.ids)} cached chips reused ({cache_dir.name}/chips-{key[:16]}.zarr)")
+            return cached
+    with imagery_workflow(workflow, echo) as wf:
+        started = time.perf_counter()
+        reader = _ChunkReader(wf, geometry)
+        if fingerprint is None:
+            key = chip_key(workflow, points, geometry, reader.inputs_fingerprint(points))
+            cached = _load(cache_dir / f"chips-{key[:16]}.zarr", key, geometry)
+            if cached is not None:
+                return cached
+        chips = _read_chips(reader, points, geometry, key, batch)
+        if echo:
+            echo(f"chips: read {len(points)} chips from {reader.n_reads} chunk(s) in "
+                 f"{time.perf_counter() - started:.0f} s")
+    _save(chips, cache_dir / f"chips-{key[:16]}.zarr")
+    return chips
+
+
+class _ChunkReader:
+    """``read_chunk`` for :func:`sample_points` that keeps the last chunk's inputs (points come chunk by chunk)."""
+
+    def __init__(self, workflow: Workflow, geometry: ChipGeometry) -> None:
+        from miso_mapper.grid import AlaskaGrid
+
+        self.workflow = workflow
+        halo = max(workflow.grid.halo, geometry.native_size // 2 + 1)
+        self.grid = AlaskaGrid(workflow.grid.model_copy(update={"halo": halo}))
+        self._last: tuple[str, Any] | None = None
+        self._items: dict[str, list[dict[str, Any]]] = {}
+        self._cov: dict[str, dict[str, list[str]]] = {}
+        self.n_reads = 0
+
+    def items(self, chunk: Any) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+        from miso_mapper.imagery.covariates import find_covariate_sources
+        from miso_mapper.imagery.search import search_items
+
+        if chunk.id not in self._items:
+            wf = self.workflow
+            self._items[chunk.id] = search_items(chunk.halo_geobox, wf.imagery)
+            self._cov[chunk.id] = find_covariate_sources(wf.covariates, chunk.halo_geobox, wf.imagery.stac_url)
+        return self._items[chunk.id], self._cov[chunk.id]
+
+    def inputs_fingerprint(self, points: PointSet) -> str:
+        """Item ids and covariate paths per chunk touched by ``points`` (no hosts: ports and tokens vary)."""
+        from miso_mapper.imagery.sample import points_by_chunk
+
+        parts = []
+        for chunk_id in sorted(points_by_chunk(self.grid, points.x, points.y)):
+            items, cov = self.items(self.grid.chunk_by_id(chunk_id))
+            hrefs = {k: [urlsplit(h).path for h in v] for k, v in sorted(cov.items())}
+            parts.append({"chunk": chunk_id, "items": sorted(i["id"] for i in items), "cov": hrefs})
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def __call__(self, chunk: Any) -> Any:
+        from miso_mapper.imagery.chunk import read_inputs
+
+        if self._last is None or self._last[0] != chunk.id:
+            self._last = None  # free the previous chunk before reading the next
+            items, cov = self.items(chunk)
+            self._last = (chunk.id, read_inputs(chunk.halo_geobox, items, cov, self.workflow.imagery))
+            self.n_reads += 1
+        return self._last[1]
+
+
+def _read_chips(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, key: str, batch: int) -> ChipSet:
+    from miso_mapper.imagery.sample import points_by_chunk, sample_points
+
+    n, s = len(points), geometry.stored_size
+    images = np.zeros((n, len(RAW_FEATURES), s, s), np.float16)
+    features = np.full((n, len(RAW_FEATURES)), np.nan, np.float32)
+    valid = np.zeros(n, bool)
+    window_valid = np.zeros(n, np.float32)
+    lo, hi = geometry.margin, geometry.margin + geometry.input_size
+    for _, idx in sorted(points_by_chunk(reader.grid, points.x, points.y).items()):
+        for start in range(0, idx.size, batch):
+            part = idx[start:start + batch]
+            pixels, windows = sample_points(reader.grid, points.x[part], points.y[part], reader,
+                                            geometry.native_size)
+            assert windows is not None
+            stored = resample_windows(windows["image"].values, geometry)
+            mask = resample_windows(windows["valid"].values[:, None].astype(np.float32), geometry)[:, 0]
+            images[part] = stored.astype(np.float16)
+            window_valid[part] = (mask[:, lo:hi, lo:hi] > 0.999).mean(axis=(1, 2))
+            features[part] = np.concatenate([pixels["reflectance"].values, pixels["covariates"].values], axis=1)
+            valid[part] = pixels["valid"].values
+    return ChipSet(points.ids.copy(), points.x.copy(), points.y.copy(), images, features, valid, window_valid,
+                   geometry, key)
+
+
+def _save(chips: ChipSet, path: Path) -> None:
+    """Write chips to a Zarr v3 store (atomically: a temporary sibling renamed into place)."""
+    import zarr
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    n, c, s, _ = chips.images.shape
+    arr = root.create_array("images", shape=chips.images.shape, dtype="float16",
+                            chunks=(min(64, max(n, 1)), c, s, s))
+    arr[...] = chips.images
+    for name in ("features", "valid", "window_valid", "x", "y"):
+        value = getattr(chips, name)
+        root.create_array(name, shape=value.shape, dtype=value.dtype)[...] = value
+    root.attrs.update({"key": chips.key, "format": CHIP_FORMAT, "ids": chips.ids.tolist(),
+                       "geometry": vars(chips.geometry), "raw_features": list(RAW_FEATURES)})
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _load(path: Path, key: str, geometry: ChipGeometry) -> ChipSet | None:
+    """The cached chips at ``path`` if they were made under ``key``; None otherwise (or if unreadable)."""
+    import zarr
+
+    if not path.exists():
+        return None
+    try:
+        root = zarr.open_group(str(path), mode="r")
+        if root.attrs.get("key") != key:
+            return None
+        return ChipSet(np.asarray(root.attrs["ids"]), root["x"][...], root["y"][...], root["images"][...],
+                       root["features"][...], root["valid"][...], root["window_valid"][...], geometry, key)
+    except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
+        log.warning("ignoring unreadable chip cache %s: %s", path, exc)
+        return None

@@ -1,0 +1,78 @@
+"""Evaluation metrics against hand-computed and scikit-learn values, and region assignment."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+from miso_mapper.bands import SOIL_ORDERS
+from miso_mapper.evaluate.metrics import binary_metrics, majority_prediction, multiclass_metrics, reliability
+from miso_mapper.evaluate.regions import OUTSIDE, assign_regions
+
+
+def test_binary_metrics_by_hand():
+    y = np.array([1, 1, 1, 0, 0, 1, 0, 1])
+    p = np.array([0.9, 0.6, 0.4, 0.2, 0.7, 0.8, 0.1, 0.55])
+    m = binary_metrics(y, p)
+    # predictions 1 1 0 0 1 1 0 1 -> TP(1)=4, FP(1)=1, FN(1)=1, TN=2
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["precision_1"] == pytest.approx(4 / 5)
+    assert m["recall_1"] == pytest.approx(4 / 5)
+    assert m["f1_1"] == pytest.approx(0.8)
+    assert m["precision_0"] == pytest.approx(2 / 3)
+    assert m["recall_0"] == pytest.approx(2 / 3)
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p))
+    assert np.isnan(binary_metrics(np.ones(3), np.array([0.2, 0.7, 0.9]))["auc"])
+
+
+def test_multiclass_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 200)
+    proba = rng.dirichlet(np.ones(7), 200)
+    proba[np.arange(200), y] += rng.uniform(0, 0.6, 200)  # some skill
+    pred = proba.argmax(1)
+    m = multiclass_metrics(y, proba)
+    assert m["accuracy"] == pytest.approx(np.mean(pred == y))
+    for avg in ("macro", "weighted"):
+        assert m[f"precision_{avg}"] == pytest.approx(precision_score(y, pred, average=avg, zero_division=0))
+        assert m[f"recall_{avg}"] == pytest.approx(recall_score(y, pred, average=avg, zero_division=0))
+        assert m[f"f1_{avg}"] == pytest.approx(f1_score(y, pred, average=avg, zero_division=0))
+    cm = np.asarray(m["confusion"])
+    assert cm.shape == (7, 7) and cm.sum() == 200 and np.trace(cm) == (pred == y).sum()
+    assert m["recall_per_class"][SOIL_ORDERS[3]] == pytest.approx(np.mean(pred[y == 3] == 3))
+
+
+def test_per_class_recall_nan_for_absent_class():
+    m = multiclass_metrics(np.array([0, 0, 2]), np.array([0, 2, 2]))
+    assert np.isnan(m["recall_per_class"][SOIL_ORDERS[1]])
+    assert m["recall_per_class"][SOIL_ORDERS[0]] == 0.5
+
+
+def test_majority_baseline():
+    p = majority_prediction(np.array([1, 1, 0]), 4, "permafrost")
+    assert (p == 1).all() and binary_metrics(np.array([1, 0, 1, 1]), p)["accuracy"] == 0.75
+    t = majority_prediction(np.array([2, 2, 5]), 3, "taxonomy")
+    assert (t.argmax(1) == 2).all()
+
+
+def test_reliability_bins():
+    rel = reliability(np.array([0, 1, 1, 1]), np.array([0.05, 0.95, 0.92, 0.55]), bins=10)
+    assert rel["count"][0] == 1 and rel["count"][9] == 2 and rel["count"][5] == 1
+    assert rel["frequency"][9] == 1.0
+    assert np.isnan(rel["confidence"][3])
+
+
+def test_assign_regions_point_in_polygon(tmp_path):
+    def square(x0, y0, x1, y1):
+        return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+
+    doc = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3338"}},
+           "features": [{"type": "Feature", "properties": {"zone": "continuous"}, "geometry": square(0, 50, 100, 100)},
+                        {"type": "Feature", "properties": {"zone": "sporadic"}, "geometry": square(0, 0, 100, 50)}]}
+    path = tmp_path / "zones.geojson"
+    path.write_text(json.dumps(doc))
+    names = assign_regions(np.array([10.0, 10.0, 500.0, 50.0]), np.array([75.0, 25.0, 25.0, 50.0]), path, "zone")
+    assert names.tolist() == ["continuous", "sporadic", OUTSIDE, "continuous"]
+    with pytest.raises(Exception, match="no field"):
+        assign_regions(np.array([1.0]), np.array([1.0]), path, "mlra_id")

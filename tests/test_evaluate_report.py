@@ -1,0 +1,55 @@
+"""Tables and HTML report writers produce the expected files and rows."""
+
+import numpy as np
+
+from miso_mapper.evaluate.metrics import binary_metrics, multiclass_metrics
+from miso_mapper.evaluate.report import summary_rows, write_outputs
+from miso_mapper.evaluate.run import MODELS, Evaluation, Predictions
+
+
+def fake_evaluation():
+    rng = np.random.default_rng(0)
+    preds, folds = {}, {}
+    ids = [f"P{i}" for i in range(40)]
+    for scheme in ("random", "spatial-1km"):
+        for task in ("permafrost", "taxonomy"):
+            for model in MODELS:
+                p = Predictions()
+                for f in range(2):
+                    sl = slice(20 * f, 20 * (f + 1))
+                    truth = rng.integers(0, 2 if task == "permafrost" else 7, 20)
+                    prob = rng.uniform(size=20) if task == "permafrost" else rng.dirichlet(np.ones(7), 20)
+                    p.ids += ids[sl]
+                    p.fold += [f + 1] * 20
+                    p.truth += truth.tolist()
+                    p.prob.append(prob)
+                    m = binary_metrics(truth, prob) if task == "permafrost" else multiclass_metrics(truth, prob)
+                    folds.setdefault((scheme, task, model), []).append(m)
+                preds[(scheme, task, model)] = p
+    regions = {"zone": {i: ("continuous" if k < 25 else "sporadic") for k, i in enumerate(ids)},
+               "mlra": {i: "229" for i in ids}}
+    sizes = {s: [{"train": 20, "test": 20, "buffer": 0}] * 2 for s in ("random", "spatial-1km")}
+    return Evaluation("test", ["random", "spatial-1km"], ["permafrost", "taxonomy"], 2, 5, "tiny", 3, preds, folds,
+                      regions, sizes, 1.0, {"miso_s": 0.5})
+
+
+def test_writers(tmp_path):
+    ev = fake_evaluation()
+    rows = summary_rows(ev, "permafrost")
+    assert [(r["scheme"], r["model"]) for r in rows] == [(s, m) for s in ev.schemes for m in MODELS]
+    assert all(r["folds"] == 2 and r["test_points"] == 40 for r in rows)
+    write_outputs(ev, tmp_path)
+    for name in ("table1_permafrost.csv", "table1_permafrost.md", "table2_taxonomy.csv", "table2_taxonomy.md",
+                 "regions.csv", "regions.md", "predictions.csv", "metrics.json", "report.html"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    csv_lines = (tmp_path / "table1_permafrost.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 6 and "accuracy_mean" in csv_lines[0]
+    md = (tmp_path / "table2_taxonomy.md").read_text()
+    assert md.count("| spatial-1km |") == 3 and "±" in md
+    regions = (tmp_path / "regions.csv").read_text().splitlines()
+    # 2 schemes x 2 tasks x (2 zones + 1 MLRA) x 3 models
+    assert len(regions) == 1 + 2 * 2 * 3 * 3
+    assert len((tmp_path / "predictions.csv").read_text().splitlines()) == 1 + 2 * 2 * 3 * 40
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2 * 2 * 2 + 2 * 2 + 2
+    assert "Table 1" in page and "Table 2" in page and "<script" not in page

@@ -1,0 +1,89 @@
+"""The training loop on a handful of synthetic cached chips: the loss falls, and a killed run resumes to
+exactly the uninterrupted result. Also the chip resampling geometry and the sampler's window coordinates."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from miso_mapper.config import TrainConfig
+from miso_mapper.train.batches import ChipSampler, SampleSpec
+from miso_mapper.train.chips import ChipGeometry, ChipSet, resample_windows
+from miso_mapper.train.loop import STATE_NAME, train_miso
+
+
+def synthetic_chips(n=16, seed=0):
+    """Tiny-network chips whose label is carried by the brightness of band 0 around the point."""
+    rng = np.random.default_rng(seed)
+    g = ChipGeometry(250, 64, 4)
+    s = g.stored_size
+    images = rng.uniform(0, 0.1, (n, 19, s, s)).astype(np.float32)
+    labels = (np.arange(n) % 2).astype(np.float32)
+    images[:, 0] += labels[:, None, None] * 0.8
+    x = 260_000 + rng.uniform(0, 10_000, n)
+    y = 1_660_000 + rng.uniform(0, 10_000, n)
+    chips = ChipSet(np.array([f"P{i}" for i in range(n)]), x, y, images.astype(np.float16),
+                    np.zeros((n, 19), np.float32), np.ones(n, bool), np.ones(n, np.float32), g, "test")
+    return chips, labels
+
+
+CFG = TrainConfig(epochs=3, batch_size=8, lr=2e-3, min_lr=1e-4, warmup_epochs=0.5, labels_per_chip=2,
+                  random_pseudo_points=2, regular_pseudo_points=False, patience=10, num_threads=2, seed=3)
+
+
+def test_training_reduces_loss_and_resumes_identically(tmp_path):
+    chips, labels = synthetic_chips()
+    train, val = np.arange(12), np.arange(12, 16)
+    full = train_miso(chips, labels, train, val, "permafrost", CFG, "tiny", run_dir=tmp_path / "a")
+    losses = [h["train_total"] for h in full.history]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(epoch, metrics):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_miso(chips, labels, train, val, "permafrost", CFG, "tiny", run_dir=tmp_path / "b",
+                   on_epoch=kill_after_first)
+    assert (tmp_path / "b" / STATE_NAME).exists()
+    resumed = train_miso(chips, labels, train, val, "permafrost", CFG, "tiny", run_dir=tmp_path / "b")
+    assert resumed.resumed_from == 1
+    assert [h["train_total"] for h in resumed.history] == pytest.approx(losses, rel=1e-6, abs=1e-7)
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), k
+    # a changed run does not resume a stale state
+    other = train_miso(chips, labels, train, val, "permafrost", CFG.model_copy(update={"seed": 4, "epochs": 1}), "tiny",
+                       run_dir=tmp_path / "b")
+    assert other.resumed_from == 0
+
+
+def test_stored_chip_centre_is_the_models_resize_of_the_crop_window():
+    g = ChipGeometry.for_jitter(250, 64, 62)
+    w = g.native_size
+    rng = np.random.default_rng(0)
+    native = rng.normal(size=(1, 2, w, w)).astype(np.float32)
+    stored = resample_windows(native, g)
+    assert stored.shape == (1, 2, g.stored_size, g.stored_size)
+    c = w // 2
+    crop = native[:, :, c - 125:c + 125, c - 125:c + 125]  # what cut_windows(size=250) gives (point at 125)
+    expected = F.interpolate(torch.from_numpy(crop), size=(64, 64), mode="bilinear", align_corners=False).numpy()
+    m = g.margin
+    assert np.allclose(stored[:, :, m:m + 64, m:m + 64], expected, atol=1e-3)  # float32 grid coordinates
+
+
+def test_sampler_places_the_anchor_where_mapping_queries_it():
+    chips, labels = synthetic_chips(4)
+    sampler = ChipSampler(chips, labels, np.arange(4), SampleSpec(2, 3, True))
+    g = chips.geometry
+    image, pixel, geo, lab = sampler.sample(0, g.margin, g.margin, np.random.default_rng(0))
+    assert image.shape == (19, 64, 64) and pixel.shape == (2 + 3 + 36, 2) and lab.shape == (41,)
+    ev = sampler.eval_batch(np.array([0]))
+    assert np.allclose(pixel[0], ev.pixel[0, 0].numpy()) and lab[0] == labels[0]
+    assert np.allclose(pixel[0], 1 / 250)  # pixel 125 of a 250 px window: -1 + (2 * 125 + 1) / 250
+    # a shift of one model pixel moves the anchor by 250/64 native px the other way
+    _, shifted, _, _ = sampler.sample(0, g.margin + 1, g.margin, np.random.default_rng(0))
+    assert shifted[0, 0] == pytest.approx(pixel[0, 0] - 2 * g.scale / 250)
+    assert (np.abs(pixel) <= 1).all() and (lab[2:] == -999).all()
