@@ -259,6 +259,34 @@ def evaluate(
     console.print(f"[green]✓ evaluate[/] {result.seconds:.0f} s; report: {evaluate_dir(workflow) / 'report.html'}")
 
 
+@app.command()
+@user_errors
+def run(
+    config: ConfigArg,
+    resume: Annotated[bool, typer.Option("--resume", help="continue a run: only chunks not yet done")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="map only this chunk id (repeatable)")] = None,
+    max_chunks: Annotated[int | None, typer.Option("--max-chunks", help="stop after this many chunks")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing store and manifest")] = False,
+) -> None:
+    """Map the workflow's region into its Zarr store on the configured Dask cluster.
+
+    Plans the chunks, records the STAC items of each in the run manifest (SQLite beside the store), then
+    reads, predicts and writes chunk by chunk in a bounded window. A killed run continues with --resume.
+    """
+    from miso_mapper.pipeline.commands import run_command
+
+    run_command(config, resume=resume, only=only, max_chunks=max_chunks, overwrite=overwrite)
+
+
+@app.command()
+@user_errors
+def status(config: ConfigArg) -> None:
+    """Show a run's progress from its manifest: chunks per status, area done, failures with their errors."""
+    from miso_mapper.pipeline.commands import status_command
+
+    status_command(config)
+
+
 def _progress() -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

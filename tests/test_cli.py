@@ -25,7 +25,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["plan"], ["validate"], ["world"], ["world", "create"], ["world", "serve"], ["demo"]]
+    "command",
+    [[], ["plan"], ["validate"], ["world"], ["world", "create"], ["world", "serve"], ["demo"], ["train"],
+     ["evaluate"], ["run"], ["status"]],
 )
 def test_every_command_has_help(command):
     proc = run_cli(*command, "--help")
@@ -138,3 +140,11 @@ def test_validate_prints_resolved_paths():
     resolved = json.loads(proc.stdout)
     assert resolved["region"]["vector"] == str((WORKFLOWS / "regions" / "alaska.geojson").resolve())
     assert resolved["imagery"]["profile"] == "earth-search-v1"
+
+
+def test_status_without_a_run_is_one_line_error(tmp_path):
+    def elsewhere(raw):
+        raw["output"]["directory"] = str(tmp_path / "out")
+
+    proc = run_cli("status", str(write_workflow(tmp_path, elsewhere)))
+    assert_one_line_error(proc, 1, "no run manifest")

@@ -1,0 +1,1 @@
+"""Map production: the Zarr store, the SQLite run manifest, Dask clusters and `run`."""

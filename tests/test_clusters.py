@@ -1,0 +1,81 @@
+"""Cluster backends from config: dask-jobqueue job scripts for slurm and pbs (no scheduler system needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from miso_mapper.config import ClusterConfig
+from miso_mapper.errors import MisoError
+from miso_mapper.pipeline.clusters import cluster_has_gpus, make_jobqueue_cluster, walltime_seconds, worker_lifetime
+
+pytest.importorskip("dask_jobqueue", reason="dask-jobqueue (the hpc extra) is not installed")
+
+HPC = dict(n_workers=4, threads_per_worker=8, memory_limit="64GB", gpus_per_worker=1, walltime="06:00:00",
+           lifetime_margin="20m", lifetime_stagger="10m", queue="gpu", account="permafrost",
+           job_script_prologue=["module load cuda/12"])
+
+
+def test_walltime_and_lifetime():
+    assert walltime_seconds("06:00:00") == 6 * 3600
+    assert walltime_seconds("1-02:00:00") == 26 * 3600
+    assert worker_lifetime(ClusterConfig(**HPC)) == ("330m", "10m")  # 360 - 20 - 10
+    with pytest.raises(MisoError, match="no worker lifetime"):
+        worker_lifetime(ClusterConfig(kind="slurm", walltime="00:20:00", lifetime_margin="15m"))
+    with pytest.raises(MisoError, match="HH:MM:SS"):
+        walltime_seconds("six hours")
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_job_script_has_gpu_memory_walltime_lifetime(kind, tmp_path):
+    cfg = ClusterConfig(kind=kind, log_directory=tmp_path / "logs", **HPC)
+    cluster = make_jobqueue_cluster(cfg)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "--lifetime 330m" in script and "--lifetime-stagger 10m" in script
+    assert "--resources GPU=1" in script
+    assert "--nthreads 8" in script
+    assert "module load cuda/12" in script
+    assert str(tmp_path / "logs") in script
+    if kind == "slurm":
+        assert "#SBATCH -t 06:00:00" in script
+        assert "#SBATCH --mem=60G" in script  # 64 GB in GiB, as dask-jobqueue writes it
+        assert "#SBATCH --gres=gpu:1" in script
+        assert "#SBATCH -p gpu" in script and "#SBATCH -A permafrost" in script
+    else:
+        assert "#PBS -l walltime=06:00:00" in script
+        assert "#PBS -l select=1:ncpus=8:mem=64GB:ngpus=1" in script
+        assert "#PBS -q gpu" in script and "#PBS -A permafrost" in script
+    assert cluster_has_gpus(cfg)
+
+
+def test_cpu_job_has_no_gpu_resource():
+    cfg = ClusterConfig(kind="slurm", **(HPC | {"gpus_per_worker": 0}))
+    cluster = make_jobqueue_cluster(cfg)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "gres" not in script and "GPU=1" not in script
+    assert not cluster_has_gpus(cfg)
+
+
+def test_jobqueue_config_errors():
+    with pytest.raises(MisoError, match="memory_limit must be set"):
+        make_jobqueue_cluster(ClusterConfig(kind="slurm"))
+    with pytest.raises(MisoError, match="0 or 1"):
+        make_jobqueue_cluster(ClusterConfig(kind="pbs", **(HPC | {"gpus_per_worker": 2})))
+
+
+def test_local_cuda_without_gpu_extra_is_a_clear_error():
+    pytest.importorskip("distributed")
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        from miso_mapper.pipeline.clusters import make_cluster
+
+        with pytest.raises(MisoError, match=r"miso-mapper\[gpu\]"):
+            make_cluster(ClusterConfig(kind="local-cuda"))
+    else:
+        pytest.skip("dask-cuda is installed")

@@ -1,0 +1,34 @@
+"""``run`` with a real (seeded, tiny) MISO network saved as checkpoints: slow on CPU, so marked slow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from miso_mapper.pipeline.manifest import Manifest
+from miso_mapper.pipeline.run import run_workflow
+from miso_mapper.pipeline.store import NODATA
+
+from .test_pipeline import demo_workflow, store_arrays
+
+
+@pytest.mark.slow
+def test_run_with_seeded_miso_checkpoints(served_world, tmp_path):
+    from miso_mapper.inference.synthetic import seeded_network
+    from miso_mapper.model import save_checkpoint
+
+    paths = {}
+    for task in ("permafrost", "taxonomy"):
+        paths[f"{task}_checkpoint"] = str(save_checkpoint(seeded_network(task, "tiny", seed=3),
+                                                          tmp_path / f"{task}.safetensors"))
+    wf = demo_workflow(served_world, tmp_path / "out", grid={"halo": 125},
+                       model={"kind": "miso", "size": "tiny", **paths})
+    summary = run_workflow(wf, only=["r0146c0492", "r0146c0493"])
+    assert sorted(summary.done) == ["r0146c0492", "r0146c0493"] and not summary.failed
+    assert all(r["predictor_loads"] == 1 for r in summary.results)
+    pf = store_arrays(wf.output.store)["permafrost_probability"]
+    written = pf[pf != NODATA]
+    assert written.size > 0.9 * 2 * 500 * 500 and written.max() <= 250
+    assert np.unique(written).size > 10
+    with Manifest(wf.output.manifest) as m:
+        assert m.counts() == {"pending": 2, "running": 0, "done": 2, "failed": 0}
