@@ -301,6 +301,9 @@ class TrainConfig(StrictModel):
     )
     chips_per_epoch: PositiveInt | None = Field(None, description="chips drawn per epoch (default: training points)")
     drop_path: float | None = Field(None, ge=0, lt=1, description="override the preset's stochastic depth")
+    input_standardization: bool = Field(
+        False, description="standardise input channels inside the network with statistics of the training chips"
+    )
     seed: int = 0
     num_threads: PositiveInt | None = Field(None, description="torch CPU threads (default: all cores)")
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -287,3 +287,29 @@ def test_reference_size_forward(task: str, out_dim: int) -> None:
         out = model(torch.randn(1, 19, 250, 250), torch.rand(1, 16, 2) * 2 - 1, torch.rand(1, 16, 2) * 2 - 1)
     assert out["pred"].shape == (1, 16, out_dim) and out["visual_emb"].shape == (1, 16, 1024)
     assert torch.isfinite(out["pred"]).all() and torch.isfinite(out["geo_pred"]).all()
+
+
+def test_input_standardization_is_optional_and_exact():
+    """Off by default (reference keys unchanged); on, the encoders see (x - mean) / std per channel."""
+    import torch
+
+    from miso_mapper.model import MisoNetConfig, build_model
+
+    plain_cfg = MisoNetConfig.preset("tiny", "permafrost")
+    assert not plain_cfg.input_standardization
+    plain = build_model(plain_cfg).eval()
+    assert not any("input_" in k for k in plain.state_dict())
+    std_cfg = plain_cfg.model_copy(update={"input_standardization": True})
+    standardised = build_model(std_cfg).eval()
+    standardised.load_state_dict(plain.state_dict(), strict=False)
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.rand(19, generator=gen)
+    std = torch.rand(19, generator=gen) + 0.1
+    standardised.set_input_statistics(mean, std)
+    x = torch.rand(2, 19, 64, 64, generator=gen)
+    pix = torch.zeros(2, 3, 2)
+    with torch.no_grad():
+        a = standardised(x, pix, None)["pred"]
+        b = plain((x - mean[:, None, None]) / std[:, None, None], pix, None)["pred"]
+    torch.testing.assert_close(a, b)
+    assert {"input_mean", "input_std"} <= set(standardised.state_dict())

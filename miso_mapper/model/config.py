@@ -83,6 +83,13 @@ class MisoNetConfig(_Frozen):
         "centres; 'xy' pairs x with column centres (geometrically consistent, needs retraining)",
     )
     location: LocationConfig = LocationConfig()
+    input_standardization: bool = Field(
+        False,
+        description="standardise each of the 19 input channels with buffers `input_mean`/`input_std` fitted on "
+        "the training chips before the encoders. Off in the reference (whose normalisation leaves some "
+        "covariates with a spread of ~0.003, which a small network trained from scratch barely sees); "
+        "a reference checkpoint has no such buffers, so it loads only with this off",
+    )
     mapper_hidden: int = Field(1024, gt=0, description="hidden width of the sat/cov/visual/geo mappers")
     head_hidden: tuple[int, int] = (1024, 512)
 

@@ -116,19 +116,35 @@ class MisoNet(nn.Module):
         self.geo_encoder = LocationEncoder(config.location, e)
         self.geo_mapper = _mapper(e, config.mapper_hidden)
         self.geo_out = _head(e, config.head_hidden, config.out_dim)
+        if config.input_standardization:
+            self.register_buffer("input_mean", torch.zeros(config.in_bands))
+            self.register_buffer("input_std", torch.ones(config.in_bands))
+
+    def set_input_statistics(self, mean: Tensor, std: Tensor) -> None:
+        """Set the per-channel ``(19,)`` mean and standard deviation used by ``input_standardization``.
+
+        ``std`` is floored at 1e-6 so a constant channel maps to 0 instead of infinity.
+        """
+        if not self.config.input_standardization:
+            raise ValueError("this network was built without input_standardization")
+        self.input_mean.copy_(torch.as_tensor(mean, dtype=self.input_mean.dtype))
+        self.input_std.copy_(torch.as_tensor(std, dtype=self.input_std.dtype).clamp_min(1e-6))
 
     def prepare_images(self, images: Tensor) -> Tensor:
         """Resize windows to the model's input size as the reference does (bilinear, no antialias).
 
         ``images``: ``(B, 19, H, W)`` float32 (the reference cuts 250x250 and resizes to 256x256);
-        returned unchanged when already ``input_size``.
+        returned unchanged when already ``input_size`` (then standardised per channel when the network was built
+        with ``input_standardization``).
         """
         s = self.config.input_size
         if images.ndim != 4 or images.shape[1] != self.config.in_bands:
             raise ValueError(f"expected (B, {self.config.in_bands}, H, W) windows, got {tuple(images.shape)}")
-        if images.shape[-2:] == (s, s):
-            return images
-        return F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=False)
+        if images.shape[-2:] != (s, s):
+            images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=False)
+        if self.config.input_standardization:
+            images = (images - self.input_mean[:, None, None]) / self.input_std[:, None, None]
+        return images
 
     def encode(self, images: Tensor) -> MisoFeatures:
         """Run both image encoders once per window.

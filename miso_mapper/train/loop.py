@@ -37,14 +37,25 @@ PLATEAU_FACTOR = 0.1
 PLATEAU_PATIENCE = 5
 
 
-def net_config(size: str, task: str, drop_path: float | None = None) -> MisoNetConfig:
-    """The network preset ``size`` for ``task``, with both encoders' stochastic depth set to ``drop_path``."""
+def net_config(size: str, task: str, drop_path: float | None = None,
+               input_standardization: bool = False) -> MisoNetConfig:
+    """The network preset ``size`` for ``task``, with both encoders' stochastic depth set to ``drop_path``
+    and optionally per-channel input standardisation (fitted on the training chips by :func:`train_miso`)."""
     cfg = MisoNetConfig.preset(size, task)  # type: ignore[arg-type]
+    if input_standardization:
+        cfg = cfg.model_copy(update={"input_standardization": True})
     if drop_path is None:
         return cfg
     sat = SwinConfig.model_validate(cfg.sat_encoder.model_dump() | {"drop_path": drop_path})
     cov = SwinConfig.model_validate(cfg.cov_encoder.model_dump() | {"drop_path": drop_path})
     return MisoNetConfig.model_validate(cfg.model_dump() | {"sat_encoder": sat, "cov_encoder": cov})
+
+
+def channel_statistics(chips: ChipSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation, (19,) float32 each, of the central crops of chips ``index``."""
+    m, s = chips.geometry.margin, chips.geometry.input_size
+    crops = chips.images[np.sort(index), :, m:m + s, m:m + s].astype(np.float32)
+    return crops.mean(axis=(0, 2, 3)), crops.std(axis=(0, 2, 3))
 
 
 def pick_device(choice: str) -> torch.device:
@@ -167,7 +178,7 @@ def train_miso(
     device = pick_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    net = net_config(size, task, cfg.drop_path)
+    net = net_config(size, task, cfg.drop_path, cfg.input_standardization)
     if net.input_size != chips.geometry.input_size:
         raise MisoError(f"chips were cut for input size {chips.geometry.input_size} px, the {size} network "
                         f"takes {net.input_size} px")
@@ -180,6 +191,9 @@ def train_miso(
 
     torch.manual_seed(cfg.seed)
     model = build_model(net).to(device)
+    if net.input_standardization:
+        mean, std = channel_statistics(chips, train_idx)
+        model.set_input_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_metric": math.inf, "best_epoch": 0,
                              "best_state": None, "bad_epochs": 0, "reductions": 0, "plateau_best": math.inf,
