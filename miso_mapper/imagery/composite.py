@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from typing import Literal
 
 import numpy as np
-import xarray as xr
 
 #: SCL classes kept by default: vegetation, not vegetated (bare soil), water, snow and ice.
 DEFAULT_SCL_KEEP: tuple[int, ...] = (4, 5, 6, 11)
@@ -118,21 +117,3 @@ def composite_blocks(
         out[:, rows], count[rows] = composite_array(values, ok, method)
     return out, count
 
-
-def as_dataset(composite: np.ndarray, count: np.ndarray, template: xr.DataArray, bands: list[str]) -> xr.Dataset:
-    """Wrap arrays as a Dataset on ``template``'s y/x coordinates (and its CRS attributes).
-
-    Variables: ``reflectance`` (band, y, x) float32 harmonised DN, NaN = no data; ``valid`` (y, x) bool;
-    ``count`` (y, x) uint16 valid observations per pixel.
-    """
-    coords = {"band": bands, "y": template["y"].values, "x": template["x"].values}
-    ds = xr.Dataset(
-        {
-            "reflectance": (("band", "y", "x"), composite),
-            "valid": (("y", "x"), np.isfinite(composite).all(axis=0)),
-            "count": (("y", "x"), count),
-        },
-        coords=coords,
-        attrs={k: v for k, v in template.attrs.items() if k in ("crs", "transform", "resolution")},
-    )
-    return ds
