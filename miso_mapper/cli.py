@@ -287,6 +287,51 @@ def status(config: ConfigArg) -> None:
     status_command(config)
 
 
+@app.command()
+@user_errors
+def report(
+    config: ConfigArg,
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default: <output.directory>/report.html)")]
+    = None,
+) -> None:
+    """Write a self-contained HTML report of a run: config, model cards, coverage, timings, quicklooks, accuracy.
+
+    Quicklook PNGs go to a quicklooks/ folder beside the page; accuracy against truth only for demo worlds.
+    """
+    from miso_mapper.config import load_workflow
+    from miso_mapper.report import map_accuracy, write_run_report
+    from miso_mapper.report.accuracy import truth_paths
+
+    workflow = load_workflow(config)
+    out = out or workflow.output.directory / "report.html"
+    acc = None
+    if truth_paths(workflow) is not None and workflow.output.store.exists():
+        acc = map_accuracy(workflow)
+        for task in ("permafrost", "soil_order"):
+            a = acc[task]
+            if a["accuracy"] is not None:
+                console.print(f"{task}: accuracy {a['accuracy']:.3f} on {a['pixels']:,} px "
+                              f"(majority {a['majority_class']}: {a['majority_accuracy']:.3f})")
+    path = write_run_report(workflow, out, accuracy=acc)
+    console.print(f"[green]✓ report[/] {path}")
+
+
+@app.command()
+@user_errors
+def export(
+    config: ConfigArg,
+    tiles: Annotated[list[str] | None, typer.Option("--tiles", help="export only this tile id (repeatable)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace existing products")] = False,
+) -> None:
+    """Write per-tile COGs, VRT mosaics, statewide overviews and a STAC collection from the workflow's store.
+
+    Products go to export.directory (default: output.directory/products); see miso_mapper.export for the layout.
+    """
+    from miso_mapper.export.command import export_command
+
+    export_command(config, tiles=tiles, overwrite=overwrite)
+
+
 def _progress() -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -343,6 +343,30 @@ class EvaluateConfig(StrictModel):
         return value
 
 
+class ExportConfig(StrictModel):
+    """Products derived from ``maps.zarr`` by ``miso-mapper export``: per-tile COGs, VRT mosaics, overviews, STAC.
+
+    Every COG is internally tiled (``blocksize`` px), compressed with ``compress`` and ``predictor``, with
+    internal overviews (average for probabilities, mode for classes). The statewide overview COG of each layer
+    has ``overview_resolution`` m pixels: a whole multiple of ``grid.resolution`` dividing a tile.
+    """
+
+    directory: Path | None = Field(None, description="products folder (default: output.directory/products)")
+    compress: Literal["deflate", "zstd"] = Field("deflate", description="COG compression, with `predictor`")
+    level: int | None = Field(None, ge=1, le=22, description="compression level (default: GDAL's)")
+    predictor: Literal[1, 2] = Field(2, description="TIFF predictor: 1 none, 2 horizontal differencing")
+    blocksize: PositiveInt = Field(512, description="COG internal tile edge, pixels (a multiple of 16)")
+    overview_resolution: float = Field(500.0, gt=0, description="pixel size of the statewide overview COGs, m")
+    gdal_cache_mb: PositiveInt = Field(64, description="GDAL block cache per export process, MB")
+
+    @field_validator("blocksize")
+    @classmethod
+    def _blocksize(cls, value: int) -> int:
+        if value % 16:
+            raise ValueError(f"blocksize {value} must be a multiple of 16 (TIFF tiles)")
+        return value
+
+
 class Workflow(StrictModel):
     """A whole workflow file."""
 
@@ -360,6 +384,7 @@ class Workflow(StrictModel):
     points: PointsConfig = PointsConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
     def _stac_url(self) -> Workflow:
@@ -389,6 +414,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         ("points", "mlra"),
         ("train", "directory"),
         ("evaluate", "directory"),
+        ("export", "directory"),
     ):
         part = raw.get(section)
         if isinstance(part, dict) and isinstance(part.get(key), str):

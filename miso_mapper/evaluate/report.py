@@ -9,10 +9,8 @@ permafrost zone and MLRA. The HTML report is one self-contained file: tables plu
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -29,6 +27,7 @@ from miso_mapper.evaluate.metrics import (
     reliability,
 )
 from miso_mapper.evaluate.run import MODELS, Evaluation, evaluation_json
+from miso_mapper.report.html import figure_img
 
 HEADERS = {
     "accuracy": "Acc", "precision_0": "P (no PF)", "recall_0": "R (no PF)", "f1_0": "F1 (no PF)",
@@ -159,12 +158,7 @@ def _regions_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return figure_img(fig, alt="plot", dpi=90)
 
 
 def _html_table(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str:

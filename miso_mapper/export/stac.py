@@ -1,0 +1,181 @@
+"""The static STAC collection of the products (pystac), saved self-contained with relative hrefs.
+
+Layout under the products folder: ``stac/collection.json`` and ``stac/<tile>/<tile>.json``. Each item is one
+grid tile with one asset per layer COG (``permafrost_probability``, ``taxonomy_class``,
+``taxonomy_probability``); the collection's assets are the VRT mosaics and the statewide overview COGs.
+
+Extensions: projection (``proj:code``, ``proj:shape``, ``proj:transform``, ``proj:bbox`` in the grid CRS),
+raster (``raster:bands`` with nodata 255, uint8, scale/offset 0.004/0 for probabilities, spatial resolution),
+classification (the 7 soil orders with names and colour hints) on class assets. Item properties carry the
+imagery date range (``start_datetime``/``end_datetime``) and the store's provenance (``miso:*``: checkpoint
+sha256 per model role, model kind, map config hash, store uuid, software version). Nothing here depends on
+the time of export, so the same store exports to the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pystac
+import shapely
+import shapely.geometry
+from affine import Affine
+from pystac.extensions.classification import Classification, ClassificationExtension
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+from rasterio.crs import CRS
+from rasterio.warp import transform_geom
+
+from miso_mapper.bands import SOIL_ORDERS
+from miso_mapper.errors import MisoError
+from miso_mapper.export.layers import LAYER_SPECS, SOIL_ORDER_COLOURS, LayerSpec
+from miso_mapper.pipeline.store import NODATA
+
+VRT_MEDIA_TYPE = "application/x-gdal-vrt+xml"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A raster's grid: CRS, affine of its upper-left corner and (height, width) px."""
+
+    crs: CRS
+    transform: Affine
+    shape: tuple[int, int]
+
+    @property
+    def bbox(self) -> list[float]:
+        """(xmin, ymin, xmax, ymax) in the raster's CRS."""
+        t, (h, w) = self.transform, self.shape
+        xs, ys = (t.c, t.c + w * t.a), (t.f, t.f + h * t.e)
+        return [min(xs), min(ys), max(xs), max(ys)]
+
+    def geometry_4326(self) -> dict[str, Any]:
+        """The footprint as a GeoJSON polygon in EPSG:4326 (edges densified; 7 decimals)."""
+        edge = max(self.shape) * abs(self.transform.a)
+        box = shapely.segmentize(shapely.box(*self.bbox), max_segment_length=edge / 4)
+        geom = transform_geom(self.crs, "EPSG:4326", shapely.geometry.mapping(box), precision=7)
+        return {"type": geom["type"], "coordinates": _lists(geom["coordinates"])}
+
+
+def _lists(value: Any) -> Any:
+    """Tuples -> lists, recursively (pystac round-trips lists)."""
+    return [_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _proj(target: Any, fp: Footprint) -> None:
+    proj = ProjectionExtension.ext(target, add_if_missing=isinstance(target, pystac.Item))
+    epsg = fp.crs.to_epsg()
+    proj.apply(code=f"EPSG:{epsg}" if epsg else None, wkt2=None if epsg else fp.crs.to_wkt(), bbox=fp.bbox,
+               shape=list(fp.shape), transform=list(fp.transform)[:6])
+
+
+def _layer_asset(spec: LayerSpec, href: str, title: str, roles: list[str]) -> pystac.Asset:
+    return pystac.Asset(href=href, media_type=pystac.MediaType.COG, title=title, roles=roles,
+                        extra_fields={"miso:layer": spec.name})
+
+
+def _describe_asset(owner: Any, key: str, spec: LayerSpec, resolution: float) -> None:
+    """Raster bands (and classes) of asset ``key`` of ``owner`` (an item or collection with the extensions)."""
+    asset = owner.assets[key]
+    bands = [RasterBand.create(nodata=NODATA, data_type=DataType.UINT8, spatial_resolution=resolution,
+                               scale=spec.scale, offset=spec.offset, unit="1" if spec.scale else None)
+             for _ in spec.bands]
+    RasterExtension.ext(asset, add_if_missing=True).bands = bands
+    if spec.count > 1:
+        asset.extra_fields["miso:band_names"] = list(spec.bands)
+    if spec.categorical:
+        ClassificationExtension.ext(asset, add_if_missing=True).classes = [
+            Classification.create(value=i, name=name, description=f"soil order {name} (USDA)",
+                                  color_hint=SOIL_ORDER_COLOURS[name])
+            for i, name in enumerate(SOIL_ORDERS)
+        ]
+
+
+def date_range(attrs: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
+    """(first instant, last instant) of the store's ``imagery_date_range`` ("YYYY-MM-DD/YYYY-MM-DD"), UTC."""
+    try:
+        first, last = str(attrs["imagery_date_range"]).split("/")
+        start = dt.datetime.combine(dt.date.fromisoformat(first), dt.time(), dt.UTC)
+        end = dt.datetime.combine(dt.date.fromisoformat(last), dt.time(23, 59, 59), dt.UTC)
+    except (KeyError, ValueError) as exc:
+        raise MisoError(f"the store has no valid imagery_date_range attribute ({exc})") from None
+    return start, end
+
+
+def provenance(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The ``miso:*`` properties of every item, from the store's group attributes."""
+    return {
+        "miso:checkpoint_sha256": dict(attrs.get("model_checkpoints") or {}),
+        "miso:model_kind": attrs.get("model_kind"),
+        "miso:map_config_hash": attrs.get("map_config_hash"),
+        "miso:store_uuid": attrs.get("store_uuid"),
+        "miso:software_version": attrs.get("software_version"),
+        "miso:imagery_seasons": list(attrs.get("imagery_seasons") or []),
+        "miso:probability_scale": "stored uint8 = round(probability x 250); 255 = no data",
+    }
+
+
+def _rel(path: Path, json_path: Path) -> str:
+    return Path(os.path.relpath(path, json_path.parent)).as_posix()
+
+
+def write_collection(directory: Path, collection_id: str, attrs: dict[str, Any], resolution: float,
+                     tiles: dict[str, tuple[Footprint, dict[str, Path]]], mosaics: dict[str, Path],
+                     overviews: dict[str, tuple[Footprint, Path]], final_dir: Path) -> Path:
+    """Save the collection into ``directory``, with hrefs relative as if it lived at ``final_dir``.
+
+    ``tiles`` maps tile id -> (footprint, layer -> COG path); ``mosaics`` layer -> VRT path; ``overviews``
+    layer -> (footprint, COG path). Returns the collection JSON path under ``directory``.
+    """
+    start, end = date_range(attrs)
+    props = provenance(attrs)
+    collection_json = final_dir / "collection.json"
+    items = []
+    for tile_id in sorted(tiles):
+        fp, paths = tiles[tile_id]
+        item_json = final_dir / tile_id / f"{tile_id}.json"
+        item = pystac.Item(id=tile_id, geometry=fp.geometry_4326(), bbox=None, datetime=None,
+                           start_datetime=start, end_datetime=end, properties=dict(props) | {"miso:tile": tile_id})
+        item.bbox = list(shapely.bounds(shapely.geometry.shape(item.geometry)).round(7))
+        _proj(item, fp)
+        for spec in LAYER_SPECS:
+            if spec.name in paths:
+                item.add_asset(spec.name, _layer_asset(spec, _rel(paths[spec.name], item_json), spec.title,
+                                                       ["data"]))
+                _describe_asset(item, spec.name, spec, resolution)
+        items.append(item)
+    if not items:
+        raise MisoError("no tile to describe in the STAC collection")
+    bbox = [min(i.bbox[0] for i in items), min(i.bbox[1] for i in items),
+            max(i.bbox[2] for i in items), max(i.bbox[3] for i in items)]
+    collection = pystac.Collection(
+        id=collection_id,
+        description=f"MISO soil maps of Alaska from {attrs.get('workflow', collection_id)}: permafrost probability, "
+                    "soil-order probabilities and most probable soil order, per grid tile (COG).",
+        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[start, end]])),
+        license="other",
+        title=f"MISO soil maps: {attrs.get('workflow', collection_id)}",
+        extra_fields={"miso:provenance": props},
+    )
+    collection.stac_extensions += [ext.get_schema_uri()
+                                   for ext in (ProjectionExtension, RasterExtension, ClassificationExtension)]
+    for spec in LAYER_SPECS:
+        if spec.name in mosaics:
+            collection.add_asset(f"{spec.name}_mosaic", pystac.Asset(
+                href=_rel(mosaics[spec.name], collection_json), media_type=VRT_MEDIA_TYPE,
+                title=f"{spec.title}: GDAL VRT mosaic of all tiles", roles=["data", "mosaic"]))
+        if spec.name in overviews:
+            fp, path = overviews[spec.name]
+            key = f"{spec.name}_overview"
+            collection.add_asset(key, _layer_asset(spec, _rel(path, collection_json),
+                                                   f"{spec.title}: statewide overview", ["overview"]))
+            _describe_asset(collection, key, spec, abs(fp.transform.a))
+            _proj(collection.assets[key], fp)
+    collection.add_items(items)
+    collection.normalize_hrefs(str(directory))
+    collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return directory / "collection.json"

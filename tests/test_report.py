@@ -1,0 +1,308 @@
+"""Quicklooks, map accuracy and the HTML run report on a hand-made run.
+
+The run is built without the pipeline: a small stand-in world folder (truth rasters, labelled points,
+permafrost-zone polygons; no imagery) under the demo workflow's region, a store made with ``create_store``
+whose done chunks hold the truth itself (so accuracy is exactly 1 before known pixels are flipped), and a
+manifest with three done chunks and one failed chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+import zarr
+from affine import Affine
+from PIL import Image
+from pyproj import Transformer
+
+from miso_mapper.bands import SOIL_ORDERS
+from miso_mapper.config import Workflow, load_workflow
+from miso_mapper.pipeline.manifest import Manifest
+from miso_mapper.pipeline.store import NODATA, create_store
+from miso_mapper.plan import make_plan
+from miso_mapper.report import map_accuracy, write_quicklooks, write_run_report
+from miso_mapper.report.html import markdown_tables
+from miso_mapper.report.source import decimation_factor, load_run, read_preview
+
+from .helpers import WORKFLOWS
+
+RES = 10.0
+WORLD_X0, WORLD_Y1, WORLD_N = 258_000.0, 1_672_000.0, 1400  # truth rasters: region + 2 km margin
+FAILED_ERROR = "RuntimeError: scene S2B_6WVS_20220716 unreadable (HTTP 503 after 3 retries)"
+PF_FLIPS, SO_FLIPS = 1234, 777
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@dataclass
+class Made:
+    workflow: Workflow
+    world: Path
+    truth_pf: np.ndarray
+    truth_so: np.ndarray
+    failed: str
+
+
+def _write_tif(path: Path, data: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+                       dtype="uint8", crs="EPSG:3338", nodata=255,
+                       transform=Affine(RES, 0, WORLD_X0, 0, -RES, WORLD_Y1)) as dst:
+        dst.write(data, 1)
+
+
+def _make_world(root: Path, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = np.mgrid[0:WORLD_N, 0:WORLD_N]
+    pf = ((np.sin(cols / 90.0) + np.cos(rows / 140.0)) > 0.3).astype(np.uint8)
+    so = ((cols // 170 + 2 * (rows // 230)) % len(SOIL_ORDERS)).astype(np.uint8)
+    pf[600:640, 300:380] = 255  # truth gaps are not scored
+    so[900:950, 700:720] = 255
+    _write_tif(root / "truth" / "permafrost.tif", pf)
+    _write_tif(root / "truth" / "soil_order.tif", so)
+    to_ll = Transformer.from_crs("EPSG:3338", "EPSG:4326", always_xy=True)
+    feats = []
+    for i in range(400):
+        x, y = rng.uniform(260_000, 270_000), rng.uniform(1_660_000, 1_670_000)
+        r, c = int((WORLD_Y1 - y) // RES), int((x - WORLD_X0) // RES)
+        lab_pf = None if i % 10 == 0 or pf[r, c] == 255 else int(pf[r, c] if i % 17 else 1 - pf[r, c])
+        lab_so = None if i % 11 == 0 or so[r, c] == 255 else SOIL_ORDERS[so[r, c] if i % 13 else (so[r, c] + 1) % 7]
+        lon, lat = to_ll.transform(x, y)
+        feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                      "properties": {"id": f"p{i}", "permafrost": lab_pf, "soil_order": lab_so,
+                                     "x_3338": x, "y_3338": y}})
+    (root / "points").mkdir()
+    (root / "points" / "points.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3338"}}
+    zones = [("continuous", [[258000, 1665500], [272000, 1664000], [272000, 1672000], [258000, 1672000]]),
+             ("discontinuous", [[258000, 1658000], [272000, 1658000], [272000, 1664000], [258000, 1665500]])]
+    (root / "vectors").mkdir()
+    (root / "vectors" / "permafrost_zones.geojson").write_text(json.dumps({"type": "FeatureCollection", "crs": crs,
+        "features": [{"type": "Feature", "properties": {"zone": z},
+                      "geometry": {"type": "Polygon", "coordinates": [ring + [ring[0]]]}} for z, ring in zones]}))
+    return pf, so
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
+    base = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(0)
+    world = base / "world"
+    truth_pf, truth_so = _make_world(world, rng)
+    wf = load_workflow(WORKFLOWS / "demo.yaml", {
+        "imagery": {"stac_url": "http://127.0.0.1:9/"}, "output": {"directory": str(base / "out")},
+        "model": {"kind": "synthetic"}, "world": {"directory": str(world)}})
+    plan = make_plan(wf)
+    assert len(plan.chunks) == 4
+    store = create_store(wf.output.store, wf, plan.chunks, {"map_config_hash": "test"})
+    manifest = Manifest(wf.output.manifest)
+    manifest.add_chunks(plan.chunks)
+    cs = wf.grid.chunk_size
+    for k, chunk in enumerate(plan.chunks[:3]):
+        xmin, _, _, ymax = chunk.geobox.boundingbox
+        r0, c0 = int((WORLD_Y1 - ymax) // RES), int((xmin - WORLD_X0) // RES)
+        tp, ts = truth_pf[r0:r0 + cs, c0:c0 + cs], truth_so[r0:r0 + cs, c0:c0 + cs]
+        pf = np.where(tp == 1, 250, 0).astype(np.uint8)  # truth gaps get probability 0: still mapped
+        cls = np.where(ts < 7, ts, 0).astype(np.uint8)
+        if k == 0:  # flip known pixels (all inside valid truth), and leave a no-data hole in the map
+            pf.reshape(-1)[np.flatnonzero(tp.reshape(-1) <= 1)[:PF_FLIPS]] ^= 250
+            flat = np.flatnonzero(ts.reshape(-1) < 7)[:SO_FLIPS]
+            cls.reshape(-1)[flat] = (cls.reshape(-1)[flat] + 1) % 7
+            pf[400:, 450:] = NODATA
+            cls[400:, 450:] = NODATA
+        tx = np.where(np.arange(7)[:, None, None] == cls[None], 250, 0).astype(np.uint8)
+        tx[:, cls == NODATA] = NODATA
+        manifest.mark_running(chunk.id)
+        checksum = store.write_chunk(chunk, pf, tx, cls)
+        manifest.mark_done(chunk.id, checksum, "worker-1", read_s=1.5 + k, predict_s=10.0, write_s=0.5,
+                           total_s=12.0 + k)
+    failed = plan.chunks[3]
+    manifest.mark_running(failed.id)
+    manifest.mark_failed(failed.id, FAILED_ERROR, final=True)
+    manifest.close()
+    with sqlite3.connect(wf.output.manifest) as db:  # a run of exactly one hour: 75 km² done -> 75 km²/h
+        db.execute("UPDATE chunks SET started = '2024-06-01T00:00:00+00:00', "
+                   "finished = '2024-06-01T00:20:00+00:00' WHERE status = 'done'")
+        db.execute("UPDATE chunks SET finished = '2024-06-01T01:00:00+00:00' WHERE id = ?",
+                   (plan.chunks[2].id,))
+    return Made(wf, world, truth_pf, truth_so, failed.id)
+
+
+def _map_and_truth(made: Made) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, slice, slice]:
+    """The whole stored layers and the truth, cut to the region (1000 x 1000 px, same pixels)."""
+    g = zarr.open_group(str(made.workflow.output.store), mode="r")
+    gc = made.workflow.grid
+    row0 = int((gc.origin_y - 1_670_000) / RES) - int(g.attrs["grid_row0"])
+    col0 = int((260_000 - gc.origin_x) / RES) - int(g.attrs["grid_col0"])
+    rs, cs = slice(row0, row0 + 1000), slice(col0, col0 + 1000)
+    pf = np.asarray(g["permafrost_probability"][rs, cs])
+    cls = np.asarray(g["taxonomy_class"][rs, cs])
+    tr = slice(200, 1200)  # the region inside the truth rasters (2 km margin)
+    return pf, cls, made.truth_pf[tr, tr], made.truth_so[tr, tr], rs, cs
+
+
+def test_decimation_factor() -> None:
+    assert decimation_factor((1000, 1000), 500) == 1
+    assert decimation_factor((1000, 3000), 500, max_px=1200) == 4
+    assert decimation_factor((100_000, 160_000), 2500) == 250  # 134 needed: next divisor of 2500
+    assert decimation_factor((1_000_000, 10_000), 500, max_px=100) == 10_000  # beyond a chunk: whole chunks
+
+
+def test_preview_is_a_block_mean_of_the_store(made: Made) -> None:
+    preview = read_preview(load_run(made.workflow), max_px=100)
+    assert preview.factor == 10 and preview.permafrost.shape == (100, 100)
+    pf, cls, *_ = _map_and_truth(made)
+    blocks = pf.reshape(100, 10, 100, 10).astype(float)
+    ok = blocks != NODATA
+    with np.errstate(invalid="ignore"):
+        expected = np.where(ok.any(axis=(1, 3)), np.where(ok, blocks, 0).sum(axis=(1, 3)) / ok.sum(axis=(1, 3)),
+                            np.nan) / 250
+    np.testing.assert_allclose(preview.permafrost, expected.astype(np.float32), rtol=1e-6)
+    assert np.isnan(preview.permafrost[50:, 50:]).all()  # the failed chunk
+    assert (preview.soil_order[50:, 50:] == NODATA).all() and (preview.soil_order[:50, :50] < 7).any()
+    assert preview.extent == (260_000.0, 270_000.0, 1_660_000.0, 1_670_000.0)
+
+
+def test_quicklooks(made: Made, tmp_path: Path) -> None:
+    out = Path("/tmp/report-helper") if Path("/tmp/report-helper").is_dir() else tmp_path
+    paths = write_quicklooks(made.workflow, out / "quicklooks-test")
+    assert set(paths) == {"permafrost_probability", "taxonomy_class", "max_order_probability"}
+    for path in paths.values():
+        with Image.open(path) as im:
+            assert im.format == "PNG"
+            assert 400 <= im.width <= 1600 and 300 <= im.height <= 1600, im.size
+            colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
+            assert colours is not None and len(colours) > 20  # a map, not a blank canvas
+
+
+def test_map_accuracy_matches_numpy(made: Made) -> None:
+    acc = map_accuracy(made.workflow)
+    pf, cls, tp, ts, _, _ = _map_and_truth(made)
+    valid = (pf != NODATA) & (tp <= 1)
+    n_pf, ok_pf = int(valid.sum()), int(((pf >= 125) == (tp == 1))[valid].sum())
+    assert n_pf - ok_pf == PF_FLIPS  # exactly the flipped pixels are wrong
+    valid_so = (cls != NODATA) & (ts < 7)
+    n_so, ok_so = int(valid_so.sum()), int((cls == ts)[valid_so].sum())
+    assert n_so - ok_so == SO_FLIPS
+    assert acc["permafrost"]["pixels"] == n_pf and acc["permafrost"]["accuracy"] == ok_pf / n_pf
+    assert acc["soil_order"]["pixels"] == n_so and acc["soil_order"]["accuracy"] == ok_so / n_so
+    assert acc["chunks"] == 3 and acc["area_km2"] == pytest.approx(75.0)
+    # majority from the labelled points; scored on the same pixels
+    doc = json.loads((made.world / "points" / "points.geojson").read_text())
+    props = [f["properties"] for f in doc["features"]]
+    labs_pf = np.array([p["permafrost"] for p in props if p["permafrost"] is not None])
+    labs_so = np.array([SOIL_ORDERS.index(p["soil_order"]) for p in props if p["soil_order"] is not None])
+    maj_pf, maj_so = int(np.bincount(labs_pf).argmax()), int(np.bincount(labs_so, minlength=7).argmax())
+    assert acc["majority_source"] == "points"
+    assert acc["permafrost"]["majority_class"] == maj_pf
+    assert acc["permafrost"]["majority_accuracy"] == int((tp[valid] == maj_pf).sum()) / n_pf
+    assert acc["soil_order"]["majority_class"] == SOIL_ORDERS[maj_so]
+    assert acc["soil_order"]["majority_accuracy"] == int((ts[valid_so] == maj_so).sum()) / n_so
+    assert acc["soil_order"]["truth_majority_accuracy"] == np.bincount(ts[valid_so]).max() / n_so
+    # points: the map at each labelled point in a done chunk with map data
+    hits = tot = 0
+    for p in props:
+        r, c = int((1_670_000 - p["y_3338"]) // RES), int((p["x_3338"] - 260_000) // RES)
+        if p["permafrost"] is not None and pf[r, c] != NODATA:
+            tot += 1
+            hits += int((pf[r, c] >= 125) == bool(p["permafrost"]))
+    assert acc["permafrost"]["points"] == tot and acc["permafrost"]["points_accuracy"] == hits / tot
+    assert 0.8 < acc["soil_order"]["points_accuracy"] < 1.0  # label noise keeps it below 1
+
+
+def _html(made: Made, out: Path, **kw: object) -> str:
+    ev = out / "evaluate"
+    ev.mkdir(parents=True, exist_ok=True)
+    (ev / "report.html").write_text("<html></html>")
+    (ev / "table1_permafrost.md").write_text(
+        "### Table 1: near-surface permafrost\n\n| Scheme | Model | Acc |\n|---|---|---|\n"
+        "| random | MISO | 0.768 ± 0.033 |\n| random | Majority | 0.643 ± 0.023 |\n")
+    product = out / "products" / "permafrost.tif"
+    product.parent.mkdir(exist_ok=True)
+    product.write_bytes(b"x")
+    path = write_run_report(made.workflow, out / "site" / "report.html", evaluation_dir=ev,
+                            products={"permafrost COG": product}, **kw)  # type: ignore[arg-type]
+    return path.read_text()
+
+
+def test_run_report_content(made: Made, tmp_path: Path) -> None:
+    text = _html(made, tmp_path)
+    assert FAILED_ERROR in text and made.failed in text
+    assert "75.0 km²/h" in text
+    assert "data:image/png;base64," in text and text.count("<img") >= 4  # coverage + 3 quicklooks
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+    assert "url(" not in text and "@import" not in text
+    assert 'href="../evaluate/report.html"' in text and 'href="../products/permafrost.tif"' in text
+    assert "<td>0.768 ± 0.033</td>" in text
+    assert "synthetic" in text and "name: demo" in text  # model kind and the YAML config
+    acc = map_accuracy(made.workflow)
+    assert f"{acc['permafrost']['accuracy']:.4f}" in text
+    assert (tmp_path / "site" / "quicklooks" / "soil_order.png").is_file()
+
+
+def test_run_report_model_cards(made: Made, tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from miso_mapper.config import ModelConfig
+    from miso_mapper.model.checkpoint import CARD_KEY, ModelCard
+
+    ck = tmp_path / "perm.safetensors"
+    save_file({"w": np.zeros(1, np.float32)}, str(ck),
+              metadata={CARD_KEY: ModelCard(source="training run 42").model_dump_json()})
+    wf = made.workflow.model_copy(update={"model": ModelConfig(kind="miso", permafrost_checkpoint=ck)})
+    text = write_run_report(wf, tmp_path / "r.html", evaluation_dir=tmp_path / "none",
+                            accuracy=map_accuracy(made.workflow)).read_text()
+    assert "training run 42" in text and "taxonomy checkpoint" in text and "not configured" in text
+
+
+def test_markdown_tables() -> None:
+    out = markdown_tables("### T\n\n| a | b |\n|---|---|\n| 1 | <x> |\n")
+    assert out.startswith("<h3>T</h3>") and "<td>&lt;x&gt;</td>" in out and "---" not in out
+
+
+def test_cli_report(made: Made, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from miso_mapper.cli import app
+
+    config = tmp_path / "wf.yaml"
+    config.write_text(yaml.safe_dump(made.workflow.model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["report", str(config), "--out", str(tmp_path / "cli" / "report.html")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli" / "report.html").is_file()
+    empty = made.workflow.model_dump(mode="json")
+    empty["output"]["directory"] = str(tmp_path / "never-run")
+    config.write_text(yaml.safe_dump(empty))
+    result = CliRunner().invoke(app, ["report", str(config)])
+    assert result.exit_code == 1 and "no run manifest" in result.output
+
+
+def test_report_in_headless_chromium(made: Made, tmp_path: Path) -> None:
+    chromium = CHROMIUM if CHROMIUM.exists() else (Path(p) if (p := shutil.which("chromium")) else None)
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium); CI installs it")
+    page = Path(write_run_report(made.workflow, tmp_path / "page" / "report.html",
+                                 evaluation_dir=tmp_path / "none", accuracy=map_accuracy(made.workflow)))
+    flags = [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile1'}", f"--screenshot={shot}",
+                    "--window-size=1280,2000", page.as_uri()], capture_output=True, timeout=120, check=False)
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2000)
+        assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or range(10**6)) > 50
+    dom = subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", page.as_uri()],
+                         capture_output=True, timeout=120, check=False, text=True).stdout
+    assert 'data-ready="1"' in dom, dom[-2000:]
+    assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', dom), re.findall(r'<pre id="js-errors".*?</pre>',
+                                                                                    dom, re.S)
