@@ -19,6 +19,12 @@ fast map with the reference loop's map (argmax agreement: p > 0.5 for permafrost
 taxonomy; mean absolute probability difference; over valid interior pixels). The last line is one JSON object.
 
 CPU by default (``--device``); ``--preset reference --chunk 500`` is the GPU configuration.
+
+Trained networks on real inputs (what the agreement target is about): ``--checkpoints DIR`` loads
+``DIR/permafrost.safetensors`` and ``DIR/taxonomy.safetensors`` (e.g. from ``miso-mapper train
+workflows/demo.yaml``), and ``--workflow workflows/demo.yaml`` serves that workflow's demo world and reads the
+inputs of its first chunk through the production reader (the central ``--chunk`` px of its interior with
+``--halo`` px around) instead of the synthetic fields.
 """
 
 from __future__ import annotations
@@ -88,6 +94,30 @@ def agreement(fast: dict[str, np.ndarray], ref: dict[str, np.ndarray], valid: np
     return out
 
 
+def world_chunk_inputs(workflow_path: Path, chunk: int, halo: int) -> Any:
+    """``read_inputs`` of the central ``chunk`` px (+ ``halo``) of the first chunk of a served demo world."""
+    from miso_mapper.config import load_workflow
+    from miso_mapper.imagery.chunk import read_inputs
+    from miso_mapper.imagery.covariates import find_covariate_sources
+    from miso_mapper.imagery.search import search_items
+    from miso_mapper.plan import make_plan
+    from miso_mapper.world import serve_world
+
+    workflow = load_workflow(workflow_path)
+    assert workflow.world is not None, "--workflow needs a demo workflow with a `world` section"
+    with serve_world(workflow.world.directory) as served:
+        workflow = load_workflow(workflow_path, {"imagery": {"stac_url": served.stac_url}})
+        first = make_plan(workflow).chunks[0]
+        items = search_items(first.halo_geobox, workflow.imagery)
+        cov = find_covariate_sources(workflow.covariates, first.halo_geobox, workflow.imagery.stac_url)
+        ds = read_inputs(first.halo_geobox, items, cov, workflow.imagery)
+    h, w = ds.sizes["y"], ds.sizes["x"]
+    r0, c0 = (h - chunk) // 2 - halo, (w - chunk) // 2 - halo
+    if r0 < 0 or c0 < 0:
+        raise SystemExit(f"--chunk {chunk} + 2 x --halo {halo} is larger than the world's chunk ({h} x {w} px)")
+    return ds.isel(y=slice(r0, r0 + chunk + 2 * halo), x=slice(c0, c0 + chunk + 2 * halo))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the JSON summary (also printed as the last line)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -104,18 +134,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoints", type=Path, default=None,
+                    help="folder with permafrost.safetensors and taxonomy.safetensors (default: seeded networks)")
+    ap.add_argument("--workflow", type=Path, default=None,
+                    help="demo workflow whose world's first chunk supplies the inputs (default: synthetic)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     size = args.chunk + 2 * args.halo
     interior = (slice(args.halo, args.halo + args.chunk), slice(args.halo, args.halo + args.chunk))
-    inputs = synthetic_inputs(size, size, seed=args.seed,
-                              invalid_box=(slice(args.halo + args.chunk // 3, args.halo + args.chunk // 2),
-                                           slice(0, args.halo + args.chunk // 5)))
+    if args.workflow is not None:
+        inputs = world_chunk_inputs(args.workflow, args.chunk, args.halo)
+    else:
+        inputs = synthetic_inputs(size, size, seed=args.seed,
+                                  invalid_box=(slice(args.halo + args.chunk // 3, args.halo + args.chunk // 2),
+                                               slice(0, args.halo + args.chunk // 5)))
     valid = inputs["valid"].values[interior]
     km2 = args.chunk * args.chunk * 100 / 1e6
-    nets = {t: seeded_network(t, args.preset, seed=args.seed + i, calibrate_on=inputs) for i, t in enumerate(TASKS)}
+    if args.checkpoints is not None:
+        from miso_mapper.model import load_checkpoint
+
+        nets = {t: load_checkpoint(args.checkpoints / f"{t}.safetensors") for t in TASKS}
+        args.preset = f"trained ({args.checkpoints})"
+    else:
+        nets = {t: seeded_network(t, args.preset, seed=args.seed + i, calibrate_on=inputs)
+                for i, t in enumerate(TASKS)}
     fit_s = 0.0
     if args.fit_steps:
         fit_s, _ = timed(lambda: [fit_synthetic(n, inputs, steps=args.fit_steps, seed=args.seed)
@@ -208,7 +252,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **agree,
         "speedup_vs_reference_setting": (rows[1][1] / fast_s) if not args.skip_reference_setting else None,
         "queries_per_pixel": pfast.stats.points_queried / npx,
-        "preset": args.preset, "chunk": args.chunk, "halo": args.halo, "stride": fast_cfg.stride,
+        "preset": args.preset,
+        "inputs": "world" if args.workflow else "synthetic",
+        "chunk": args.chunk, "halo": args.halo, "stride": fast_cfg.stride,
         "margin": fast_cfg.margin, "fit_steps": args.fit_steps, "device": args.device,
         "threads": torch.get_num_threads(),
         "machine": f"{cpu_model()}, {__import__('os').cpu_count()} cores" if args.device == "cpu"

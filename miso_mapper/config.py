@@ -323,6 +323,10 @@ class EvaluateConfig(StrictModel):
     seed: int = 0
     rf_trees: PositiveInt = Field(100, description="trees of the RF-11 baseline")
     rf_jobs: int = Field(1, description="scikit-learn n_jobs of the RF (-1: all cores)")
+    workers: PositiveInt = Field(
+        1, description="MISO trainings run side by side in this many processes, each with "
+        "train.num_threads // workers torch threads (small networks use 2 cores better as 2 x 1 thread)"
+    )
     tasks: list[Literal["permafrost", "taxonomy"]] = Field(
         default_factory=lambda: ["permafrost", "taxonomy"], min_length=1
     )
@@ -367,6 +371,17 @@ class ExportConfig(StrictModel):
         return value
 
 
+class DemoConfig(StrictModel):
+    """Demo workflows only: how ``miso-mapper demo`` shortens the job to fit a laptop.
+
+    The demo cross-validates with ``evaluate --quick`` settings (``evaluate.quick_folds`` folds of each scheme);
+    ``demo --quick`` also merges ``quick`` over the workflow (same nesting as the file, e.g.
+    ``{train: {epochs: 2}}``) before anything runs.
+    """
+
+    quick: dict[str, Any] = Field(default_factory=dict, description="workflow overrides applied by `demo --quick`")
+
+
 class Workflow(StrictModel):
     """A whole workflow file."""
 
@@ -385,6 +400,7 @@ class Workflow(StrictModel):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
+    demo: DemoConfig = DemoConfig()
 
     @model_validator(mode="after")
     def _stac_url(self) -> Workflow:
@@ -463,15 +479,15 @@ def load_workflow(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a workflow must be a mapping of sections, got {type(raw).__name__}")
-    _merge(raw, overrides or {})
+    merge_overrides(raw, overrides or {})
     _resolve_paths(raw, path.resolve().parent)
     return workflow_from_dict(raw, str(path))
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+def merge_overrides(base: dict[str, Any], extra: dict[str, Any]) -> None:
     """Recursively merge ``extra`` into ``base`` in place."""
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            merge_overrides(base[key], value)
         else:
             base[key] = value

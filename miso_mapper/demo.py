@@ -1,32 +1,74 @@
 """``miso-mapper demo``: the whole job on the synthetic demo world, in one command.
 
-Stages run in order and each prints what it did. Stages that later issues add (train, evaluate, run,
-export, report) plug in here; until they exist the demo stops after planning and says so.
+Stages, in order (each prints a ``[i/7]`` header, its own progress and a ``✓`` line with its time):
+
+1. **world**: create the demo world under ``<out>/world`` (or reuse a complete one with the same seed);
+2. **serve**: a real STAC API and a range-request asset server on 127.0.0.1 for the rest of the demo;
+3. **train**: MISO on all labelled points, one network per task -> ``<out>/train/<task>.safetensors``;
+4. **evaluate**: MISO vs RF-11 vs majority with ``evaluate --quick`` settings (``evaluate.quick_folds`` folds
+   of each scheme; ``miso-mapper evaluate workflows/demo.yaml`` runs all of them) -> ``<out>/evaluate/``;
+5. **run**: the trained networks map the region on a Dask LocalCluster -> ``<out>/maps.zarr``;
+6. **export**: per-tile COGs, VRT mosaics, overview COGs and a STAC collection -> ``<out>/products/``;
+7. **report**: quicklooks, the HTML run report and the map's accuracy against the world's truth.
+
+``--quick`` merges the workflow's ``demo.quick`` overrides first (fewer scenes, epochs, folds). The demo
+owns its output folder: a rerun retrains only what changed (training state is resumable) and replaces the
+store and products.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from miso_mapper.config import Workflow, load_workflow
+from miso_mapper.config import Workflow, load_workflow, merge_overrides
 from miso_mapper.errors import MisoError
 
+STAGES = ("world", "serve", "train", "evaluate", "run", "export", "report")
 
-def load_demo_workflow(config: Path, out: Path | None, stac_url: str | None = None) -> Workflow:
-    """The demo workflow, with its output (and world) moved under ``out`` and imagery at ``stac_url``."""
-    overrides: dict = {}
+
+@dataclass
+class DemoResult:
+    """What a demo produced (paths absolute) and how long each stage took (seconds)."""
+
+    out: Path
+    store: Path
+    products: Path
+    report: Path
+    evaluation_report: Path | None
+    accuracy: dict[str, Any]
+    """:func:`miso_mapper.report.map_accuracy` of the map against the world's truth."""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def load_demo_workflow(config: Path, out: Path | None, stac_url: str | None = None, quick: bool = False,
+                       checkpoints: dict[str, Path] | None = None) -> Workflow:
+    """The demo workflow, with its output (and world) moved under ``out``, imagery at ``stac_url``, the
+    ``demo.quick`` overrides merged when ``quick``, and the model pointed at ``checkpoints`` (task -> file)."""
+    overrides: dict[str, Any] = {}
     if out is not None:
         out = out.expanduser().resolve()
         overrides["output"] = {"directory": str(out)}
         overrides["world"] = {"directory": str(out / "world")}
     if stac_url is not None:
         overrides["imagery"] = {"stac_url": stac_url}
+    if checkpoints:
+        overrides["model"] = {"kind": "miso"} | {f"{task}_checkpoint": str(path) for task, path in checkpoints.items()}
     workflow = load_workflow(config, overrides)
     if workflow.world is None:
         raise MisoError(f"{config} has no `world` section; the demo needs a synthetic world to serve")
+    if quick and workflow.demo.quick:
+        merged: dict[str, Any] = {}
+        merge_overrides(merged, workflow.demo.quick)
+        merge_overrides(merged, overrides)
+        workflow = load_workflow(config, merged)
     return workflow
 
 
@@ -53,49 +95,95 @@ def ensure_world(workflow: Workflow, console: Console) -> Path:
     return directory
 
 
-def run_demo(config: Path, out: Path | None = None, quick: bool = False, console: Console | None = None) -> None:
-    """Create and serve the demo world, then plan the demo workflow against the served STAC API."""
-    from miso_mapper.plan import make_plan
+class _Stages:
+    """Stage headers with the demo's elapsed time; records each stage's seconds."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str, what: str) -> Iterator[None]:
+        elapsed = time.perf_counter() - self.started
+        self.console.rule(f"[bold][{STAGES.index(name) + 1}/{len(STAGES)}] {name}[/]: {what}  "
+                          f"[dim](demo at {elapsed:.0f} s)[/]", align="left")
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - t0
+
+
+def run_demo(config: Path, out: Path | None = None, quick: bool = False, console: Console | None = None) -> DemoResult:
+    """Run every stage of the demo (see the module doc); returns where everything is."""
+    import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
     from miso_mapper.world import serve_world
 
     console = console or Console()
-    workflow = load_demo_workflow(config, out)
-    world_dir = ensure_world(workflow, console)
-    with serve_world(world_dir) as served:
-        console.print(f"[green]✓ serve[/] STAC API {served.stac_url}  assets {served.asset_url}")
-        workflow = load_demo_workflow(config, out, stac_url=served.stac_url)
-        the_plan = make_plan(workflow)
-        n_items = _count_items(workflow)
-        console.print(
-            f"[green]✓ plan[/] {len(the_plan.chunks)} chunks in {len(the_plan.tiles)} tile(s), "
-            f"{the_plan.area_km2:.0f} km², {n_items} Sentinel-2 items in the date windows"
-        )
-    console.print(
-        "[yellow]…[/] train, evaluate, run, export and report are not built yet "
-        "(issues 4-6); the demo stops after planning."
-    )
-    console.print(f"outputs: {workflow.output.directory}")
+    stages = _Stages(console)
+    workflow = load_demo_workflow(config, out, quick=quick)
+    with stages.stage("world", "the synthetic region near Fairbanks"):
+        world_dir = ensure_world(workflow, console)
+    with contextlib.ExitStack() as servers:
+        with stages.stage("serve", "STAC API and asset server on 127.0.0.1"):
+            served = servers.enter_context(serve_world(world_dir))
+            console.print(f"[green]✓ serve[/] STAC API {served.stac_url}  assets {served.asset_url}")
+        workflow = load_demo_workflow(config, out, stac_url=served.stac_url, quick=quick)
+        result = _after_serving(config, out, quick, workflow, served.stac_url, stages, console)
+    result.stage_seconds = stages.seconds
+    result.seconds = time.perf_counter() - stages.started
+    _print_result(result, console)
+    return result
 
 
-def _count_items(workflow: Workflow) -> int:
-    """Items of the imagery collection over the region in any of the date windows."""
-    from pystac_client import Client
+def _after_serving(config: Path, out: Path | None, quick: bool, workflow: Workflow, stac_url: str,
+                   stages: _Stages, console: Console) -> DemoResult:
+    from miso_mapper.evaluate.report import print_tables
+    from miso_mapper.evaluate.run import evaluate_dir, run_evaluation
+    from miso_mapper.export.run import export_workflow, products_dir
+    from miso_mapper.pipeline.clusters import open_client
+    from miso_mapper.pipeline.run import run_workflow
+    from miso_mapper.report import map_accuracy, write_run_report
+    from miso_mapper.train.run import run_training
 
-    from miso_mapper.grid import AlaskaGrid
-    from miso_mapper.region import region_geometry
+    with stages.stage("train", f"MISO ({workflow.train.size or workflow.model.size}), both tasks"):
+        checkpoints = run_training(workflow, console=console)
+    workflow = load_demo_workflow(config, out, stac_url=stac_url, quick=quick, checkpoints=checkpoints)
+    ev = workflow.evaluate
+    with stages.stage("evaluate", f"MISO vs RF-11 vs majority, {ev.quick_folds} fold(s) of "
+                                  f"{', '.join(ev.schemes)}"):
+        evaluation = run_evaluation(workflow, quick=True, console=console)
+        print_tables(evaluation, console)
+    with open_client(workflow.cluster, workflow.output.directory / "logs") as client:
+        with stages.stage("run", f"map {workflow.name} on a LocalCluster of {workflow.cluster.n_workers} workers"):
+            summary = run_workflow(workflow, overwrite=True, console=console, client=client)
+            if summary.failed:
+                raise MisoError(f"{len(summary.failed)} chunk(s) failed: {', '.join(summary.failed)}; "
+                                f"see the run summary above")
+        with stages.stage("export", "COGs, VRT mosaics, overviews, STAC"):
+            exported = export_workflow(workflow, client=client, overwrite=True)
+            console.print(f"[green]✓ export[/] {len(exported.tiles)} tile(s), {len(exported.files)} files in "
+                          f"{exported.seconds:.1f} s")
+    with stages.stage("report", "quicklooks, run report, accuracy against the truth"):
+        accuracy = map_accuracy(workflow)
+        report = write_run_report(workflow, workflow.output.directory / "report.html",
+                                  evaluation_dir=evaluate_dir(workflow), products=exported.files, accuracy=accuracy)
+    evaluation_report = evaluate_dir(workflow) / "report.html"
+    return DemoResult(workflow.output.directory, workflow.output.store, products_dir(workflow), report,
+                      evaluation_report if evaluation_report.exists() else None, accuracy)
 
-    grid = AlaskaGrid(workflow.grid)
-    region = region_geometry(workflow.region, grid)
-    from odc.geo.geom import Geometry
 
-    lonlat = Geometry(region, workflow.grid.crs).to_crs("EPSG:4326").boundingbox
-    client = Client.open(workflow.imagery.stac_url)
-    ids: set[str] = set()
-    for first, last in workflow.imagery.date_windows():
-        search = client.search(
-            collections=[workflow.imagery.collection],
-            bbox=list(lonlat),
-            datetime=f"{first.isoformat()}/{last.isoformat()}T23:59:59Z",
-        )
-        ids.update(item.id for item in search.items())
-    return len(ids)
+def _print_result(result: DemoResult, console: Console) -> None:
+    console.rule(f"[bold green]demo finished in {result.seconds:.0f} s[/]", align="left")
+    for task, name in (("permafrost", "permafrost"), ("soil_order", "soil order")):
+        a = result.accuracy.get(task) or {}
+        if a.get("accuracy") is not None:
+            console.print(f"map vs truth, {name}: accuracy {a['accuracy']:.3f} over {a['pixels']:,} px "
+                          f"(majority-class map {a['majority_accuracy']:.3f})")
+    console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_seconds.items()))
+    console.print(f"report:      {result.report}")
+    if result.evaluation_report is not None:
+        console.print(f"evaluation:  {result.evaluation_report}")
+    console.print(f"COGs:        {result.products / 'cogs'}")
+    console.print(f"mosaics:     {result.products / 'mosaic'}")
+    console.print(f"STAC:        {result.products / 'stac' / 'collection.json'}")
+    console.print(f"Zarr store:  {result.store}")

@@ -38,3 +38,38 @@ def numpy_composite(scenes, geobox, keep=(4, 5, 6, 11)):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: cloudy everywhere
         return np.nanmedian(masked, axis=0).astype(np.float32), np.stack(ok).sum(axis=0)
+
+
+def check_page_in_chromium(page: Path, tmp_path: Path) -> Path:
+    """Open ``page`` in headless Chromium: a 1280x2000 screenshot that is not blank, the page's load marker
+    (``data-ready="1"``) set and its JavaScript error log empty. Skips when Chromium is not installed.
+
+    Returns the screenshot's path.
+    """
+    import re
+    import shutil
+    import subprocess
+
+    import pytest
+    from PIL import Image
+
+    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if found is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium); .ci/run installs it")
+    # the flags this machine needs: no sandbox as root, no background network (the network is closed)
+    flags = [found, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile1'}", f"--screenshot={shot}",
+                    "--window-size=1280,2000", page.as_uri()], capture_output=True, timeout=120, check=False)
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2000)
+        assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or range(10**6)) > 50
+    dom = subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", page.as_uri()],
+                         capture_output=True, timeout=120, check=False, text=True).stdout
+    assert 'data-ready="1"' in dom, dom[-2000:]
+    assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', dom), re.findall(
+        r'<pre id="js-errors".*?</pre>', dom, re.S)
+    return shot

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sqlite3
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +32,12 @@ from miso_mapper.report import map_accuracy, write_quicklooks, write_run_report
 from miso_mapper.report.html import markdown_tables
 from miso_mapper.report.source import decimation_factor, load_run, read_preview
 
-from .helpers import WORKFLOWS
+from .helpers import WORKFLOWS, check_page_in_chromium
 
 RES = 10.0
 WORLD_X0, WORLD_Y1, WORLD_N = 258_000.0, 1_672_000.0, 1400  # truth rasters: region + 2 km margin
 FAILED_ERROR = "RuntimeError: scene S2B_6WVS_20220716 unreadable (HTTP 503 after 3 retries)"
 PF_FLIPS, SO_FLIPS = 1234, 777
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @dataclass
@@ -286,23 +283,6 @@ def test_cli_report(made: Made, tmp_path: Path) -> None:
 
 
 def test_report_in_headless_chromium(made: Made, tmp_path: Path) -> None:
-    chromium = CHROMIUM if CHROMIUM.exists() else (Path(p) if (p := shutil.which("chromium")) else None)
-    if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium); CI installs it")
     page = Path(write_run_report(made.workflow, tmp_path / "page" / "report.html",
                                  evaluation_dir=tmp_path / "none", accuracy=map_accuracy(made.workflow)))
-    flags = [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage"]
-    shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile1'}", f"--screenshot={shot}",
-                    "--window-size=1280,2000", page.as_uri()], capture_output=True, timeout=120, check=False)
-    assert shot.is_file() and shot.stat().st_size > 20_000
-    with Image.open(shot) as im:
-        assert im.size == (1280, 2000)
-        assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or range(10**6)) > 50
-    dom = subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", page.as_uri()],
-                         capture_output=True, timeout=120, check=False, text=True).stdout
-    assert 'data-ready="1"' in dom, dom[-2000:]
-    assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', dom), re.findall(r'<pre id="js-errors".*?</pre>',
-                                                                                    dom, re.S)
+    check_page_in_chromium(page, tmp_path)

@@ -11,8 +11,11 @@ test point, model and task), ``metrics.json``, ``table1_permafrost.{csv,md}``, `
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,9 +87,8 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
 
     from miso_mapper.baseline.rf import RFModel, features_from_raw
     from miso_mapper.evaluate.metrics import binary_metrics, majority_prediction, multiclass_metrics
-    from miso_mapper.train.batches import ChipSampler, SampleSpec
     from miso_mapper.train.chips import ChipGeometry, build_chips
-    from miso_mapper.train.loop import net_config, predict_points, train_miso
+    from miso_mapper.train.loop import net_config
     from miso_mapper.train.splits import load_split, make_folds, save_split, scheme_distance, validation_split
 
     started = time.perf_counter()
@@ -122,68 +124,74 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     fold_metrics: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     split_sizes: dict[str, list[dict[str, int]]] = {}
     features = features_from_raw(chips.features, chips.x, chips.y)
-    jobs = [(s, f, t) for s in ev.schemes for f in range(n_folds) for t in ev.tasks]
+    labels_of = {task: points.labels(task) for task in ev.tasks}
+    jobs: list[_MisoJob] = []
+    for scheme in ev.schemes:
+        split_path = out / "splits" / f"{scheme}.json"
+        split = make_folds(points.ids[usable], points.x[usable], points.y[usable], scheme, ev.folds, ev.seed)
+        if split_path.exists() and load_split(split_path).to_json() != split.to_json():
+            echo(f"[yellow]note:[/] {split_path.name} differed from the folds of these points; rewritten")
+        save_split(split, split_path)
+        split_sizes[scheme] = [{"train": len(f.train), "test": len(f.test), "buffer": len(f.buffer)}
+                               for f in split.folds]
+        distance = scheme_distance(scheme)
+        for fold in split.folds[:n_folds]:
+            train_all = chips.index_of(fold.train)
+            test_all = chips.index_of(fold.test)
+            for task in ev.tasks:
+                has = labels_of[task] > -999
+                tr, te = train_all[has[train_all]], test_all[has[test_all]]
+                if te.size == 0 or tr.size == 0:
+                    continue
+                keep, val = validation_split(chips.ids[tr], chips.x[tr], chips.y[tr], cfg.val_fraction,
+                                             distance, ev.seed + fold.index)
+                excluded = np.zeros(len(points), bool)
+                excluded[test_all] = True
+                run_dir = out / "runs" / scheme / f"fold{fold.index + 1}" / task
+                if fresh and (run_dir / "state.pt").exists():
+                    (run_dir / "state.pt").unlink()
+                jobs.append(_MisoJob(scheme, fold.index, task, tr, tr[keep], tr[val],
+                                     np.flatnonzero(~has & ~excluded & chips.valid), te, run_dir))
+
+    workers = min(ev.workers, max(len(jobs), 1))
+    threads = max(1, (cfg.num_threads or torch.get_num_threads()) // workers)
     progress = _progress(console)
     t_miso = t_rf = 0.0
-    with progress if progress is not None else _NullContext():
+    with progress if progress is not None else _NullContext(), _job_runner(workers) as pool:
         overall = progress.add_task("evaluate", total=len(jobs)) if progress is not None else None
-        for scheme in ev.schemes:
-            split_path = out / "splits" / f"{scheme}.json"
-            split = make_folds(points.ids[usable], points.x[usable], points.y[usable], scheme, ev.folds, ev.seed)
-            if split_path.exists() and load_split(split_path).to_json() != split.to_json():
-                echo(f"[yellow]note:[/] {split_path.name} differed from the folds of these points; rewritten")
-            save_split(split, split_path)
-            split_sizes[scheme] = [{"train": len(f.train), "test": len(f.test), "buffer": len(f.buffer)}
-                                   for f in split.folds]
-            distance = scheme_distance(scheme)
-            for fold in split.folds[:n_folds]:
-                train_all = chips.index_of(fold.train)
-                test_all = chips.index_of(fold.test)
-                for task in ev.tasks:
-                    labels = points.labels(task)
-                    has = labels > -999
-                    tr, te = train_all[has[train_all]], test_all[has[test_all]]
-                    if te.size == 0 or tr.size == 0:
-                        continue
-                    keep, val = validation_split(chips.ids[tr], chips.x[tr], chips.y[tr], cfg.val_fraction,
-                                                 distance, ev.seed + fold.index)
-                    excluded = np.zeros(len(points), bool)
-                    excluded[test_all] = True
-                    unlabelled = np.flatnonzero(~has & ~excluded & chips.valid)
-                    run_dir = out / "runs" / scheme / f"fold{fold.index + 1}" / task
-                    if fresh and (run_dir / "state.pt").exists():
-                        (run_dir / "state.pt").unlink()
-                    t1 = time.perf_counter()
-                    result = train_miso(chips, labels, tr[keep], tr[val], task, cfg, size, run_dir=run_dir,
-                                        unlabelled_idx=unlabelled, progress=progress,
-                                        description=f"MISO {scheme} fold {fold.index + 1} {task}")
-                    sampler = ChipSampler(chips, labels, tr, SampleSpec())
-                    miso_prob = predict_points(result.model, sampler, te)
-                    t_miso += time.perf_counter() - t1
-                    t2 = time.perf_counter()
-                    rf = RFModel.fit(task, features[tr], labels[tr], trees=ev.rf_trees, seed=ev.seed,
-                                     n_jobs=ev.rf_jobs)
-                    rf_prob = rf.predict_proba(task, features[te])
-                    t_rf += time.perf_counter() - t2
-                    maj_prob = majority_prediction(labels[tr], te.size, task)
-                    for model, prob in (("MISO", miso_prob), ("RF-11", rf_prob), ("Majority", maj_prob)):
-                        key = (scheme, task, model)
-                        pred = predictions.setdefault(key, Predictions())
-                        pred.ids += chips.ids[te].tolist()
-                        pred.fold += [fold.index + 1] * te.size
-                        pred.truth += labels[te].tolist()
-                        pred.prob.append(np.asarray(prob))
-                        metric = (binary_metrics(labels[te], prob) if task == "permafrost"
-                                  else multiclass_metrics(labels[te], prob))
-                        fold_metrics.setdefault(key, []).append(metric)
-                    if progress is not None:
-                        progress.advance(overall)
-                    acc = fold_metrics[(scheme, task, "MISO")][-1]["accuracy"]
-                    acc_rf = fold_metrics[(scheme, task, "RF-11")][-1]["accuracy"]
-                    acc_maj = fold_metrics[(scheme, task, "Majority")][-1]["accuracy"]
-                    echo(f"{scheme} fold {fold.index + 1} {task}: accuracy MISO {acc:.3f}  RF-11 {acc_rf:.3f}  "
-                         f"majority {acc_maj:.3f}  (train {tr.size}, test {te.size}, MISO "
-                         f"{result.best_epoch} ep best, {result.seconds:.0f} s)", highlight=False)
+        if pool is None:
+            results = (_run_job(job, chips, labels_of[job.task], cfg, size, progress) for job in jobs)
+        else:
+            echo(f"MISO: {len(jobs)} trainings in {workers} processes x {threads} torch thread(s)")
+            cache = (train_dir(workflow) / "chips", chips.key, chips.geometry)
+            futures = [pool.submit(_run_job_in_worker, job, cache, labels_of[job.task], cfg, size, threads)
+                       for job in jobs]
+            results = (f.result() for f in futures)
+        for job, (miso_prob, best_epoch, seconds) in zip(jobs, results, strict=True):
+            t_miso += seconds
+            labels, tr, te = labels_of[job.task], job.train_all, job.test
+            t2 = time.perf_counter()
+            rf = RFModel.fit(job.task, features[tr], labels[tr], trees=ev.rf_trees, seed=ev.seed,
+                             n_jobs=ev.rf_jobs)
+            rf_prob = rf.predict_proba(job.task, features[te])
+            t_rf += time.perf_counter() - t2
+            maj_prob = majority_prediction(labels[tr], te.size, job.task)
+            for model, prob in (("MISO", miso_prob), ("RF-11", rf_prob), ("Majority", maj_prob)):
+                key = (job.scheme, job.task, model)
+                pred = predictions.setdefault(key, Predictions())
+                pred.ids += chips.ids[te].tolist()
+                pred.fold += [job.fold + 1] * te.size
+                pred.truth += labels[te].tolist()
+                pred.prob.append(np.asarray(prob))
+                metric = (binary_metrics(labels[te], prob) if job.task == "permafrost"
+                          else multiclass_metrics(labels[te], prob))
+                fold_metrics.setdefault(key, []).append(metric)
+            if progress is not None:
+                progress.advance(overall)
+            acc = {m: fold_metrics[(job.scheme, job.task, m)][-1]["accuracy"] for m in MODELS}
+            echo(f"{job.scheme} fold {job.fold + 1} {job.task}: accuracy MISO {acc['MISO']:.3f}  "
+                 f"RF-11 {acc['RF-11']:.3f}  majority {acc['Majority']:.3f}  (train {tr.size}, test {te.size}, "
+                 f"MISO {best_epoch} ep best, {seconds:.0f} s)", highlight=False)
     timings |= {"miso_s": t_miso, "rf_s": t_rf}
     evaluation = Evaluation(workflow.name, list(ev.schemes), list(ev.tasks), n_folds, ev.folds, size, cfg.epochs,
                             predictions, fold_metrics, regions, split_sizes, time.perf_counter() - started, timings)
@@ -192,6 +200,74 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     write_outputs(evaluation, out)
     evaluation.seconds = time.perf_counter() - started
     return evaluation
+
+
+@dataclass
+class _MisoJob:
+    """One MISO training of the cross-validation (positions index the chip set)."""
+
+    scheme: str
+    fold: int
+    """0-based fold index."""
+    task: str
+    train_all: np.ndarray
+    """the fold's labelled training points (training + validation); RF-11 trains on all of them."""
+    train: np.ndarray
+    val: np.ndarray
+    unlabelled: np.ndarray
+    test: np.ndarray
+    run_dir: Path
+
+
+def _run_job(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: TrainConfig, size: str,
+             progress: Any = None) -> tuple[np.ndarray, int, float]:
+    """Train MISO for ``job`` (resuming its state file) and predict its test points.
+
+    Returns (probabilities at the test points, best epoch, seconds).
+    """
+    from miso_mapper.train.batches import ChipSampler, SampleSpec
+    from miso_mapper.train.loop import predict_points, train_miso
+
+    t0 = time.perf_counter()
+    result = train_miso(chips, labels, job.train, job.val, job.task, cfg, size, run_dir=job.run_dir,
+                        unlabelled_idx=job.unlabelled, progress=progress,
+                        description=f"MISO {job.scheme} fold {job.fold + 1} {job.task}")
+    sampler = ChipSampler(chips, labels, job.train_all, SampleSpec())
+    prob = predict_points(result.model, sampler, job.test)
+    return prob, result.best_epoch, time.perf_counter() - t0
+
+
+_WORKER_CHIPS: dict[str, Any] = {}
+
+
+def _run_job_in_worker(job: _MisoJob, cache: tuple[Path, str, Any], labels: np.ndarray, cfg: TrainConfig,
+                       size: str, threads: int) -> tuple[np.ndarray, int, float]:
+    """:func:`_run_job` in a worker process: the chips are opened from their cache once per process."""
+    import torch
+
+    from miso_mapper.train.chips import open_cached_chips
+
+    torch.set_num_threads(threads)
+    cache_dir, key, geometry = cache
+    if key not in _WORKER_CHIPS:
+        _WORKER_CHIPS.clear()
+        _WORKER_CHIPS[key] = open_cached_chips(cache_dir, key, geometry)
+    return _run_job(job, _WORKER_CHIPS[key], labels, cfg.model_copy(update={"num_threads": threads}), size)
+
+
+@contextlib.contextmanager
+def _job_runner(workers: int) -> Iterator[concurrent.futures.ProcessPoolExecutor | None]:
+    """A pool of ``workers`` spawned processes, or None for in-process training when ``workers`` is 1."""
+    if workers <= 1:
+        yield None
+        return
+    import multiprocessing
+
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _any_label(points: PointSet, tasks: list[str]) -> np.ndarray:

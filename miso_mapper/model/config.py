@@ -149,9 +149,9 @@ class MisoNetConfig(_Frozen):
             e = 64
             return cls(
                 task=task, input_size=64,
-                sat_encoder=SwinConfig(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2),
+                sat_encoder=SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2),
                                        window_size=2, drop_path=0.5),
-                cov_encoder=SwinConfig(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2),
+                cov_encoder=SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2),
                                        window_size=2, drop_path=0.1),
                 query_hidden=_reference_query_hidden(e), mapper_hidden=e, head_hidden=(e, e // 2),
                 location=LocationConfig(num_frequencies=16),

@@ -151,7 +151,7 @@ def build_chips(workflow: Workflow, points: PointSet, geometry: ChipGeometry, ca
     fingerprint = world_fingerprint(workflow)
     if fingerprint is not None:
         key = chip_key(workflow, points, geometry, f"world:{fingerprint}")
-        cached = _load(cache_dir / f"chips-{key[:16]}.zarr", key, geometry)
+        cached = _load(chip_cache_path(cache_dir, key), key, geometry)
         if cached is not None:
             if echo:
                 echo(f"chips: {len(cached.ids)} cached chips reused ({cache_dir.name}/chips-{key[:16]}.zarr)")
@@ -161,14 +161,14 @@ def build_chips(workflow: Workflow, points: PointSet, geometry: ChipGeometry, ca
         reader = _ChunkReader(wf, geometry)
         if fingerprint is None:
             key = chip_key(workflow, points, geometry, reader.inputs_fingerprint(points))
-            cached = _load(cache_dir / f"chips-{key[:16]}.zarr", key, geometry)
+            cached = _load(chip_cache_path(cache_dir, key), key, geometry)
             if cached is not None:
                 return cached
         chips = _read_chips(reader, points, geometry, key, batch)
         if echo:
             echo(f"chips: read {len(points)} chips from {reader.n_reads} chunk(s) in "
                  f"{time.perf_counter() - started:.0f} s")
-    _save(chips, cache_dir / f"chips-{key[:16]}.zarr")
+    _save(chips, chip_cache_path(cache_dir, key))
     return chips
 
 
@@ -262,6 +262,22 @@ def _save(chips: ChipSet, path: Path) -> None:
                        "geometry": vars(chips.geometry), "raw_features": list(RAW_FEATURES)})
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
+
+
+def chip_cache_path(cache_dir: Path, key: str) -> Path:
+    """Where :func:`build_chips` caches the chips made under ``key``."""
+    return cache_dir / f"chips-{key[:16]}.zarr"
+
+
+def open_cached_chips(cache_dir: Path, key: str, geometry: ChipGeometry) -> ChipSet:
+    """The chips :func:`build_chips` cached under ``key`` (e.g. re-opened in a worker process).
+
+    Raises MisoError when they are missing or were made under another key.
+    """
+    chips = _load(chip_cache_path(cache_dir, key), key, geometry)
+    if chips is None:
+        raise MisoError(f"no cached chips {chip_cache_path(cache_dir, key)} for key {key[:16]}")
+    return chips
 
 
 def _load(path: Path, key: str, geometry: ChipGeometry) -> ChipSet | None:

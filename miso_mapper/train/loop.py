@@ -194,7 +194,10 @@ def train_miso(
     if net.input_standardization:
         mean, std = channel_statistics(chips, train_idx)
         model.set_input_statistics(torch.from_numpy(mean), torch.from_numpy(std))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused AdamW: one kernel per step instead of a Python loop over parameters (a third of a tiny network's
+    # step on CPU); same update rule, so results match the unfused optimizer to float rounding
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  fused=device.type in ("cpu", "cuda"))
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_metric": math.inf, "best_epoch": 0,
                              "best_state": None, "bad_epochs": 0, "reductions": 0, "plateau_best": math.inf,
                              "plateau_bad": 0}
