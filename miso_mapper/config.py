@@ -306,6 +306,10 @@ class TrainConfig(StrictModel):
     )
     seed: int = 0
     num_threads: PositiveInt | None = Field(None, description="torch CPU threads (default: all cores)")
+    workers: PositiveInt = Field(
+        1, description="trainings run side by side (the tasks of `train`, the folds of `evaluate`) in this many "
+        "processes with num_threads // workers torch threads each (small networks use 2 cores better as 2 x 1)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (never on CPU)")
     directory: Path | None = Field(None, description="checkpoints and chip cache (default: output.directory/train)")
@@ -323,10 +327,6 @@ class EvaluateConfig(StrictModel):
     seed: int = 0
     rf_trees: PositiveInt = Field(100, description="trees of the RF-11 baseline")
     rf_jobs: int = Field(1, description="scikit-learn n_jobs of the RF (-1: all cores)")
-    workers: PositiveInt = Field(
-        1, description="MISO trainings run side by side in this many processes, each with "
-        "train.num_threads // workers torch threads (small networks use 2 cores better as 2 x 1 thread)"
-    )
     tasks: list[Literal["permafrost", "taxonomy"]] = Field(
         default_factory=lambda: ["permafrost", "taxonomy"], min_length=1
     )

@@ -11,11 +11,8 @@ test point, model and task), ``metrics.json``, ``table1_permafrost.{csv,md}``, `
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +86,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     from miso_mapper.evaluate.metrics import binary_metrics, majority_prediction, multiclass_metrics
     from miso_mapper.train.chips import ChipGeometry, build_chips
     from miso_mapper.train.loop import net_config
+    from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, training_pool
     from miso_mapper.train.splits import load_split, make_folds, save_split, scheme_distance, validation_split
 
     started = time.perf_counter()
@@ -153,20 +151,21 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
                 jobs.append(_MisoJob(scheme, fold.index, task, tr, tr[keep], tr[val],
                                      np.flatnonzero(~has & ~excluded & chips.valid), te, run_dir))
 
-    workers = min(ev.workers, max(len(jobs), 1))
-    threads = max(1, (cfg.num_threads or torch.get_num_threads()) // workers)
+    workers = min(cfg.workers, max(len(jobs), 1))
+    threads = threads_per_worker(cfg, workers)
+    ref = ChipCacheRef.of(chips, train_dir(workflow) / "chips")
     progress = _progress(console)
     t_miso = t_rf = 0.0
-    with progress if progress is not None else _NullContext(), _job_runner(workers) as pool:
+    with progress if progress is not None else _NullContext(), training_pool(workers) as pool:
         overall = progress.add_task("evaluate", total=len(jobs)) if progress is not None else None
-        if pool is None:
-            results = (_run_job(job, chips, labels_of[job.task], cfg, size, progress) for job in jobs)
-        else:
+        if pool is not None:
             echo(f"MISO: {len(jobs)} trainings in {workers} processes x {threads} torch thread(s)")
-            cache = (train_dir(workflow) / "chips", chips.key, chips.geometry)
-            futures = [pool.submit(_run_job_in_worker, job, cache, labels_of[job.task], cfg, size, threads)
+            pending = [_train_and_predict(job, chips, labels_of[job.task], cfg, size, pool, ref, threads)
                        for job in jobs]
-            results = (f.result() for f in futures)
+            results = (r() for r in pending)
+        else:
+            results = (_train_and_predict(job, chips, labels_of[job.task], cfg, size, None, ref, threads,
+                                          progress)() for job in jobs)
         for job, (miso_prob, best_epoch, seconds) in zip(jobs, results, strict=True):
             t_miso += seconds
             labels, tr, te = labels_of[job.task], job.train_all, job.test
@@ -219,56 +218,30 @@ class _MisoJob:
     run_dir: Path
 
 
-def _run_job(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: TrainConfig, size: str,
-             progress: Any = None) -> tuple[np.ndarray, int, float]:
-    """Train MISO for ``job`` (resuming its state file) and predict its test points.
-
-    Returns (probabilities at the test points, best epoch, seconds).
-    """
+def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: TrainConfig, size: str,
+                       pool: Any, ref: Any, threads: int, progress: Any = None) -> Any:
+    """Train MISO for ``job`` (in ``pool`` when given, resuming its state file); a zero-argument callable
+    returning (probabilities at the test points, best epoch, seconds)."""
     from miso_mapper.train.batches import ChipSampler, SampleSpec
     from miso_mapper.train.loop import predict_points, train_miso
+    from miso_mapper.train.parallel import train_in_worker
 
     t0 = time.perf_counter()
-    result = train_miso(chips, labels, job.train, job.val, job.task, cfg, size, run_dir=job.run_dir,
-                        unlabelled_idx=job.unlabelled, progress=progress,
-                        description=f"MISO {job.scheme} fold {job.fold + 1} {job.task}")
-    sampler = ChipSampler(chips, labels, job.train_all, SampleSpec())
-    prob = predict_points(result.model, sampler, job.test)
-    return prob, result.best_epoch, time.perf_counter() - t0
+    if pool is not None:
+        future = pool.submit(train_in_worker, ref, labels, job.train, job.val, job.task, cfg, size, job.run_dir,
+                             job.unlabelled, threads)
+    else:
+        future = None
+        done = train_miso(chips, labels, job.train, job.val, job.task, cfg, size, run_dir=job.run_dir,
+                          unlabelled_idx=job.unlabelled, progress=progress,
+                          description=f"MISO {job.scheme} fold {job.fold + 1} {job.task}")
 
+    def result() -> tuple[np.ndarray, int, float]:
+        trained = future.result() if future is not None else done
+        prob = predict_points(trained.model, ChipSampler(chips, labels, job.train_all, SampleSpec()), job.test)
+        return prob, trained.best_epoch, trained.seconds if future is not None else time.perf_counter() - t0
 
-_WORKER_CHIPS: dict[str, Any] = {}
-
-
-def _run_job_in_worker(job: _MisoJob, cache: tuple[Path, str, Any], labels: np.ndarray, cfg: TrainConfig,
-                       size: str, threads: int) -> tuple[np.ndarray, int, float]:
-    """:func:`_run_job` in a worker process: the chips are opened from their cache once per process."""
-    import torch
-
-    from miso_mapper.train.chips import open_cached_chips
-
-    torch.set_num_threads(threads)
-    cache_dir, key, geometry = cache
-    if key not in _WORKER_CHIPS:
-        _WORKER_CHIPS.clear()
-        _WORKER_CHIPS[key] = open_cached_chips(cache_dir, key, geometry)
-    return _run_job(job, _WORKER_CHIPS[key], labels, cfg.model_copy(update={"num_threads": threads}), size)
-
-
-@contextlib.contextmanager
-def _job_runner(workers: int) -> Iterator[concurrent.futures.ProcessPoolExecutor | None]:
-    """A pool of ``workers`` spawned processes, or None for in-process training when ``workers`` is 1."""
-    if workers <= 1:
-        yield None
-        return
-    import multiprocessing
-
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
+    return result
 
 def _any_label(points: PointSet, tasks: list[str]) -> np.ndarray:
     keep = np.zeros(len(points), bool)

@@ -25,6 +25,7 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     from miso_mapper.model import ModelCard, save_checkpoint
     from miso_mapper.train.chips import ChipGeometry, build_chips
     from miso_mapper.train.loop import net_config, train_miso
+    from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, train_in_worker, training_pool
     from miso_mapper.train.points import load_points
     from miso_mapper.train.splits import validation_split
 
@@ -39,7 +40,7 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     points = load_points(workflow, tasks, echo=echo)
     geometry = ChipGeometry.for_jitter(cfg.crop_size, net_config(size, tasks[0]).input_size, cfg.jitter_px)
     chips = build_chips(workflow, points, geometry, out / "chips", echo=echo)
-    written: dict[str, Path] = {}
+    jobs = []
     for task in tasks:
         labels = points.labels(task)
         has = (labels > -999) & chips.valid
@@ -50,17 +51,31 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
         run_dir = out / "runs" / task
         if fresh and (run_dir / "state.pt").exists():
             (run_dir / "state.pt").unlink()
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=console, transient=True) if console is not None else None
-        with progress if progress is not None else _Null():
-            result = train_miso(chips, labels, idx[keep], idx[val], task, cfg, size, run_dir=run_dir,
-                                unlabelled_idx=np.flatnonzero(~has & chips.valid), progress=progress,
-                                description=f"MISO {task}")
+        jobs.append((task, labels, idx[keep], idx[val], np.flatnonzero(~has & chips.valid), run_dir))
+    workers = min(cfg.workers, len(jobs))
+    threads = threads_per_worker(cfg, workers)
+    ref = ChipCacheRef.of(chips, out / "chips")
+    with training_pool(workers) as pool:
+        if pool is not None:
+            echo(f"MISO: {', '.join(tasks)} side by side in {workers} processes x {threads} torch thread(s)")
+            futures = [pool.submit(train_in_worker, ref, labels, tr, va, task, cfg, size, run_dir, unl, threads)
+                       for task, labels, tr, va, unl, run_dir in jobs]
+            results = [f.result() for f in futures]
+        else:
+            results = []
+            for task, labels, tr, va, unl, run_dir in jobs:
+                progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeElapsedColumn(), console=console, transient=True) if console else None
+                with progress if progress is not None else _Null():
+                    results.append(train_miso(chips, labels, tr, va, task, cfg, size, run_dir=run_dir,
+                                              unlabelled_idx=unl, progress=progress, description=f"MISO {task}"))
+    written: dict[str, Path] = {}
+    for (task, _labels, tr, va, _unl, _run_dir), result in zip(jobs, results, strict=True):
         card = ModelCard(
-            training_data_hash=points.subset(idx[keep]).content_hash(),
+            training_data_hash=points.subset(tr).content_hash(),
             metrics={k: float(v) for k, v in result.best.items()},
             source=f"miso-mapper train {workflow.name} ({size}, best epoch {result.best_epoch})",
-            extra={"points_file_sha256": points.source_hash, "n_train": int(keep.sum()), "n_val": int(val.sum()),
+            extra={"points_file_sha256": points.source_hash, "n_train": int(tr.size), "n_val": int(va.size),
                    "chip_key": chips.key, "epochs_run": len(result.history)},
         )
         path = save_checkpoint(result.model, out / f"{task}.safetensors", card)
