@@ -182,6 +182,7 @@ class _ChunkReader:
         halo = max(workflow.grid.halo, geometry.native_size // 2 + 1)
         self.grid = AlaskaGrid(workflow.grid.model_copy(update={"halo": halo}))
         self._last: tuple[str, Any] | None = None
+        self._ahead: dict[str, Any] = {}
         self._items: dict[str, list[dict[str, Any]]] = {}
         self._cov: dict[str, dict[str, list[str]]] = {}
         self.n_reads = 0
@@ -207,27 +208,69 @@ class _ChunkReader:
             parts.append({"chunk": chunk_id, "items": sorted(i["id"] for i in items), "cov": hrefs})
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
-    def __call__(self, chunk: Any) -> Any:
+    def read_ahead(self, chunk_ids: list[str], lookahead: int = 1) -> None:
+        """Chunks will be asked for in this order: read the next ``lookahead`` in a background thread while
+        the current one is read and sampled (GDAL and the median release the GIL; at most ``lookahead + 1``
+        chunks' inputs are in memory)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._order, self._lookahead = list(chunk_ids), lookahead
+        self._pool = ThreadPoolExecutor(max(lookahead, 1), thread_name_prefix="chips-read-ahead")
+
+    def close(self) -> None:
+        """Stop reading ahead."""
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _read(self, chunk: Any) -> Any:
         from miso_mapper.imagery.chunk import read_inputs
 
+        items, cov = self.items(chunk)
+        inputs = read_inputs(chunk.halo_geobox, items, cov, self.workflow.imagery)
+        self.n_reads += 1
+        return inputs
+
+    def __call__(self, chunk: Any) -> Any:
         if self._last is None or self._last[0] != chunk.id:
             self._last = None  # free the previous chunk before reading the next
-            items, cov = self.items(chunk)
-            self._last = (chunk.id, read_inputs(chunk.halo_geobox, items, cov, self.workflow.imagery))
-            self.n_reads += 1
+            future = self._ahead.pop(chunk.id, None)
+            order = getattr(self, "_order", [])
+            if getattr(self, "_pool", None) is not None and chunk.id in order:
+                i = order.index(chunk.id)
+                for cid in order[i + 1:i + 1 + self._lookahead]:
+                    if cid not in self._ahead:
+                        self._ahead[cid] = self._pool.submit(self._read, self.grid.chunk_by_id(cid))
+            self._last = (chunk.id, future.result() if future is not None else self._read(chunk))
         return self._last[1]
 
 
 def _read_chips(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, key: str, batch: int) -> ChipSet:
-    from miso_mapper.imagery.sample import points_by_chunk, sample_points
+    from miso_mapper.imagery.sample import points_by_chunk
 
     n, s = len(points), geometry.stored_size
     images = np.zeros((n, len(RAW_FEATURES), s, s), np.float16)
     features = np.full((n, len(RAW_FEATURES)), np.nan, np.float32)
     valid = np.zeros(n, bool)
     window_valid = np.zeros(n, np.float32)
+    by_chunk = sorted(points_by_chunk(reader.grid, points.x, points.y).items())
+    reader.read_ahead([cid for cid, _ in by_chunk])
+    try:
+        _sample_all(reader, points, geometry, by_chunk, batch, images, features, valid, window_valid)
+    finally:
+        reader.close()
+    return ChipSet(points.ids.copy(), points.x.copy(), points.y.copy(), images, features, valid, window_valid,
+                   geometry, key)
+
+
+def _sample_all(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, by_chunk: list[tuple[str, Any]],
+                batch: int, images: np.ndarray, features: np.ndarray, valid: np.ndarray,
+                window_valid: np.ndarray) -> None:
+    """Fill the chip arrays chunk by chunk (points of one chunk in batches of ``batch``)."""
+    from miso_mapper.imagery.sample import sample_points
+
     lo, hi = geometry.margin, geometry.margin + geometry.input_size
-    for _, idx in sorted(points_by_chunk(reader.grid, points.x, points.y).items()):
+    for _, idx in by_chunk:
         for start in range(0, idx.size, batch):
             part = idx[start:start + batch]
             pixels, windows = sample_points(reader.grid, points.x[part], points.y[part], reader,
@@ -239,8 +282,6 @@ def _read_chips(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, 
             window_valid[part] = (mask[:, lo:hi, lo:hi] > 0.999).mean(axis=(1, 2))
             features[part] = np.concatenate([pixels["reflectance"].values, pixels["covariates"].values], axis=1)
             valid[part] = pixels["valid"].values
-    return ChipSet(points.ids.copy(), points.x.copy(), points.y.copy(), images, features, valid, window_valid,
-                   geometry, key)
 
 
 def _save(chips: ChipSet, path: Path) -> None:
