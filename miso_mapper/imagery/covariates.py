@@ -11,6 +11,7 @@ No data is NaN in the returned float32 stack; ``valid`` is True where every laye
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,11 @@ def stac_sources(items: list[dict[str, Any]], derive_missing: bool = False) -> d
     missing = [name for name, hrefs in sources.items() if not hrefs]
     _check_missing(missing, "the covariate STAC items", derive_missing)
     return {name: hrefs for name, hrefs in sources.items() if hrefs}
+
+
+# reproject() of in-memory arrays warns that "the dataset" has no geotransform although both transforms are
+# passed explicitly; the warning is noise (and catch_warnings is not thread-safe for the chip read-ahead)
+warnings.filterwarnings("ignore", message="Dataset has no geotransform", module="rasterio.warp")
 
 
 def _read_onto(href: str, geobox: GeoBox, circular: bool) -> np.ndarray:
