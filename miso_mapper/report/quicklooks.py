@@ -61,14 +61,21 @@ def _km_extent(preview: Preview) -> tuple[float, float, float, float]:
     return tuple(v / 1000 for v in preview.extent)  # type: ignore[return-value]
 
 
-def _permafrost(fig: Any, ax: Any, preview: Preview) -> None:
+def _continuous(fig: Any, ax: Any, preview: Preview, data: np.ndarray, cmap_name: str, label: str,
+                title: str) -> None:
+    """A probability layer (NaN = no data, transparent) with a 0-1 colour bar."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["RdYlBu_r"].with_extremes(bad=(0, 0, 0, 0))
-    im = ax.imshow(np.ma.masked_invalid(preview.permafrost), cmap=cmap, vmin=0, vmax=1,
-                   extent=_km_extent(preview), interpolation="nearest")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="probability of permafrost within 1 m")
-    ax.set_title("permafrost probability")
+    cmap = matplotlib.colormaps[cmap_name].with_extremes(bad=(0, 0, 0, 0))
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=1, extent=_km_extent(preview),
+                   interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.8, label=label)
+    ax.set_title(title)
+
+
+def _permafrost(fig: Any, ax: Any, preview: Preview) -> None:
+    _continuous(fig, ax, preview, preview.permafrost, "RdYlBu_r", "probability of permafrost within 1 m",
+                "permafrost probability")
 
 
 def _soil_order(fig: Any, ax: Any, preview: Preview) -> None:
@@ -89,10 +96,5 @@ def _soil_order(fig: Any, ax: Any, preview: Preview) -> None:
 
 
 def _max_probability(fig: Any, ax: Any, preview: Preview) -> None:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad=(0, 0, 0, 0))
-    im = ax.imshow(np.ma.masked_invalid(preview.max_order_probability), cmap=cmap, vmin=0, vmax=1,
-                   extent=_km_extent(preview), interpolation="nearest")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="probability of the most probable soil order")
-    ax.set_title("soil-order confidence")
+    _continuous(fig, ax, preview, preview.max_order_probability, "viridis",
+                "probability of the most probable soil order", "soil-order confidence")
