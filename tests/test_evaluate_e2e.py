@@ -1,4 +1,9 @@
-"""End to end: `miso-mapper evaluate --quick` on the served demo world (slow: chips are read from imagery)."""
+"""End to end: the full `miso-mapper evaluate` of workflows/demo.yaml on the served demo world.
+
+Slow (about 13 minutes on 2 cores: chips are read from imagery, then 30 MISO trainings): the issue's claim is
+about the full 5-fold evaluation, and 2-fold subsets of the spatial schemes can be dominated by one class
+(e.g. spatial-2km folds 1-2: majority 0.762), so the assertion is made on the real thing.
+"""
 
 import pytest
 import yaml
@@ -11,14 +16,14 @@ from .helpers import WORKFLOWS
 
 
 @pytest.mark.slow
-def test_evaluate_quick_on_served_demo_world(served_world, demo_world, tmp_path):
+def test_evaluate_on_served_demo_world(served_world, demo_world, tmp_path):
     raw = yaml.safe_load((WORKFLOWS / "demo.yaml").read_text())
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(raw))
     workflow = load_workflow(path, {"imagery": {"stac_url": served_world.stac_url},
                                     "world": {"directory": str(demo_world)},
                                     "output": {"directory": str(tmp_path / "out")}})
-    ev = run_evaluation(workflow, quick=True)
+    ev = run_evaluation(workflow)
     out = tmp_path / "out" / "evaluate"
     for name in ("table1_permafrost.md", "table2_taxonomy.md", "report.html", "splits/spatial-1km.json"):
         assert (out / name).exists()
@@ -27,5 +32,4 @@ def test_evaluate_quick_on_served_demo_world(served_world, demo_world, tmp_path)
         for scheme in ev.schemes:
             majority = rows[(scheme, "Majority")]["accuracy_mean"]
             assert rows[(scheme, "RF-11")]["accuracy_mean"] > majority + 0.05
-            # MISO must beat the majority class too; see the report: on this CPU budget it does not yet.
             assert rows[(scheme, "MISO")]["accuracy_mean"] > majority + 0.05
