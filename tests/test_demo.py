@@ -26,6 +26,8 @@ from miso_mapper.pipeline.store import LAYERS, NODATA
 from .helpers import WORKFLOWS, check_page_in_chromium
 
 DEMO_TIMEOUT_S = 900
+# the module fixture runs the whole demo inside the first test's time limit (pyproject's default is 600 s)
+pytestmark = pytest.mark.timeout(DEMO_TIMEOUT_S + 300)
 
 
 def _running_chunks(manifest: Path) -> int:
