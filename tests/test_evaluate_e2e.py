@@ -16,6 +16,7 @@ from .helpers import WORKFLOWS
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # pyproject's 600 s default is for the fast tests
 def test_evaluate_on_served_demo_world(served_world, demo_world, tmp_path):
     raw = yaml.safe_load((WORKFLOWS / "demo.yaml").read_text())
     path = tmp_path / "demo.yaml"
