@@ -221,12 +221,11 @@ class _MisoJob:
 def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: TrainConfig, size: str,
                        pool: Any, ref: Any, threads: int, progress: Any = None) -> Any:
     """Train MISO for ``job`` (in ``pool`` when given, resuming its state file); a zero-argument callable
-    returning (probabilities at the test points, best epoch, seconds)."""
+    returning (probabilities at the test points, best epoch, training seconds)."""
     from miso_mapper.train.batches import ChipSampler, SampleSpec
     from miso_mapper.train.loop import predict_points, train_miso
     from miso_mapper.train.parallel import train_in_worker
 
-    t0 = time.perf_counter()
     if pool is not None:
         future = pool.submit(train_in_worker, ref, labels, job.train, job.val, job.task, cfg, size, job.run_dir,
                              job.unlabelled, threads)
@@ -239,7 +238,7 @@ def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: Train
     def result() -> tuple[np.ndarray, int, float]:
         trained = future.result() if future is not None else done
         prob = predict_points(trained.model, ChipSampler(chips, labels, job.train_all, SampleSpec()), job.test)
-        return prob, trained.best_epoch, trained.seconds if future is not None else time.perf_counter() - t0
+        return prob, trained.best_epoch, trained.seconds
 
     return result
 

@@ -183,6 +183,9 @@ class _ChunkReader:
         self.grid = AlaskaGrid(workflow.grid.model_copy(update={"halo": halo}))
         self._last: tuple[str, Any] | None = None
         self._ahead: dict[str, Any] = {}
+        self._order: list[str] = []
+        self._lookahead = 0
+        self._pool: Any = None
         self._items: dict[str, list[dict[str, Any]]] = {}
         self._cov: dict[str, dict[str, list[str]]] = {}
         self.n_reads = 0
@@ -219,7 +222,7 @@ class _ChunkReader:
 
     def close(self) -> None:
         """Stop reading ahead."""
-        if getattr(self, "_pool", None) is not None:
+        if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
@@ -235,10 +238,9 @@ class _ChunkReader:
         if self._last is None or self._last[0] != chunk.id:
             self._last = None  # free the previous chunk before reading the next
             future = self._ahead.pop(chunk.id, None)
-            order = getattr(self, "_order", [])
-            if getattr(self, "_pool", None) is not None and chunk.id in order:
-                i = order.index(chunk.id)
-                for cid in order[i + 1:i + 1 + self._lookahead]:
+            if self._pool is not None and chunk.id in self._order:
+                i = self._order.index(chunk.id)
+                for cid in self._order[i + 1:i + 1 + self._lookahead]:
                     if cid not in self._ahead:
                         self._ahead[cid] = self._pool.submit(self._read, self.grid.chunk_by_id(cid))
             self._last = (chunk.id, future.result() if future is not None else self._read(chunk))
