@@ -50,7 +50,8 @@ class GridConfig(StrictModel):
     )
     chunk_size: PositiveInt = Field(2500, description="processing chunk edge in pixels")
     zarr_chunk: PositiveInt = Field(500, description="Zarr chunk edge in pixels")
-    halo: int = Field(125, ge=0, description="context read around each chunk, pixels (half a window)")
+    halo: int = Field(175, ge=0, description="context read around each chunk, pixels: half a window plus one "
+                                           "predictor stride (125 + 50), what the default MISO predictor needs")
 
     @model_validator(mode="after")
     def _check_alignment(self) -> GridConfig:

@@ -151,11 +151,11 @@ def test_plan_estimates_follow_the_documented_formulas():
     w = plan.workflow
     assert len(plan.chunks) == 4 and plan.tiles == ["AK050H50V15"]
     pixels = 500 * 500
-    halo_pixels = 750 * 750
+    halo_pixels = 850 * 850  # 500 px chunks with the 175 px halo
     assert plan.output_bytes == 4 * pixels * 9
     assert plan.input_bytes == 4 * halo_pixels * (w.imagery.max_items * 10 * 2 + 10 * 4)
     windows = plan.windows_per_chunk
-    assert windows == 4 * 4  # ceil((750-250)/200)+1 = 4
+    assert windows == 4 * 4  # ceil((850-250)/200)+1 = 4
     flop = 4 * 2 * (windows * 81.6e9 + pixels * 151e6)
     assert plan.flop == pytest.approx(flop)
     assert plan.gpu_hours == pytest.approx(flop / 200e12 / 3600)

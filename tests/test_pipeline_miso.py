@@ -21,7 +21,7 @@ def test_run_with_seeded_miso_checkpoints(served_world, tmp_path):
     for task in ("permafrost", "taxonomy"):
         paths[f"{task}_checkpoint"] = str(save_checkpoint(seeded_network(task, "tiny", seed=3),
                                                           tmp_path / f"{task}.safetensors"))
-    wf = demo_workflow(served_world, tmp_path / "out", grid={"halo": 125},
+    wf = demo_workflow(served_world, tmp_path / "out", grid={"halo": 175},
                        model={"kind": "miso", "size": "tiny", **paths})
     summary = run_workflow(wf, only=["r0146c0492", "r0146c0493"])
     assert sorted(summary.done) == ["r0146c0492", "r0146c0493"] and not summary.failed

@@ -1,5 +1,6 @@
-"""The MISO predictor: reference-setting equivalence with the literal demo loop, fast-mode agreement, seams,
-window layout, NaN/normalisation, OOM halving (mocked: no GPU here) and the Predictor contract.
+"""The MISO predictor: reference-setting equivalence with the literal demo loop, the ensemble setting against
+an independent computation and the reference, seams, window layout, NaN/normalisation, OOM halving (mocked:
+no GPU here) and the Predictor contract.
 
 Most tests use a "micro" network (the tiny preset shrunk further, 40 px windows) so that the literal reference
 loop runs in seconds on a CPU; one slow test repeats the equivalence at the real 250 px window.
@@ -28,10 +29,11 @@ from miso_mapper.inference.windows import WindowLayout, blend_mask
 from miso_mapper.model import LocationConfig, MisoNetConfig, SwinConfig, save_checkpoint
 
 W = 40  # window of the micro networks (the real one is 250)
-HALO = W // 2
-N = 40  # interior side
 REF_STRIDE = W // 5  # the reference's interval 5
-FAST = {"window": W, "stride": 16, "margin": 4}
+# the default ensemble scaled to 40 px windows (250 px: stride 50, support 100, ramp 50, spacing 5)
+FAST = {"window": W, "stride": REF_STRIDE, "support": 2 * REF_STRIDE, "ramp": REF_STRIDE, "query_spacing": 2}
+HALO = W // 2 + REF_STRIDE  # what FAST needs (PredictorConfig.required_halo)
+N = 40  # interior side
 TASKS = ("permafrost", "taxonomy")
 
 
@@ -120,6 +122,61 @@ def test_pixel_coordinates_are_the_reference_make_grid():
     assert window_pixel_grid(w)[0].item() == pytest.approx(-1 + 1 / w)
 
 
+def test_ensemble_equals_an_independent_computation(nets, chunk, interior, fast_out):
+    """The ensemble setting written out directly: every window on the stride lattice run on all its pixels
+    through the network's own encode/query (no predictor code), weighted by the Gaussian mask times a cos²
+    taper of each axis' distance to the window centre, averaged at the lattice points (every
+    ``query_spacing`` px) and interpolated to the pixels by scipy."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    from miso_mapper.inference.windows import blend_mask as mask_of
+
+    stride, support, ramp, q = FAST["stride"], FAST["support"], FAST["ramp"], FAST["query_spacing"]
+    size = N + 2 * HALO
+    image = np.concatenate([chunk["s2"].values, chunk["cov"].values]).astype(np.float32)
+    gauss = mask_of(W, "gaussian")
+    k = (2 * np.arange(W) + 1) / W - 1
+    gx, gy = np.meshgrid(k, k, indexing="xy")
+    coords = torch.from_numpy(np.stack([gx, gy], -1).reshape(1, -1, 2).astype(np.float32))
+
+    def taper1(d: np.ndarray) -> np.ndarray:
+        t = np.clip((np.abs(d) - (support - ramp)) / ramp, 0, 1)
+        return np.where(t >= 1, 0.0, np.cos(np.pi / 2 * t) ** 2)
+
+    valid = chunk["valid"].values[interior]
+    for task, net in nets.items():
+        acc = np.zeros((net.config.out_dim, size, size))
+        wsum = np.zeros((size, size))
+        centres = [HALO + j * stride for j in range(-5, 10) if 0 <= HALO + j * stride - W // 2 <= size - W]
+        for cr in centres:
+            for cc in centres:
+                r0, c0 = cr - W // 2, cc - W // 2
+                x = torch.from_numpy(image[None, :, r0:r0 + W, c0:c0 + W])
+                with torch.inference_mode():
+                    prob = net.predict_proba(net.query(net.encode(x), coords, None)["pred"]).numpy()
+                prob = prob[0].reshape(W, W, -1).transpose(2, 0, 1)
+                rows, cols = np.arange(r0, r0 + W), np.arange(c0, c0 + W)
+                w = gauss * np.outer(taper1(rows - cr), taper1(cols - cc))
+                acc[:, r0:r0 + W, c0:c0 + W] += w * prob
+                wsum[r0:r0 + W, c0:c0 + W] += w
+        pts = np.arange(HALO, HALO + N + 1, q)  # the lattice, one point past the interior (N % q == 0)
+        lattice = acc[:, pts][:, :, pts] / wsum[pts][:, pts]
+        pr, pc = np.meshgrid(np.arange(HALO, HALO + N), np.arange(HALO, HALO + N), indexing="ij")
+        expected = np.stack([RegularGridInterpolator((pts, pts), ch)((pr, pc)) for ch in lattice])
+        got = fast_out["permafrost_probability"].values[None] if task == "permafrost" else (
+            fast_out["taxonomy_probability"].values)
+        np.testing.assert_allclose(got[:, valid], expected[:, valid], rtol=0, atol=2e-6)
+
+
+def test_query_spacing_changes_only_the_pixels_between_lattice_points(nets, chunk, interior, fast_out):
+    every = MisoPredictor(nets["permafrost"], nets["taxonomy"], PredictorConfig(**(FAST | {"query_spacing": 1})))
+    full = every.predict_chunk(chunk, interior)
+    for name in ("permafrost_probability", "taxonomy_probability"):
+        a, b = full[name].values, fast_out[name].values
+        np.testing.assert_allclose(a[..., ::2, ::2], b[..., ::2, ::2], atol=2e-6, equal_nan=True)
+        assert np.nanmax(np.abs(a - b)) > 1e-4  # ...and the pixels between them are interpolated
+
+
 # ------------------------------------------------------------------------------------------ (b) agreement
 def test_fast_mode_agrees_with_reference_loop(chunk, interior, reference_maps, fast_out):
     valid = chunk["valid"].values[interior]
@@ -133,10 +190,11 @@ def test_fast_mode_agrees_with_reference_loop(chunk, interior, reference_maps, f
           f"taxonomy agreement {tx_agree:.4f} mean|Δp| {tx_mad:.4f}")
     # A random network is far less translation-consistent than a trained one (its output follows the
     # pixel's phase in the feature grid, which the reference's 25-window average smooths out), so these
-    # bounds only catch gross errors (wrong coordinates, wrong windows; measured here: ~0.65 / 0.77 agreement,
-    # 0.11 / 0.07 mean |Δp|). benchmarks/predictor.py measures the figures at the real window size.
-    assert pf_agree > 0.55 and tx_agree > 0.65
-    assert pf_mad < 0.15 and tx_mad < 0.1
+    # bounds are looser than the product's target (measured here: 0.96 / 0.90 agreement, 0.05 / 0.02 mean
+    # |Δp|; the old one-window-per-pixel layout gave 0.65 / 0.77). benchmarks/predictor.py measures the
+    # trained demo networks at the real window size.
+    assert pf_agree > 0.92 and tx_agree > 0.85
+    assert pf_mad < 0.08 and tx_mad < 0.04
     assert np.std(pf_r) > 0.05  # the network is not trivially constant
 
 
@@ -147,20 +205,21 @@ def _col_steps(m: np.ndarray) -> np.ndarray:
 
 
 def test_no_seam_at_window_or_chunk_edges(nets):
-    """Two side-by-side chunks from one grid, stitched: steps across window boundaries and across the chunk
-    edge are no larger than steps elsewhere."""
+    """Two side-by-side chunks from one grid, stitched: steps across the columns where windows start or stop
+    answering and across the chunk edge are no larger than steps elsewhere."""
     rows, cols = N + 2 * HALO, 2 * N + 2 * HALO
     grid = synthetic_inputs(rows, cols, seed=11)
     p = MisoPredictor(nets["permafrost"], nets["taxonomy"], PredictorConfig(**FAST))
     left = p.predict_chunk(grid.isel(x=slice(0, N + 2 * HALO)), (slice(HALO, HALO + N),) * 2)
     right = p.predict_chunk(grid.isel(x=slice(N, 2 * N + 2 * HALO)), (slice(HALO, HALO + N),) * 2)
-    layout = PredictorConfig(**FAST).layout((N + 2 * HALO,) * 2, (slice(HALO, HALO + N),) * 2)
-    core_bounds = sorted({w.cols.core1 - HALO for w in layout.windows if w.cols.core1 - HALO < N})
+    # window centres sit every `stride` px from the interior's first pixel; supports end `support` px away
+    edges = sorted({(j * FAST["stride"] + s * FAST["support"]) % N for j in range(N // FAST["stride"])
+                    for s in (-1, 1)})
     for name in ("permafrost_probability", "taxonomy_probability"):
         m = np.concatenate([left[name].values, right[name].values], axis=-1)
         m = m[None] if m.ndim == 2 else m
         steps = _col_steps(m)  # boundary j|j+1 at index j
-        window_edges = [b - 1 for b in core_bounds] + [N + b - 1 for b in core_bounds]
+        window_edges = [e - 1 for e in edges if e > 0] + [N + e - 1 for e in edges if e > 0]
         chunk_edge = [N - 1]
         special = set(window_edges) | set(chunk_edge)
         elsewhere = np.array([s for j, s in enumerate(steps) if j not in special])
@@ -170,53 +229,119 @@ def test_no_seam_at_window_or_chunk_edges(nets):
         # A random network's own steps vary a lot with the pixel's phase in the feature grid, so "no larger
         # than elsewhere" is judged against the distribution of the other steps, not just their median.
         assert steps[chunk_edge].max() <= ref, (name, steps[chunk_edge], ref)
-        assert np.median(steps[window_edges]) <= np.percentile(elsewhere, 90), (name, steps[window_edges])
+        assert np.median(steps[window_edges]) <= ref, (name, steps[window_edges])
         assert steps[window_edges].max() <= 1.25 * ref, (name, steps[window_edges], ref)
-        # rows: the same across row boundaries of the windows
         rsteps = _col_steps(np.swapaxes(m, -1, -2))
-        r_edges = [b - 1 for b in core_bounds]
+        r_edges = [e - 1 for e in edges if e > 0]
         r_else = np.array([s for j, s in enumerate(rsteps) if j not in set(r_edges)])
         assert np.median(rsteps[r_edges]) <= np.percentile(r_else, 90)
         assert rsteps[r_edges].max() <= 1.25 * np.percentile(r_else, 90)
 
 
-def test_adjacent_chunks_share_their_edge_window():
-    """In the fast layout the last window of one chunk and the first of the next are the same grid window."""
-    for n, halo, stride in ((500, 125, 100), (2500, 125, 100), (40, 20, 16)):
-        window = 2 * halo
-        lay = WindowLayout.fast((n + 2 * halo,) * 2, (slice(halo, halo + n),) * 2, window, stride, 8 if n > 40 else 2)
-        starts = sorted({w.col0 for w in lay.windows})
-        assert starts[0] == 0  # centred on the left chunk edge (halo grid col `halo`)
-        assert starts[-1] + window == n + 2 * halo  # centred on the right chunk edge
-        # the next chunk's halo grid starts n px to the right: its first window is this chunk's last one
-        assert starts[-1] == n + starts[0]
+def test_stitched_chunks_equal_one_big_chunk(nets):
+    """The strong form of "no seam": two neighbouring chunks mapped separately equal the same 2N px wide
+    area mapped as one chunk (same windows, same weights), to float rounding."""
+    grid = synthetic_inputs(N + 2 * HALO, 2 * N + 2 * HALO, seed=11)
+    p = MisoPredictor(nets["permafrost"], nets["taxonomy"], PredictorConfig(**FAST))
+    inner = (slice(HALO, HALO + N),) * 2
+    left = p.predict_chunk(grid.isel(x=slice(0, N + 2 * HALO)), inner)
+    right = p.predict_chunk(grid.isel(x=slice(N, 2 * N + 2 * HALO)), inner)
+    whole = p.predict_chunk(grid, (slice(HALO, HALO + N), slice(HALO, HALO + 2 * N)))
+    for name in ("permafrost_probability", "taxonomy_probability"):
+        stitched = np.concatenate([left[name].values, right[name].values], axis=-1)
+        np.testing.assert_allclose(stitched, whole[name].values, atol=1e-5)
+
+
+@pytest.mark.parametrize(("n", "halo", "window", "stride", "support", "step"), [
+    (500, 175, 250, 50, 100, 5), (2500, 175, 250, 50, 100, 5), (40, 28, 40, 8, 16, 2), (500, 175, 250, 50, 75, 2),
+])
+def test_neighbouring_chunks_compute_their_shared_edge_points_from_the_same_windows(n, halo, window, stride,
+                                                                                    support, step):
+    lay = WindowLayout.ensemble((n + 2 * halo,) * 2, (slice(halo, halo + n),) * 2, window, stride, support,
+                                support // 2, step)
+    mask = blend_mask(window, "gaussian")
+    assert lay.lattice[1].last == halo + n  # the last lattice column is the next chunk's first pixel column
+
+    def answering(col_index: int, shift: int) -> dict[int, float]:
+        """Global first column -> weight of the windows (first window row) answering lattice column col_index."""
+        out = {}
+        row0 = lay.windows[0].row0
+        for w, (dst, src) in zip(lay.windows, lay.lattice_overlaps(), strict=True):
+            if w.row0 == row0 and dst[1].start <= col_index < dst[1].stop:
+                out[w.col0 + shift] = w.weights(mask)[0, col_index - dst[1].start + src[1].start]
+        return out
+
+    # the next chunk's halo grid starts n px to the right of this one's
+    mine, theirs = answering(lay.lattice[1].n_points - 1, 0), answering(0, n)
+    assert mine.keys() == theirs.keys() and len(mine) >= 2
+    for k in mine:
+        assert mine[k] == pytest.approx(theirs[k], rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------------ (d) layout
-@pytest.mark.parametrize(("rows", "cols", "halo", "window", "stride", "margin"), [
-    (500, 500, 125, 250, 100, 8), (2500, 2500, 125, 250, 100, 8), (250, 730, 125, 250, 100, 8),
-    (37, 41, 20, 40, 16, 2), (7, 250, 125, 250, 100, 8), (333, 500, 125, 250, 125, 16),
+@pytest.mark.parametrize(("rows", "cols", "window", "stride", "support", "ramp", "step"), [
+    (500, 500, 250, 50, 100, 50, 5), (2500, 2500, 250, 50, 100, 50, 5), (250, 750, 250, 50, 100, 50, 1),
+    (500, 500, 250, 50, 75, 50, 2), (40, 40, 40, 8, 16, 8, 2), (40, 48, 40, 8, 16, 8, 1),
+    (500, 500, 250, 125, 125, 125, 25),
 ])
-def test_fast_layout_covers_each_pixel_once_near_a_window_centre(rows, cols, halo, window, stride, margin):
+def test_ensemble_layout(rows, cols, window, stride, support, ramp, step):
+    halo = window - window // 2 + stride * (-(-support // stride) - 1)
     shape = (rows + 2 * halo, cols + 2 * halo)
     inner = (slice(halo, halo + rows), slice(halo, halo + cols))
-    lay = WindowLayout.fast(shape, inner, window, stride, margin)
-    assert (lay.responsibility() == 1).all()  # every interior pixel belongs to exactly one window core
+    lay = WindowLayout.ensemble(shape, inner, window, stride, support, ramp, step)
+    assert PredictorConfig(window=window, stride=stride, support=support, ramp=ramp).required_halo() == halo
     for kind in ("hann", "cosine", "gaussian"):
-        assert (lay.weight_sum(blend_mask(window, kind)) > 0).all()
-    ones = np.ones((window, window))
-    np.testing.assert_allclose(lay.weight_sum(ones), 1.0, atol=1e-12)  # the ramps are a partition of unity
+        assert (lay.weight_sum(blend_mask(window, kind)) > 0).all()  # every lattice point has a window
+    lat_r, lat_c = lay.lattice
+    assert lat_r.last >= halo + rows - 1 and lat_r.last - step < halo + rows - 1
     for w in lay.windows:
         assert 0 <= w.row0 and w.row0 + window <= shape[0] and 0 <= w.col0 and w.col0 + window <= shape[1]
         for span in (w.rows, w.cols):
-            assert span.start <= span.q0 <= span.core0 < span.core1 <= span.q1 <= span.start + window
-            centre = span.start + window / 2
-            assert max(abs(span.core0 + 0.5 - centre), abs(span.core1 - 0.5 - centre)) <= stride / 2 + 1
-    n_axis = [int(np.ceil(n / stride)) + 1 for n in (rows, cols)]
-    assert len(lay.windows) <= n_axis[0] * n_axis[1]
-    expected = ((stride + 2 * margin) / stride) ** 2
-    if rows >= 500 and cols >= 500:
-        assert lay.queries_per_pixel() < expected * 1.25  # about once, plus margins and edge windows
+            centre = span.start + window // 2
+            assert (centre - halo) % stride == 0  # on the window lattice
+            assert (span.q0 - halo) % step == 0 and span.step == step  # on the output lattice
+            assert span.q0 > centre - support and span.q_last < centre + support  # within the support
+            assert (span.taper > 0).all() and span.taper.max() <= 1
+    if min(rows, cols) >= 500:
+        expected = (2 * support / (stride * step)) ** 2
+        assert expected * 0.7 < lay.queries_per_pixel() < expected * 1.5  # about; plus the chunk-edge windows
+    # one pixel less halo: a window does not fit, and the message names the halo needed
+    small = (slice(halo - 1, halo - 1 + rows), slice(halo - 1, halo - 1 + cols))
+    with pytest.raises(ValueError, match=f"halo of at least {halo} px"):
+        WindowLayout.ensemble((rows + 2 * halo - 2, cols + 2 * halo - 2), small, window, stride, support, ramp, step)
+
+
+def test_taper_is_continuous_and_a_partition_of_unity_at_full_ramp():
+    from miso_mapper.inference.windows import taper
+
+    d = np.arange(-150, 151)
+    t = taper(d, 100, 50)
+    assert t[np.abs(d) <= 50].min() == 1.0 and (t[np.abs(d) >= 100] == 0).all()
+    assert np.abs(np.diff(t)).max() < np.pi / 100  # no step: at most the cos² slope x 1 px
+    # windows 50 px apart with support 50 and ramp 50 share every point exactly (tent-like cross-fade)
+    x = np.arange(0, 50)
+    np.testing.assert_allclose(taper(x, 50, 50) + taper(x - 50, 50, 50), 1.0, atol=1e-12)
+
+
+def test_interpolation_is_exact_on_lattice_points_and_linear_between():
+    from miso_mapper.inference.windows import LatticeAxis, interpolate_lattice
+
+    lay = WindowLayout.ensemble((850, 850), (slice(175, 675),) * 2, 250, 50, 100, 50, 5)
+    assert lay.lattice_shape == (101, 101) and lay.lattice == (LatticeAxis(175, 675, 5),) * 2
+    rng = np.random.default_rng(0)
+    values = rng.random((2, 101, 101))
+    out = interpolate_lattice(values, lay)
+    assert out.shape == (2, 500, 500)
+    np.testing.assert_array_equal(out[:, ::5, ::5], values[:, :100, :100])
+    # a bilinear function is reproduced exactly everywhere
+    ky, kx = np.meshgrid(np.arange(101) * 5.0, np.arange(101) * 5.0, indexing="ij")
+    py, px = np.meshgrid(np.arange(500.0), np.arange(500.0), indexing="ij")
+    f = interpolate_lattice((3 + 0.1 * ky - 0.2 * kx + 0.001 * kx * ky)[None], lay)[0]
+    np.testing.assert_allclose(f, 3 + 0.1 * py - 0.2 * px + 0.001 * px * py, rtol=1e-12, atol=1e-9)
+    nan = values.copy()
+    nan[0, 10, 10] = np.nan
+    o = interpolate_lattice(nan, lay)[0]
+    assert np.isnan(o[46:55, 46:55]).all() and np.isnan(o).sum() == 9 * 9 and not np.isnan(o[45, 45])
 
 
 def test_reference_layout_is_the_demo_loop():
@@ -344,8 +469,18 @@ def test_absent_network_gives_a_nan_layer(nets, chunk, interior, fast_out):
 
 
 def test_bad_configuration_is_refused(nets):
-    with pytest.raises(ValidationError):
-        PredictorConfig(stride=100, margin=30)
+    with pytest.raises(ValidationError, match="more than half the stride"):
+        PredictorConfig(stride=50, support=25)
+    with pytest.raises(ValidationError, match="must divide the stride"):
+        PredictorConfig(query_spacing=3)
+    with pytest.raises(ValidationError, match="margin"):
+        PredictorConfig(margin=8)  # the old single-window setting's field: unknown now, named in the error
+    with pytest.raises(ValueError, match="needs at least 175 px"):
+        PredictorConfig().check_grid(2500, 125)
+    with pytest.raises(ValueError, match="not a multiple of the predictor stride"):
+        PredictorConfig().check_grid(2520, 175)
+    PredictorConfig().check_grid(2500, 175)
+    PredictorConfig.reference().check_grid(2520, 125)  # the reference setting needs only half a window
     with pytest.raises(ValidationError):
         PredictorConfig(device="tpu")
     with pytest.raises(MisoError, match="40 px windows"):

@@ -1,27 +1,34 @@
-"""Where the model's windows go on a chunk's halo grid, which pixels each one answers for, and with what weight.
+"""Where the model's windows go on a chunk's halo grid, which points each one answers for, and with what weight.
 
 Pure geometry (numpy only), so it can be tested exhaustively without a network.
 
-Two layouts, both on the halo grid of a chunk (``size`` rows or columns, interior ``[lo, hi)``):
+A layout answers on an **output lattice**: along each axis the points ``lo + k * step`` (``k = 0..K``) of the
+halo grid, where ``[lo, hi)`` is the chunk's interior. With ``step = 1`` the lattice is the interior itself
+(``K = hi - lo - 1``); with ``step > 1`` it runs one point past the interior when needed
+(``K = ceil((hi - lo - 1) / step)``, so ``lo + K * step >= hi - 1``) and the map between lattice points is
+bilinear (:func:`interpolate_lattice`). When ``step`` divides the chunk size, the last lattice point of one
+chunk is the first of the next and both compute it from the same windows: no seam at chunk edges.
 
-* **fast** (:func:`fast_axis`, the default of :class:`~miso_mapper.inference.miso.MisoPredictor`): along each
-  axis, ``K + 1`` windows centred on ``lo + round(k (hi - lo) / K)``, ``k = 0..K`` with
-  ``K = ceil((hi - lo) / stride)``, so consecutive centres are at most ``stride`` pixels apart and the first
-  and last windows are centred exactly **on the chunk edges**. Every interior pixel belongs to the *core* of
-  the window whose centre is nearest (so it lies at most ``stride / 2`` px from that window's centre), and
-  each window is queried only on its core widened by ``margin`` px towards its neighbours, where a raised
-  cosine ramp hands the weight from one window to the next. Because the edge windows sit on the chunk
-  edge (the halo of ``window / 2`` px makes them fit exactly), the two chunks that share an edge compute the
-  *same* window there: no seam at chunk edges, and a ``2 margin`` px cross-fade at window edges.
-  Interior pixels are queried ``((stride + 2 margin) / stride)**2`` times on average, plus the edge windows.
-* **reference** (:func:`reference_axis`): windows at ``0, stride, 2 stride, ...`` of the halo grid while they
-  fit (``(size - window) // stride + 1`` of them, as the reference's ``MISO/demo.py``), each queried on
-  every pixel. If that leaves pixels at the far edge uncovered, one last window flush with the edge is
-  added (the reference would leave them empty); with ``(size - window) % stride == 0`` nothing is added.
+Two layouts:
 
-The weight of a window at one of its queried pixels is ``mask[row, col] * ramp_row * ramp_col``, where
-``mask`` is the blending mask over the window (:func:`blend_mask`) and the ramps are 1 in reference mode.
-The map is ``sum(weight * probability) / sum(weight)`` per pixel.
+* **ensemble** (:meth:`WindowLayout.ensemble`, the default of :class:`~miso_mapper.inference.miso.MisoPredictor`):
+  windows centred on the lattice ``lo + j * stride`` (all integers ``j``), the same window positions as the
+  reference's demo loop when the halo is ``window / 2`` modulo ``stride``. Each window answers for the
+  lattice points within ``support`` px of its centre along both axes, with the reference's mask times a
+  **taper** that is 1 up to ``support - ramp`` px from the centre and falls to exactly 0 at ``support`` as a
+  raised cosine (:func:`taper`). So a point is the weighted mean of about ``(2 support / stride)**2`` windows,
+  like the reference's ``(window / stride)**2 = 25`` but with the far windows (the least weighted there)
+  left out, and every weight goes to zero continuously: no seam where a window starts or stops counting.
+  Queries per interior pixel: about ``(2 support / (stride * step))**2``.
+* **reference** (:meth:`WindowLayout.reference`): windows at ``0, stride, 2 stride, ...`` of the halo grid
+  while they fit (``(size - window) // stride + 1`` of them, as the reference's ``MISO/demo.py``), each queried
+  on every pixel, weight = the mask. If that leaves pixels at the far edge uncovered, one last window flush
+  with the edge is added (the reference would leave them empty); with ``(size - window) % stride == 0``
+  nothing is added. Windows that do not reach the interior are dropped (they cannot change it).
+
+The weight of a window at one of its queried points is ``mask[row, col] * taper_row * taper_col``
+(:meth:`Window.weights`; the tapers are 1 in reference mode). The map at a lattice point is
+``sum(weight * probability) / sum(weight)``.
 """
 
 from __future__ import annotations
@@ -41,89 +48,119 @@ BlendKind = Literal["hann", "cosine", "gaussian"]
 class AxisSpan:
     """One window's extent along one axis, in halo-grid pixel indices.
 
-    ``start`` is the window's first pixel (the window is ``[start, start + window)``); the window answers for
-    ``[q0, q1)`` (its queried pixels) and owns ``[core0, core1)`` (the pixels it is responsible for, each
-    interior pixel in exactly one core). ``ramp`` is the weight ``(q1 - q0,)`` float64 along this axis.
+    The window covers ``[start, start + window)`` and is queried at ``count`` pixels ``q0, q0 + step, ...``
+    (all on the output lattice); ``taper`` ``(count,)`` float64 is its weight factor at each of them.
     """
 
     start: int
     q0: int
-    q1: int
-    core0: int
-    core1: int
-    ramp: np.ndarray
+    count: int
+    step: int
+    taper: np.ndarray
+
+    @property
+    def q_last(self) -> int:
+        """The last queried pixel."""
+        return self.q0 + (self.count - 1) * self.step
+
+    def local(self) -> slice:
+        """The queried pixels as window-relative indices."""
+        return slice(self.q0 - self.start, self.q_last - self.start + 1, self.step)
 
 
-def raised_cosine_ramp(pixels: np.ndarray, boundary: int, margin: int, rising: bool) -> np.ndarray:
-    """Weight of a window at ``pixels`` near a core ``boundary`` (index of the first pixel after it).
+def taper(distance: np.ndarray, support: float, ramp: float) -> np.ndarray:
+    """Weight factor of a window at ``distance`` px from its centre, float64 in ``[0, 1]``.
 
-    Over ``[boundary - margin, boundary + margin)`` the weight goes from 1 to 0 (``rising=False``, the
-    window before the boundary) or 0 to 1 (``rising=True``, the window after it) as ``cos²``/``sin²`` of the
-    pixel centre's position, so the two windows' ramps sum to exactly 1. ``margin = 0`` is a hard cut.
+    1 up to ``support - ramp``, then ``cos²`` falling to exactly 0 at ``support`` and beyond. Where the
+    supports of windows ``stride`` px apart overlap by the whole ramp (``ramp <= 2 support - stride``) the
+    weight of every window changes continuously, so no step shows where one stops counting. ``ramp = 0``
+    is a hard cut (steps in the map).
     """
-    pixels = np.asarray(pixels, dtype=np.float64)
-    if margin <= 0:
-        up = (pixels >= boundary).astype(np.float64)
-    else:
-        t = np.clip((pixels + 0.5 - (boundary - margin)) / (2 * margin), 0.0, 1.0)
-        up = np.sin(0.5 * np.pi * t) ** 2
-    return up if rising else 1.0 - up
+    d = np.abs(np.asarray(distance, dtype=np.float64))
+    if ramp <= 0:
+        return (d < support).astype(np.float64)
+    t = np.clip((d - (support - ramp)) / ramp, 0.0, 1.0)
+    return np.where(t >= 1.0, 0.0, np.cos(0.5 * np.pi * t) ** 2)
 
 
-def fast_axis(size: int, lo: int, hi: int, window: int, stride: int, margin: int) -> list[AxisSpan]:
-    """Fast layout along one axis (see the module docstring).
+@dataclass(frozen=True)
+class LatticeAxis:
+    """The output lattice along one axis: points ``lo + k * step``, ``k = 0..n_points - 1``, covering
+    ``[lo, hi)`` (see the module docstring)."""
 
-    Args:
-        size: pixels of the halo grid along the axis (must be >= ``window``).
-        lo, hi: interior ``[lo, hi)`` in halo-grid pixels.
-        window: window side in pixels (250 for MISO).
-        stride: largest distance between consecutive window centres = largest core, pixels.
-        margin: half-width of the cross-fade at each core boundary, pixels (``2 margin <= stride / 2``
-            keeps each ramp inside its neighbours' cores).
+    lo: int
+    hi: int
+    step: int
+
+    @property
+    def n_points(self) -> int:
+        """Number of lattice points."""
+        return math.ceil((self.hi - self.lo - 1) / self.step) + 1
+
+    @property
+    def last(self) -> int:
+        """The last lattice point (``>= hi - 1``)."""
+        return self.lo + (self.n_points - 1) * self.step
+
+    def index_range(self, first: int, last: int) -> tuple[int, int]:
+        """Lattice indices ``[k0, k1)`` of the points in the pixel range ``[first, last]`` (clipped)."""
+        k0 = max(0, -(-(first - self.lo) // self.step))
+        k1 = min(self.n_points, (last - self.lo) // self.step + 1)
+        return k0, max(k0, k1)
+
+
+def ensemble_axis(size: int, lattice: LatticeAxis, window: int, stride: int, support: int,
+                  ramp: int) -> list[AxisSpan]:
+    """Ensemble layout along one axis (see the module docstring).
+
+    Windows are centred on ``lattice.lo + j * stride`` for every ``j`` whose window answers for at least one
+    lattice point (``|point - centre| < support``); a window's first pixel is ``centre - window // 2`` (the
+    peak of the reference's Gaussian mask sits on the centre). Raises ``ValueError`` naming the halo needed
+    when a window does not fit in the halo grid of ``size`` px.
     """
-    _check_axis(size, lo, hi, window)
-    n = hi - lo
-    k_steps = max(1, math.ceil(n / stride))
-    centres = [lo + round(k * n / k_steps) for k in range(k_steps + 1)]
-    bounds = [lo] + [round((a + b) / 2) for a, b in zip(centres[:-1], centres[1:], strict=True)] + [hi]
+    _check_axis(size, lattice.lo, lattice.hi, window)
+    first, last = lattice.lo, lattice.last
+    j_lo = math.floor((first - support - lattice.lo) / stride) + 1
+    j_hi = math.ceil((last + support - lattice.lo) / stride) - 1
     spans: list[AxisSpan] = []
-    half = window // 2
-    for k, centre in enumerate(centres):
-        core0, core1 = bounds[k], bounds[k + 1]
-        if core1 <= core0:
+    for j in range(j_lo, j_hi + 1):
+        centre = lattice.lo + j * stride
+        k0, k1 = lattice.index_range(centre - support + 1, centre + support - 1)
+        if k1 <= k0:
             continue
-        start = min(max(centre - half, 0), size - window)
-        if core0 < start or core1 > start + window:
-            raise ValueError(f"core [{core0}, {core1}) does not fit in the window at {start}: stride {stride} is "
-                             f"too large for a {window} px window and this halo")
-        q0 = max(lo, core0 - margin) if k > 0 else core0
-        q1 = min(hi, core1 + margin) if k < k_steps else core1
-        q0, q1 = max(q0, start), min(q1, start + window)
-        pix = np.arange(q0, q1)
-        ramp = np.ones(q1 - q0, dtype=np.float64)
-        if k > 0:
-            ramp *= raised_cosine_ramp(pix, core0, margin, rising=True)
-        if k < k_steps:
-            ramp *= raised_cosine_ramp(pix, core1, margin, rising=False)
-        spans.append(AxisSpan(start, q0, q1, core0, core1, ramp))
+        points = lattice.lo + lattice.step * np.arange(k0, k1)
+        weight = taper(points - centre, support, ramp)
+        keep = np.nonzero(weight > 0)[0]
+        if keep.size == 0:
+            continue
+        points, weight = points[keep[0]:keep[-1] + 1], weight[keep[0]:keep[-1] + 1]
+        spans.append(AxisSpan(centre - window // 2, int(points[0]), len(points), lattice.step, weight))
+    need = max(lattice.lo - spans[0].start, spans[-1].start + window - lattice.hi)
+    if need > min(lattice.lo, size - lattice.hi):
+        raise ValueError(f"the windows do not fit in the halo: this layout (window {window}, stride {stride}, "
+                         f"support {support}) needs a halo of at least {need} px for a {lattice.hi - lattice.lo} "
+                         f"px chunk ({required_halo(window, stride, support)} px when the chunk is a multiple "
+                         f"of the stride)")
     return spans
 
 
-def reference_axis(size: int, lo: int, hi: int, window: int, stride: int) -> list[AxisSpan]:
-    """Reference layout along one axis: windows at multiples of ``stride``, every pixel queried, ramp 1.
+def required_halo(window: int, stride: int, support: int) -> int:
+    """Halo in px that :func:`ensemble_axis` needs on every side of a chunk whose size is a multiple of
+    ``stride``: the farthest window centre outside the chunk that still answers for it (``stride`` times
+    ``ceil(support / stride) - 1``) plus the ``window - window // 2`` px from a window's centre to its far edge."""
+    return window - window // 2 + stride * (math.ceil(support / stride) - 1)
 
-    Windows that do not reach the interior ``[lo, hi)`` are dropped (they cannot change it). ``core`` is
-    the whole window clipped to the interior (reference windows overlap; cores are not a partition).
+
+def reference_axis(size: int, lo: int, hi: int, window: int, stride: int) -> list[AxisSpan]:
+    """Reference layout along one axis: windows at multiples of ``stride``, every pixel queried, taper 1.
+
+    Windows that do not reach the interior ``[lo, hi)`` are dropped (they cannot change it).
     """
     _check_axis(size, lo, hi, window)
     starts = list(range(0, (size - window) // stride * stride + 1, stride))
     if starts[-1] + window < size:
         starts.append(size - window)
-    return [
-        AxisSpan(s, s, s + window, max(s, lo), min(s + window, hi), np.ones(window, dtype=np.float64))
-        for s in starts
-        if s < hi and s + window > lo
-    ]
+    return [AxisSpan(s, s, window, 1, np.ones(window, dtype=np.float64)) for s in starts if s < hi and s + window > lo]
 
 
 def _check_axis(size: int, lo: int, hi: int, window: int) -> None:
@@ -157,11 +194,8 @@ def blend_mask(window: int, kind: BlendKind, sigma_fraction: float = 0.25) -> np
 
 @dataclass(frozen=True)
 class Window:
-    """One window of a layout: its upper-left pixel in the halo grid and the rectangle it is queried on.
-
-    ``rows``/``cols`` are the :class:`AxisSpan` of the window along each axis. The query rectangle is
-    ``[rows.q0, rows.q1) x [cols.q0, cols.q1)`` in halo-grid pixels.
-    """
+    """One window of a layout: :class:`AxisSpan` ``rows`` and ``cols``. Its queried points are the grid
+    ``rows.q0 + i * step`` x ``cols.q0 + j * step`` of the halo grid."""
 
     rows: AxisSpan
     cols: AxisSpan
@@ -178,39 +212,42 @@ class Window:
 
     @property
     def query_shape(self) -> tuple[int, int]:
-        """(rows, cols) of the query rectangle."""
-        return self.rows.q1 - self.rows.q0, self.cols.q1 - self.cols.q0
+        """(rows, cols) of queried points."""
+        return self.rows.count, self.cols.count
 
     def local_slices(self) -> tuple[slice, slice]:
-        """The query rectangle in window-relative pixel indices."""
-        return (slice(self.rows.q0 - self.rows.start, self.rows.q1 - self.rows.start),
-                slice(self.cols.q0 - self.cols.start, self.cols.q1 - self.cols.start))
+        """The queried points in window-relative pixel indices (strided when the lattice step is > 1)."""
+        return self.rows.local(), self.cols.local()
 
     def weights(self, mask: np.ndarray) -> np.ndarray:
-        """Weights ``(rows, cols)`` float64 of the query rectangle: ``mask`` there times both ramps."""
-        return mask[self.local_slices()] * np.outer(self.rows.ramp, self.cols.ramp)
+        """Weights ``(rows, cols)`` float64 of the queried points: ``mask`` there times both tapers."""
+        return mask[self.local_slices()] * np.outer(self.rows.taper, self.cols.taper)
 
 
 @dataclass(frozen=True)
 class WindowLayout:
-    """All windows for one chunk: the halo grid's shape, the interior and the windows.
+    """All windows for one chunk: the halo grid's shape, the interior, the output lattice and the windows.
 
-    Build with :meth:`fast` or :meth:`reference`.
+    Build with :meth:`ensemble` or :meth:`reference`.
     """
 
     shape: tuple[int, int]
     interior: tuple[slice, slice]
     window: int
+    lattice: tuple[LatticeAxis, LatticeAxis]
     windows: tuple[Window, ...]
 
     @classmethod
-    def fast(cls, shape: tuple[int, int], interior: tuple[slice, slice], window: int, stride: int,
-             margin: int) -> WindowLayout:
-        """The fast layout (see the module docstring) on a halo grid of ``shape`` (rows, cols)."""
+    def ensemble(cls, shape: tuple[int, int], interior: tuple[slice, slice], window: int, stride: int,
+                 support: int, ramp: int, step: int = 1) -> WindowLayout:
+        """The ensemble layout (see the module docstring) on a halo grid of ``shape`` (rows, cols)."""
+        if step < 1:
+            raise ValueError(f"the lattice step must be >= 1 px, got {step}")
         (r0, r1), (c0, c1) = _bounds(shape, interior)
-        rows = fast_axis(shape[0], r0, r1, window, stride, margin)
-        cols = fast_axis(shape[1], c0, c1, window, stride, margin)
-        return cls(shape, (slice(r0, r1), slice(c0, c1)), window, tuple(Window(r, c) for r in rows for c in cols))
+        lat = (LatticeAxis(r0, r1, step), LatticeAxis(c0, c1, step))
+        rows = ensemble_axis(shape[0], lat[0], window, stride, support, ramp)
+        cols = ensemble_axis(shape[1], lat[1], window, stride, support, ramp)
+        return cls(shape, (slice(r0, r1), slice(c0, c1)), window, lat, tuple(Window(r, c) for r in rows for c in cols))
 
     @classmethod
     def reference(cls, shape: tuple[int, int], interior: tuple[slice, slice], window: int,
@@ -219,25 +256,23 @@ class WindowLayout:
         (r0, r1), (c0, c1) = _bounds(shape, interior)
         rows = reference_axis(shape[0], r0, r1, window, stride)
         cols = reference_axis(shape[1], c0, c1, window, stride)
-        return cls(shape, (slice(r0, r1), slice(c0, c1)), window, tuple(Window(r, c) for r in rows for c in cols))
+        lat = (LatticeAxis(r0, r1, 1), LatticeAxis(c0, c1, 1))
+        return cls(shape, (slice(r0, r1), slice(c0, c1)), window, lat, tuple(Window(r, c) for r in rows for c in cols))
 
     @property
     def interior_shape(self) -> tuple[int, int]:
         """(rows, cols) of the interior."""
         return (self.interior[0].stop - self.interior[0].start, self.interior[1].stop - self.interior[1].start)
 
-    def responsibility(self) -> np.ndarray:
-        """How many window cores contain each interior pixel, ``(rows, cols)`` int32 (all 1 for ``fast``)."""
-        out = np.zeros(self.interior_shape, dtype=np.int32)
-        r_lo, c_lo = self.interior[0].start, self.interior[1].start
-        for w in self.windows:
-            out[w.rows.core0 - r_lo:w.rows.core1 - r_lo, w.cols.core0 - c_lo:w.cols.core1 - c_lo] += 1
-        return out
+    @property
+    def lattice_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the output lattice (the interior's shape when the step is 1)."""
+        return self.lattice[0].n_points, self.lattice[1].n_points
 
     def weight_sum(self, mask: np.ndarray) -> np.ndarray:
-        """Summed weights of all windows over the interior, ``(rows, cols)`` float64."""
-        out = np.zeros(self.interior_shape, dtype=np.float64)
-        for w, (dst, src) in zip(self.windows, self.interior_overlaps(), strict=True):
+        """Summed weights of all windows on the output lattice, ``lattice_shape`` float64."""
+        out = np.zeros(self.lattice_shape, dtype=np.float64)
+        for w, (dst, src) in zip(self.windows, self.lattice_overlaps(), strict=True):
             out[dst] += w.weights(mask)[src]
         return out
 
@@ -247,14 +282,60 @@ class WindowLayout:
         rows, cols = self.interior_shape
         return total / (rows * cols)
 
-    def interior_overlaps(self) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice]]]:
-        """Per window: (slices into the interior, slices into its query rectangle) of their overlap."""
-        ir, ic = self.interior
+    def lattice_overlaps(self) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+        """Per window: (slices into the output lattice, slices into its queried points) of their overlap."""
         for w in self.windows:
-            r0, r1 = max(w.rows.q0, ir.start), min(w.rows.q1, ir.stop)
-            c0, c1 = max(w.cols.q0, ic.start), min(w.cols.q1, ic.stop)
-            yield ((slice(r0 - ir.start, r1 - ir.start), slice(c0 - ic.start, c1 - ic.start)),
-                   (slice(r0 - w.rows.q0, r1 - w.rows.q0), slice(c0 - w.cols.q0, c1 - w.cols.q0)))
+            pair = [_overlap(span, lat) for span, lat in zip((w.rows, w.cols), self.lattice, strict=True)]
+            yield (pair[0][0], pair[1][0]), (pair[0][1], pair[1][1])
+
+    def reach(self, w: Window) -> tuple[slice, slice]:
+        """Interior pixels (slices into the interior) whose value can depend on window ``w``: its queried
+        points widened by one lattice step less one pixel (bilinear reach), clipped to the interior."""
+        out = []
+        for span, lat in zip((w.rows, w.cols), self.lattice, strict=True):
+            a = max(span.q0 - lat.step + 1, lat.lo)
+            b = min(span.q_last + lat.step, lat.hi)
+            out.append(slice(a - lat.lo, max(a, b) - lat.lo))
+        return out[0], out[1]
+
+
+def _overlap(span: AxisSpan, lat: LatticeAxis) -> tuple[slice, slice]:
+    """(lattice indices, query indices) where ``span``'s points fall on the lattice ``lat``."""
+    if span.step != lat.step or (span.q0 - lat.lo) % lat.step:
+        raise ValueError("a window's queried points are not on the output lattice")
+    k_first = (span.q0 - lat.lo) // lat.step
+    k0, k1 = max(0, k_first), min(lat.n_points, k_first + span.count)
+    k1 = max(k0, k1)
+    return slice(k0, k1), slice(k0 - k_first, k1 - k_first)
+
+
+def interpolation_weights(lat: LatticeAxis) -> tuple[np.ndarray, np.ndarray]:
+    """For each interior pixel ``lo..hi-1``: the lattice index ``k`` at or before it ``(n,)`` int64 and the
+    linear weight ``f`` ``(n,)`` float64 of point ``k + 1`` (``1 - f`` of point ``k``). ``f = 0`` on lattice
+    points, where ``k + 1`` is clipped to the last point so it never indexes past the lattice."""
+    off = np.arange(lat.hi - lat.lo)
+    k = off // lat.step
+    f = (off % lat.step) / lat.step
+    return k, f
+
+
+def interpolate_lattice(values: np.ndarray, layout: WindowLayout) -> np.ndarray:
+    """Bilinear map ``(C, rows, cols)`` over the interior from ``values`` ``(C, *layout.lattice_shape)``.
+
+    Exact on lattice points; NaN at a lattice point spreads to the pixels that use it.
+    """
+    out = values
+    for axis, lat in ((1, layout.lattice[0]), (2, layout.lattice[1])):
+        if lat.step == 1:
+            continue
+        k, f = interpolation_weights(lat)
+        k1 = np.minimum(k + 1, lat.n_points - 1)
+        a, b = np.take(out, k, axis=axis), np.take(out, k1, axis=axis)
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        f = f.reshape(shape).astype(out.dtype)
+        out = a * (1 - f) + np.where(f > 0, b, 0) * f
+    return out
 
 
 def _bounds(shape: tuple[int, int], interior: tuple[slice, slice]) -> tuple[tuple[int, int], tuple[int, int]]:

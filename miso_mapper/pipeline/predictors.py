@@ -25,7 +25,7 @@ import xarray as xr
 from scipy.ndimage import gaussian_filter
 
 from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS
-from miso_mapper.config import ModelConfig
+from miso_mapper.config import GridConfig, ModelConfig
 from miso_mapper.errors import MisoError
 from miso_mapper.inference.predictor import Predictor
 
@@ -48,8 +48,9 @@ class PredictorSpec:
         return json.dumps([self.kind, sorted(self.hashes.items()), self.options], sort_keys=True, default=str)
 
 
-def resolve_spec(model: ModelConfig, torch_threads: int | None = None) -> PredictorSpec:
-    """Check the model files of a workflow and hash them; raises :class:`MisoError` naming a missing file."""
+def resolve_spec(model: ModelConfig, torch_threads: int | None = None, grid: GridConfig | None = None) -> PredictorSpec:
+    """Check the model files of a workflow and hash them, and (MISO, with ``grid``) that the predictor's windows
+    fit the grid's halo and chunk size; raises :class:`MisoError` naming a missing file or the misfit."""
     from miso_mapper.pipeline.store import sha256_file
 
     files: dict[str, Path] = {}
@@ -64,9 +65,14 @@ def resolve_spec(model: ModelConfig, torch_threads: int | None = None) -> Predic
         from miso_mapper.inference.miso import PredictorConfig
 
         try:
-            PredictorConfig(**model.predictor)
+            settings = PredictorConfig(**model.predictor)
         except Exception as exc:  # noqa: BLE001 - pydantic's message names the field
             raise MisoError(f"model.predictor: {' '.join(str(exc).split())}") from None
+        if grid is not None:
+            try:
+                settings.check_grid(grid.chunk_size, grid.halo)
+            except ValueError as exc:
+                raise MisoError(f"model.predictor does not fit the grid: {exc}") from None
     elif model.kind == "rf":
         if model.rf_model is None:
             raise MisoError("model.kind is 'rf' but model.rf_model is not set")
