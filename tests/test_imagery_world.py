@@ -100,7 +100,7 @@ def test_stackstac_and_odc_agree_on_served_items(items, chunk):
     some = items[:4]
     a = read_all(stack_items(some, assets, chunk.halo_geobox, "stackstac"))
     b = read_all(stack_items(some, assets, chunk.halo_geobox, "odc"))
-    assert a.shape == b.shape == (4, 10, 750, 750)
+    assert a.shape == b.shape == (4, 10, 850, 850)  # 500 px chunk + 2 x 175 px halo
     differ = a != b
     assert differ.mean() < 1e-3
     # ties move a pick by a source pixel, they do not bias the data
@@ -133,7 +133,7 @@ def inputs(items, chunk, workflow, served_world):
 def test_read_inputs_gives_the_model_input(inputs, composite, chunk):
     ds = inputs
     np.testing.assert_array_equal(ds["reflectance"].values, composite["reflectance"].values)
-    assert ds["s2"].shape == (9, 750, 750) and ds["cov"].shape == (10, 750, 750)
+    assert ds["s2"].shape == (9, 850, 850) and ds["cov"].shape == (10, 850, 850)
     assert list(ds["s2_band"].values) == list(S2_BANDS) and list(ds["cov_band"].values) == list(COVARIATES)
     s2 = ds["s2"].values
     assert s2.dtype == np.float32 and s2.min() >= 0 and s2.max() <= 1
