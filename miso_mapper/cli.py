@@ -120,6 +120,7 @@ def plan_summary(the_plan: Any, with_chunks: bool = False) -> dict[str, Any]:
         "input_bytes": int(the_plan.input_bytes),
         "output_bytes": int(the_plan.output_bytes),
         "windows_per_chunk": the_plan.windows_per_chunk,
+        "queries_per_pixel": round(the_plan.queries_per_pixel, 3),
         "flop": the_plan.flop,
         "gpu_hours": round(the_plan.gpu_hours, 3),
         "tile_ids": the_plan.tiles,
@@ -141,7 +142,8 @@ def print_plan(the_plan: Any, list_chunks: bool = False) -> None:
     table.add_row("grid", f"{g.crs}, {g.resolution:g} m, tiles {g.tile_size} px, chunks {g.chunk_size} px "
                   f"(+{g.halo} px halo), Zarr chunks {g.zarr_chunk} px")
     table.add_row("tiles", f"{len(the_plan.tiles)}  ({shown})")
-    table.add_row("chunks", f"{len(the_plan.chunks)}  ({the_plan.windows_per_chunk} model windows each)")
+    table.add_row("chunks", f"{len(the_plan.chunks)}  ({the_plan.windows_per_chunk} model windows and "
+                  f"{the_plan.queries_per_pixel:.2f} queries per pixel each, per task)")
     table.add_row("area", f"{the_plan.area_km2:,.1f} km² in chunks; region {the_plan.region_area_km2:,.1f} km²")
     table.add_row("input (upper bound)", human_bytes(the_plan.input_bytes))
     table.add_row("output (uncompressed)", human_bytes(the_plan.output_bytes))

@@ -235,8 +235,6 @@ class CostConfig(StrictModel):
 
     query_flop: float = Field(151e6, gt=0, description="FLOP per implicit query point, one task")
     encoder_flop_per_window: float = Field(81.6e9, gt=0, description="FLOP of both encoders, one window")
-    window_size: PositiveInt = Field(250, description="model context window, pixels")
-    window_stride: PositiveInt = Field(200, description="stride between windows, pixels")
     tasks: PositiveInt = 2
     gpu_sustained_tflops: float = Field(
         200.0, gt=0, description="achieved bf16 TFLOP/s per GPU (~25% of an H100's dense peak)"

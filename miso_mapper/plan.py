@@ -3,9 +3,10 @@
 Formulas (all per task network unless stated; ``T`` = number of tasks, 2 for permafrost + taxonomy):
 
 * chunk pixels ``P = chunk_size²``; halo pixels ``Ph = (chunk_size + 2·halo)²``
-* windows per chunk ``W = ceil((chunk_size + 2·halo - window) / stride + 1)²`` (windows tiling the halo grid)
-* FLOP per chunk ``= T · (W · encoder_flop_per_window + P · query_flop)`` — one implicit query per output
-  pixel (the floor the predictor aims at) plus encoding every window once
+* windows ``W`` and query points ``Q`` per chunk: those of the configured MISO predictor's layout
+  (``model.predictor``, :class:`~miso_mapper.inference.miso.PredictorConfig`; query spacing from
+  ``model.size`` when automatic), counted on a chunk with its halo by :func:`predictor_load`
+* FLOP per chunk ``= T · (W · encoder_flop_per_window + Q · query_flop)``
 * GPU-hours ``= total FLOP / (gpu_sustained_tflops · 1e12) / 3600``
 * input bytes ``= chunks · (scenes · 10 bands · Ph · 2 B (uint16) + 10 covariates · Ph · 4 B (float32))``,
   an upper bound: 20 m bands and cloud-free scene caps make the real reads smaller
@@ -14,13 +15,13 @@ Formulas (all per task network unless stated; ``T`` = number of tasks, 2 for per
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from shapely.geometry.base import BaseGeometry
 
 from miso_mapper.bands import COVARIATES, SOIL_ORDERS
 from miso_mapper.config import Workflow
+from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid, Chunk
 from miso_mapper.region import region_geometry
 
@@ -38,6 +39,8 @@ class Plan:
     tiles: list[str]
     chunks: list[Chunk]
     windows_per_chunk: int
+    queries_per_pixel: float
+    """implicit queries per output pixel and task network (the predictor's layout; 25+ for the reference loop)"""
     input_bytes: float
     output_bytes: float
     flop: float
@@ -54,11 +57,27 @@ class Plan:
         return self.region.area / 1e6
 
 
-def windows_per_chunk(chunk_size: int, halo: int, window: int, stride: int) -> int:
-    """Number of ``window``-px windows at ``stride`` needed to cover a chunk with its halo."""
-    span = chunk_size + 2 * halo
-    per_side = 1 if span <= window else math.ceil((span - window) / stride) + 1
-    return per_side * per_side
+def predictor_load(workflow: Workflow) -> tuple[int, int]:
+    """(windows encoded, points queried) per chunk and task network by the workflow's MISO predictor.
+
+    Counts the predictor's own :class:`~miso_mapper.inference.windows.WindowLayout` on one chunk
+    (``grid.chunk_size`` px with ``grid.halo``), so it follows every predictor setting. Raises
+    :class:`MisoError` when the predictor settings are invalid or do not fit the grid.
+    """
+    from miso_mapper.inference.miso import PredictorConfig, auto_query_spacing
+    from miso_mapper.model.config import MisoNetConfig
+
+    g = workflow.grid
+    try:
+        settings = PredictorConfig(**workflow.model.predictor)
+        settings.check_grid(g.chunk_size, g.halo)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise MisoError(f"model.predictor: {' '.join(str(exc).split())}") from None
+    spacing = settings.query_spacing or auto_query_spacing(MisoNetConfig.preset(workflow.model.size, "permafrost"),
+                                                           settings.stride)
+    side = g.chunk_size + 2 * g.halo
+    layout = settings.layout((side, side), (slice(g.halo, g.halo + g.chunk_size),) * 2, spacing)
+    return len(layout.windows), sum(w.query_shape[0] * w.query_shape[1] for w in layout.windows)
 
 
 def make_plan(workflow: Workflow) -> Plan:
@@ -70,14 +89,15 @@ def make_plan(workflow: Workflow) -> Plan:
     g, cost = workflow.grid, workflow.cost
     pixels = g.chunk_size**2
     halo_pixels = (g.chunk_size + 2 * g.halo) ** 2
-    windows = windows_per_chunk(g.chunk_size, g.halo, cost.window_size, cost.window_stride)
+    windows, queries = predictor_load(workflow)
     scenes = cost.scenes_per_chunk or workflow.imagery.max_items
     n = len(chunks)
     input_bytes = n * halo_pixels * (scenes * S2_ASSETS_READ * 2 + len(COVARIATES) * 4)
     output_bytes = n * pixels * OUTPUT_BYTES_PER_PIXEL
-    flop = n * cost.tasks * (windows * cost.encoder_flop_per_window + pixels * cost.query_flop)
+    flop = n * cost.tasks * (windows * cost.encoder_flop_per_window + queries * cost.query_flop)
     gpu_hours = flop / (cost.gpu_sustained_tflops * 1e12) / 3600
-    return Plan(workflow, grid, region, tiles, chunks, windows, input_bytes, output_bytes, flop, gpu_hours)
+    return Plan(workflow, grid, region, tiles, chunks, windows, queries / pixels, input_bytes, output_bytes, flop,
+                gpu_hours)
 
 
 def human_bytes(n: float) -> str:

@@ -10,7 +10,7 @@ from shapely.geometry import box
 from miso_mapper.config import GridConfig, load_workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid
-from miso_mapper.plan import make_plan, windows_per_chunk
+from miso_mapper.plan import make_plan, predictor_load
 from miso_mapper.region import region_geometry
 
 from .helpers import WORKFLOWS
@@ -140,10 +140,33 @@ def test_alaska_10m_chunk_count_matches_independent_count():
     assert plan.area_km2 == pytest.approx(len(plan.chunks) * 625.0)
 
 
-def test_windows_per_chunk():
-    assert windows_per_chunk(2500, 125, 250, 200) == 14 * 14  # span 2750: ceil(2500/200)+1 = 14
-    assert windows_per_chunk(100, 0, 250, 200) == 1
-    assert windows_per_chunk(500, 125, 250, 250) == 3 * 3  # windows at 0, 250, 500 cover 750 px
+def _brute_force_load(chunk: int, stride: int, support: int, spacing: int) -> tuple[int, int]:
+    """Windows and queried points of the ensemble layout on one chunk, counted point by point along one axis:
+    a window centred on ``j * stride`` answers lattice point ``k * spacing`` (k = 0..chunk/spacing) when they
+    are less than ``support`` px apart (the taper is 0 there and beyond)."""
+    points = range(0, chunk + 1, spacing) if spacing > 1 else range(chunk)
+    per_window = {}
+    for j in range(-10, chunk // stride + 10):
+        n = sum(1 for p in points if abs(p - j * stride) < support)
+        if n:
+            per_window[j] = n
+    return len(per_window) ** 2, sum(per_window.values()) ** 2
+
+
+def test_predictor_load_counts_the_predictors_windows_and_queries():
+    demo = load_workflow(WORKFLOWS / "demo.yaml")  # tiny network: spacing 5
+    assert predictor_load(demo) == _brute_force_load(500, 50, 100, 5)
+    assert predictor_load(demo)[0] == 13 * 13  # centres 50 px apart from 50 px before to 50 px after the chunk
+    state = load_workflow(WORKFLOWS / "alaska-10m.yaml")  # reference network: every pixel
+    assert predictor_load(state) == _brute_force_load(2500, 50, 100, 1)
+    assert 15 < predictor_load(state)[1] / 2500**2 < 16.5  # ~ (2 x 100 / 50)² queries per pixel
+    reference = state.model_copy(update={"model": state.model.model_copy(
+        update={"predictor": {"query_all_pixels": True}})})
+    side = (2500 + 2 * 175 - 250) // 50 + 1
+    assert predictor_load(reference) == (side**2, side**2 * 250**2)  # every pixel of every window
+    small_halo = demo.model_copy(update={"grid": demo.grid.model_copy(update={"halo": 125})})
+    with pytest.raises(MisoError, match="needs at least 175 px"):
+        predictor_load(small_halo)
 
 
 def test_plan_estimates_follow_the_documented_formulas():
@@ -154,8 +177,8 @@ def test_plan_estimates_follow_the_documented_formulas():
     halo_pixels = 850 * 850  # 500 px chunks with the 175 px halo
     assert plan.output_bytes == 4 * pixels * 9
     assert plan.input_bytes == 4 * halo_pixels * (w.imagery.max_items * 10 * 2 + 10 * 4)
-    windows = plan.windows_per_chunk
-    assert windows == 4 * 4  # ceil((850-250)/200)+1 = 4
-    flop = 4 * 2 * (windows * 81.6e9 + pixels * 151e6)
+    windows, queries = _brute_force_load(500, 50, 100, 5)
+    assert plan.windows_per_chunk == windows and plan.queries_per_pixel == pytest.approx(queries / pixels)
+    flop = 4 * 2 * (windows * 81.6e9 + queries * 151e6)
     assert plan.flop == pytest.approx(flop)
     assert plan.gpu_hours == pytest.approx(flop / 200e12 / 3600)
