@@ -61,9 +61,12 @@ def predictor_load(workflow: Workflow) -> tuple[int, int]:
     """(windows encoded, points queried) per chunk and task network by the workflow's MISO predictor.
 
     Counts the predictor's own :class:`~miso_mapper.inference.windows.WindowLayout` on one chunk
-    (``grid.chunk_size`` px with ``grid.halo``), so it follows every predictor setting. Raises
-    :class:`MisoError` when the predictor settings are invalid or do not fit the grid.
+    (``grid.chunk_size`` px with ``grid.halo``), so it follows every predictor setting; ``(0, 0)`` when the
+    workflow maps with RF-11 or the synthetic stand-in (no network). Raises :class:`MisoError` when the
+    predictor settings are invalid or do not fit the grid.
     """
+    if workflow.model.kind != "miso":
+        return 0, 0
     from miso_mapper.inference.miso import PredictorConfig, auto_query_spacing
     from miso_mapper.model.config import MisoNetConfig
 

@@ -167,6 +167,8 @@ def test_predictor_load_counts_the_predictors_windows_and_queries():
     small_halo = demo.model_copy(update={"grid": demo.grid.model_copy(update={"halo": 125})})
     with pytest.raises(MisoError, match="needs at least 175 px"):
         predictor_load(small_halo)
+    rf = small_halo.model_copy(update={"model": small_halo.model.model_copy(update={"kind": "rf"})})
+    assert predictor_load(rf) == (0, 0)  # no network, no windows: the halo is RF-11's business
 
 
 def test_plan_estimates_follow_the_documented_formulas():
