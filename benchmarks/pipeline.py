@@ -73,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, default=None, help="an existing demo world (else one is generated)")
     parser.add_argument("--max-items", type=int, default=8, help="scenes per chunk (demo: 8)")
-    parser.add_argument("--halo", type=int, default=125, help="halo px (demo: 125)")
+    parser.add_argument("--halo", type=int, default=175, help="halo px (demo: 175, what the MISO predictor needs)")
     parser.add_argument("--predictor", choices=["synthetic", "miso-tiny"], default="synthetic")
     args = parser.parse_args()
 
