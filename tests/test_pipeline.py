@@ -316,6 +316,17 @@ def test_missing_checkpoint_stops_before_work(served_world, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_halo_too_small_for_the_predictor_stops_before_work(served_world, tmp_path):
+    from miso_mapper.inference.synthetic import seeded_network
+    from miso_mapper.model import save_checkpoint
+
+    ckpt = save_checkpoint(seeded_network("permafrost", "tiny", seed=1), tmp_path / "pf.safetensors")
+    wf = demo_workflow(served_world, tmp_path / "out", grid={"halo": 125},
+                       model={"kind": "miso", "size": "tiny", "permafrost_checkpoint": str(ckpt)})
+    _run_expect_error(wf, tmp_path, "grid.halo is 125 px but the predictor needs at least 175 px")
+    assert not (tmp_path / "out").exists()
+
+
 def test_empty_region_stops_before_work(served_world, tmp_path):
     wf = demo_workflow(served_world, tmp_path / "out", region={"bbox": [5e6, 5e6, 5.01e6, 5.01e6]})
     _run_expect_error(wf, tmp_path, "outside the grid|contains no chunk of the grid")
