@@ -71,10 +71,9 @@ class AxisSpan:
 def taper(distance: np.ndarray, support: float, ramp: float) -> np.ndarray:
     """Weight factor of a window at ``distance`` px from its centre, float64 in ``[0, 1]``.
 
-    1 up to ``support - ramp``, then ``cos²`` falling to exactly 0 at ``support`` and beyond. Where the
-    supports of windows ``stride`` px apart overlap by the whole ramp (``ramp <= 2 support - stride``) the
-    weight of every window changes continuously, so no step shows where one stops counting. ``ramp = 0``
-    is a hard cut (steps in the map).
+    1 up to ``support - ramp``, then ``cos²`` falling to exactly 0 at ``support`` and beyond, so a window's
+    weight reaches 0 continuously and no step shows where it stops counting. ``ramp = 0`` is a hard cut
+    (steps in the map).
     """
     d = np.abs(np.asarray(distance, dtype=np.float64))
     if ramp <= 0:
@@ -311,8 +310,8 @@ def _overlap(span: AxisSpan, lat: LatticeAxis) -> tuple[slice, slice]:
 
 def interpolation_weights(lat: LatticeAxis) -> tuple[np.ndarray, np.ndarray]:
     """For each interior pixel ``lo..hi-1``: the lattice index ``k`` at or before it ``(n,)`` int64 and the
-    linear weight ``f`` ``(n,)`` float64 of point ``k + 1`` (``1 - f`` of point ``k``). ``f = 0`` on lattice
-    points, where ``k + 1`` is clipped to the last point so it never indexes past the lattice."""
+    linear weight ``f`` ``(n,)`` float64 of point ``k + 1`` (``1 - f`` of point ``k``); ``f = 0`` on lattice
+    points, where ``k + 1`` may be one past the lattice (callers clip it)."""
     off = np.arange(lat.hi - lat.lo)
     k = off // lat.step
     f = (off % lat.step) / lat.step
