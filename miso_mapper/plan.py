@@ -21,7 +21,6 @@ from shapely.geometry.base import BaseGeometry
 
 from miso_mapper.bands import COVARIATES, SOIL_ORDERS
 from miso_mapper.config import Workflow
-from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid, Chunk
 from miso_mapper.region import region_geometry
 
@@ -67,15 +66,11 @@ def predictor_load(workflow: Workflow) -> tuple[int, int]:
     """
     if workflow.model.kind != "miso":
         return 0, 0
-    from miso_mapper.inference.miso import PredictorConfig, auto_query_spacing
+    from miso_mapper.inference.miso import auto_query_spacing, checked_predictor_config
     from miso_mapper.model.config import MisoNetConfig
 
     g = workflow.grid
-    try:
-        settings = PredictorConfig(**workflow.model.predictor)
-        settings.check_grid(g.chunk_size, g.halo)
-    except ValueError as exc:  # pydantic's ValidationError is one
-        raise MisoError(f"model.predictor: {' '.join(str(exc).split())}") from None
+    settings = checked_predictor_config(workflow.model.predictor, g.chunk_size, g.halo)
     spacing = settings.query_spacing or auto_query_spacing(MisoNetConfig.preset(workflow.model.size, "permafrost"),
                                                            settings.stride)
     side = g.chunk_size + 2 * g.halo

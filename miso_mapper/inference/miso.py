@@ -170,6 +170,20 @@ class PredictorConfig(BaseModel):
                                      self.query_spacing or query_spacing)
 
 
+def checked_predictor_config(options: dict[str, Any], chunk_size: int, halo: int) -> PredictorConfig:
+    """``PredictorConfig(**options)`` checked against a grid's chunk size and halo (:meth:`PredictorConfig.check_grid`).
+
+    Raises :class:`MisoError` (``model.predictor: ...``) naming the bad field or the misfit: what ``run`` and
+    ``plan`` say before any work.
+    """
+    try:
+        settings = PredictorConfig(**options)
+        settings.check_grid(chunk_size, halo)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise MisoError(f"model.predictor: {' '.join(str(exc).split())}") from None
+    return settings
+
+
 def auto_query_spacing(cfg: MisoNetConfig, stride: int) -> int:
     """Query spacing for a network: the largest divisor of ``stride`` at most a third of the network's finest
     feature cell (``crop_size / input_size * 4`` px: 15.6 px for the tiny preset, 7.8 small, 3.9 reference),

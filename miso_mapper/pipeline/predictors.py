@@ -48,9 +48,10 @@ class PredictorSpec:
         return json.dumps([self.kind, sorted(self.hashes.items()), self.options], sort_keys=True, default=str)
 
 
-def resolve_spec(model: ModelConfig, torch_threads: int | None = None, grid: GridConfig | None = None) -> PredictorSpec:
-    """Check the model files of a workflow and hash them, and (MISO, with ``grid``) that the predictor's windows
-    fit the grid's halo and chunk size; raises :class:`MisoError` naming a missing file or the misfit."""
+def resolve_spec(model: ModelConfig, grid: GridConfig, torch_threads: int | None = None) -> PredictorSpec:
+    """Check the model files of a workflow and hash them, and (MISO) that the predictor settings are valid and
+    its windows fit the grid's halo and chunk size; raises :class:`MisoError` naming a missing file or the
+    bad setting."""
     from miso_mapper.pipeline.store import sha256_file
 
     files: dict[str, Path] = {}
@@ -62,17 +63,9 @@ def resolve_spec(model: ModelConfig, torch_threads: int | None = None, grid: Gri
             raise MisoError("model.kind is 'miso' but neither model.permafrost_checkpoint nor "
                             "model.taxonomy_checkpoint is set")
         _check_files(files)
-        from miso_mapper.inference.miso import PredictorConfig
+        from miso_mapper.inference.miso import checked_predictor_config
 
-        try:
-            settings = PredictorConfig(**model.predictor)
-        except Exception as exc:  # noqa: BLE001 - pydantic's message names the field
-            raise MisoError(f"model.predictor: {' '.join(str(exc).split())}") from None
-        if grid is not None:
-            try:
-                settings.check_grid(grid.chunk_size, grid.halo)
-            except ValueError as exc:
-                raise MisoError(f"model.predictor does not fit the grid: {exc}") from None
+        checked_predictor_config(model.predictor, grid.chunk_size, grid.halo)
     elif model.kind == "rf":
         if model.rf_model is None:
             raise MisoError("model.kind is 'rf' but model.rf_model is not set")

@@ -147,7 +147,7 @@ def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = N
     if resume and overwrite:
         raise MisoError("give --resume or --overwrite, not both")
     out = workflow.output
-    spec = resolve_spec(workflow.model, torch_threads=workflow.cluster.threads_per_worker, grid=workflow.grid)
+    spec = resolve_spec(workflow.model, workflow.grid, torch_threads=workflow.cluster.threads_per_worker)
     plan = make_plan(workflow)
     grid = plan.grid
     if not plan.chunks:
