@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import shapely
 from affine import Affine
 from odc.geo.geobox import GeoBox
+from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
 from miso_mapper.config import GridConfig
@@ -94,6 +96,24 @@ class AlaskaGrid:
     def pixel_geobox(self, row: int, col: int, height: int, width: int) -> GeoBox:
         """The sub-grid whose upper-left pixel is (row, col) of the full grid. May extend past the grid."""
         return GeoBox((height, width), self.transform @ Affine.translation(col, row), self.config.crs)
+
+    def offset(self, geobox: GeoBox) -> tuple[int, int]:
+        """(row, col) of ``geobox``'s upper-left pixel in the full grid.
+
+        Raises :class:`MisoError` when ``geobox`` is not a sub-grid of this grid: another CRS, another
+        resolution or rotation, or an origin off the pixel lattice (misregistered by a fraction of a pixel).
+        """
+        c = self.config
+        a = geobox.affine
+        if geobox.crs is None or CRS.from_user_input(geobox.crs) != CRS.from_user_input(c.crs):
+            raise MisoError(f"a grid in {geobox.crs} is not on the {c.crs} output grid")
+        if (a.a, a.b, a.d, a.e) != (c.resolution, 0.0, 0.0, -c.resolution):
+            raise MisoError(f"a grid with pixels ({a.a}, {a.e}) is not on the {c.resolution} m output grid")
+        col, row = (a.c - c.origin_x) / c.resolution, (c.origin_y - a.f) / c.resolution
+        if not (float(col).is_integer() and float(row).is_integer()):
+            raise MisoError(f"a grid with origin ({a.c}, {a.f}) is off the output grid's pixel lattice "
+                            f"by ({col % 1:.3f}, {row % 1:.3f}) px")
+        return int(row), int(col)
 
     # ---- tiles -----------------------------------------------------------------------------------------
     def tile_id(self, h: int, v: int) -> str:
@@ -176,6 +196,34 @@ class AlaskaGrid:
         """Iterate chunks tile by tile (all chunks of one tile before the next): keeps exports streaming."""
         yield from sorted(chunks, key=lambda ch: (self.parse_tile_id(ch.tile)[::-1], ch.row, ch.col))
 
+    def tiles_geobox(self, chunks: list[Chunk]) -> GeoBox:
+        """The union of ``chunks``' interiors snapped outwards to whole tiles: the extent of a map store."""
+        if not chunks:
+            raise MisoError("no chunks to make a store for")
+        t, s = self.config.tile_size, self.config.chunk_size
+        r0 = min(ch.row for ch in chunks) * s // t * t
+        c0 = min(ch.col for ch in chunks) * s // t * t
+        r1 = -(-(max(ch.row for ch in chunks) + 1) * s // t) * t
+        c1 = -(-(max(ch.col for ch in chunks) + 1) * s // t) * t
+        return self.geobox[r0:r1, c0:c1]
+
+    def tile_ids(self, geobox: GeoBox) -> list[tuple[str, GeoBox]]:
+        """(tile id, tile grid) of every tile of a whole-tile ``geobox`` (e.g. a store's), row-major.
+
+        Raises :class:`MisoError` when ``geobox`` is not made of whole tiles of this grid.
+        """
+        c = self.config
+        t = c.tile_size
+        row0, col0 = self.offset(geobox)
+        height, width = geobox.shape
+        if row0 % t or col0 % t or height % t or width % t:
+            raise MisoError(f"a {height} x {width} px grid at ({row0}, {col0}) is not whole {t} px tiles")
+        return [
+            (self.tile_id((col0 + k) // t + c.index_base, (row0 + r) // t + c.index_base), geobox[r:r + t, k:k + t])
+            for r in range(0, height, t)
+            for k in range(0, width, t)
+        ]
+
     # ---- Zarr alignment --------------------------------------------------------------------------------
     def check_aligned(self, rows: slice, cols: slice) -> None:
         """Refuse a write region that is not a whole number of Zarr chunks of the full grid.
@@ -216,3 +264,34 @@ class AlaskaGrid:
         # in it, so require a positive-area overlap for polygons.
         hit = shapely.intersects(region, boxes) & ~shapely.touches(region, boxes)
         return rr[hit], cc[hit]
+
+
+# ---- georeferencing as stored: the CF grid-mapping variable ``spatial_ref`` ---------------------------------
+def spatial_ref_attrs(geobox: GeoBox) -> dict[str, Any]:
+    """CF / GDAL attributes of the ``spatial_ref`` grid-mapping variable describing ``geobox``.
+
+    ``crs_wkt`` and ``spatial_ref`` (WKT2), the CF projection parameters, and ``GeoTransform`` (GDAL's six
+    numbers of the upper-left corner: x0, pixel width, 0, y0, 0, -pixel height) that
+    :func:`geobox_from_spatial_ref` reads back exactly.
+    """
+    crs = CRS.from_user_input(geobox.crs)
+    a = geobox.affine
+    attrs: dict[str, Any] = {k: v for k, v in crs.to_cf().items() if isinstance(v, (str, int, float))}
+    wkt = crs.to_wkt()
+    attrs.update({"crs_wkt": wkt, "spatial_ref": wkt,
+                  "GeoTransform": f"{a.c!r} {a.a!r} {a.b!r} {a.f!r} {a.d!r} {a.e!r}"})
+    return attrs
+
+
+def geobox_from_spatial_ref(attrs: Mapping[str, Any], shape: tuple[int, int]) -> GeoBox:
+    """The GeoBox of a ``shape`` (rows, cols) array georeferenced by ``spatial_ref`` attributes.
+
+    Raises :class:`MisoError` when the CRS or the ``GeoTransform`` is missing or unreadable.
+    """
+    try:
+        crs = CRS.from_wkt(attrs.get("crs_wkt") or attrs["spatial_ref"])
+        numbers = [float(v) for v in str(attrs["GeoTransform"]).split()]
+        transform = Affine.from_gdal(*numbers)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MisoError(f"the spatial_ref variable has no readable CRS and GeoTransform ({exc})") from None
+    return GeoBox(shape, transform, crs)
