@@ -59,7 +59,7 @@ def describe(geobox: GeoBox) -> str:
     """A grid in a few words: CRS, pixel size (CRS units), upper-left corner and (rows x cols)."""
     crs = f"EPSG:{geobox.crs.epsg}" if geobox.crs.epsg else geobox.crs.proj.name
     a = geobox.affine
-    return (f"{crs}, {a.a:g} x {-a.e:g} pixels, upper-left ({a.c:.2f}, {a.f:.2f}), "
+    return (f"{crs}, pixel size {a.a:g} x {-a.e:g}, upper-left ({a.c:.2f}, {a.f:.2f}), "
             f"{geobox.shape.y} x {geobox.shape.x} px")
 
 
