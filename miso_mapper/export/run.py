@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import rasterio
+from odc.geo.geobox import GeoBox
 
 from miso_mapper import __version__
 from miso_mapper.config import Workflow
@@ -73,17 +74,12 @@ def export_workflow(workflow: Workflow, client: Any = None, tiles: list[str] | N
         files, seconds = export_tile_cogs(jobs, client, overviews.add, report)
         files += overviews.publish(workflow.export, report)
     mosaics = write_mosaics(products, chosen.covered, extent, workflow.export.blocksize)
-    files += mosaics.values()
-    stac = stac_dir(products)
-    files += publish_collection(
-        stac, f"miso-{workflow.name}", reader.attrs, workflow.grid.resolution,
-        {tile: (geobox, {name: cog_path(products, name, tile) for name in LAYERS})
-         for tile, geobox in chosen.covered.items()},
-        mosaics, {name: (overviews.geobox, path) for name, path in overviews.paths.items()})
+    files += list(mosaics.values())
+    files += _write_stac(workflow, reader, products, chosen.covered, mosaics, overviews)
     return ExportResult(
         products=products, tiles=list(chosen.todo), files=files, tile_seconds=seconds,
         seconds=time.perf_counter() - t0, mosaics=mosaics, overviews=overviews.paths,
-        stac=stac / "collection.json", reused_tiles=list(chosen.reused), empty_tiles=chosen.empty,
+        stac=stac_dir(products) / "collection.json", reused_tiles=list(chosen.reused), empty_tiles=chosen.empty,
     )
 
 
@@ -105,3 +101,13 @@ def _tile_jobs(workflow: Workflow, reader: StoreReader, chosen: TileSelection, f
 
     return ([job(tile, {name: str(cog_path(products, name, tile)) for name in LAYERS}) for tile in chosen.todo]
             + [job(tile, {}) for tile in chosen.reused])
+
+
+def _write_stac(workflow: Workflow, reader: StoreReader, products: Path, covered: dict[str, GeoBox],
+                mosaics: dict[str, Path], overviews: StatewideOverviews) -> list[Path]:
+    """The STAC collection: an item per covered tile (its COGs), the mosaics and overviews as collection assets."""
+    items = {tile: (geobox, {name: cog_path(products, name, tile) for name in LAYERS})
+             for tile, geobox in covered.items()}
+    overview_assets = {name: (overviews.geobox, path) for name, path in overviews.paths.items()}
+    return publish_collection(stac_dir(products), f"miso-{workflow.name}", reader.attrs, workflow.grid.resolution,
+                              items, mosaics, overview_assets)
