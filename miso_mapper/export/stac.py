@@ -141,23 +141,8 @@ def write_collection(directory: Path, collection_id: str, attrs: dict[str, Any],
     ``tiles`` maps tile id -> (tile grid, layer -> COG path); ``mosaics`` layer -> VRT path; ``overviews``
     layer -> (overview grid, COG path). Returns the collection JSON path under ``directory``.
     """
-    start, end = date_range(attrs)
-    props = provenance(attrs)
-    collection_json = final_dir / "collection.json"
-    items = []
-    for tile_id in sorted(tiles):
-        geobox, paths = tiles[tile_id]
-        item_json = final_dir / tile_id / f"{tile_id}.json"
-        item = pystac.Item(id=tile_id, geometry=geometry_4326(geobox), bbox=None, datetime=None,
-                           start_datetime=start, end_datetime=end, properties=dict(props) | {"miso:tile": tile_id})
-        item.bbox = list(shapely.bounds(shapely.geometry.shape(item.geometry)).round(7))
-        _proj(item, geobox)
-        for spec in LAYER_SPECS:
-            if spec.name in paths:
-                item.add_asset(spec.name, _layer_asset(spec, _rel(paths[spec.name], item_json), spec.title,
-                                                       ["data"]))
-                _describe_asset(item, spec.name, spec, resolution)
-        items.append(item)
+    items = [_tile_item(tile_id, *tiles[tile_id], attrs, resolution, final_dir / tile_id / f"{tile_id}.json")
+             for tile_id in sorted(tiles)]
     if not items:
         raise MisoError("no tile to describe in the STAC collection")
     bbox = [min(i.bbox[0] for i in items), min(i.bbox[1] for i in items),
@@ -166,13 +151,38 @@ def write_collection(directory: Path, collection_id: str, attrs: dict[str, Any],
         id=collection_id,
         description=f"MISO soil maps of Alaska from {attrs.get('workflow', collection_id)}: permafrost probability, "
                     "soil-order probabilities and most probable soil order, per grid tile (COG).",
-        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[start, end]])),
+        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([list(date_range(attrs))])),
         license="other",
         title=f"MISO soil maps: {attrs.get('workflow', collection_id)}",
-        extra_fields={"miso:provenance": props},
+        extra_fields={"miso:provenance": provenance(attrs)},
     )
     collection.stac_extensions += [ext.get_schema_uri()
                                    for ext in (ProjectionExtension, RasterExtension, ClassificationExtension)]
+    _collection_assets(collection, mosaics, overviews, final_dir / "collection.json")
+    collection.add_items(items)
+    collection.normalize_hrefs(str(directory))
+    collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return directory / "collection.json"
+
+
+def _tile_item(tile_id: str, geobox: GeoBox, paths: dict[str, Path], attrs: dict[str, Any], resolution: float,
+               item_json: Path) -> pystac.Item:
+    """The item of one tile on ``geobox``: its COGs (layer -> path) as assets, hrefs relative to ``item_json``."""
+    start, end = date_range(attrs)
+    item = pystac.Item(id=tile_id, geometry=geometry_4326(geobox), bbox=None, datetime=None, start_datetime=start,
+                       end_datetime=end, properties=provenance(attrs) | {"miso:tile": tile_id})
+    item.bbox = list(shapely.bounds(shapely.geometry.shape(item.geometry)).round(7))
+    _proj(item, geobox)
+    for spec in LAYER_SPECS:
+        if spec.name in paths:
+            item.add_asset(spec.name, _layer_asset(spec, _rel(paths[spec.name], item_json), spec.title, ["data"]))
+            _describe_asset(item, spec.name, spec, resolution)
+    return item
+
+
+def _collection_assets(collection: pystac.Collection, mosaics: dict[str, Path],
+                       overviews: dict[str, tuple[GeoBox, Path]], collection_json: Path) -> None:
+    """Add the VRT mosaics and the statewide overview COGs (on their grids) as the collection's assets."""
     for spec in LAYER_SPECS:
         if spec.name in mosaics:
             collection.add_asset(f"{spec.name}_mosaic", pystac.Asset(
@@ -185,7 +195,3 @@ def write_collection(directory: Path, collection_id: str, attrs: dict[str, Any],
                                                    f"{spec.title}: statewide overview", ["overview"]))
             _describe_asset(collection, key, spec, abs(geobox.resolution.x))
             _proj(collection.assets[key], geobox)
-    collection.add_items(items)
-    collection.normalize_hrefs(str(directory))
-    collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    return directory / "collection.json"
