@@ -7,6 +7,7 @@ The grid is shrunk to 500 px tiles (chunks 250 px, Zarr chunks 125 px, COG block
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -327,6 +328,66 @@ def test_bad_requests_and_stores(tmp_path):
     missing = _workflow(tmp_path / "nothing")
     with pytest.raises(MisoError, match="no map store"):
         export_workflow(missing)
+
+
+def _set_spatial_ref(wf, **attrs) -> None:
+    """Edit the store's ``spatial_ref`` attributes in place (and its consolidated metadata)."""
+    import warnings
+
+    zarr.open_group(str(wf.output.store), mode="r+")["spatial_ref"].attrs.update(attrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
+        zarr.consolidate_metadata(str(wf.output.store))
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_store_moved_by_whole_tiles_is_followed(tmp_path, fmt):
+    """The store's spatial_ref is the truth: a store one tile east and one south exports there, renamed."""
+    wf = make_store(tmp_path, fmt=fmt)
+    _set_spatial_ref(wf, GeoTransform="265000.0 10.0 0.0 1660000.0 0.0 -10.0")
+    res = export_workflow(wf)
+    moved = ["AK005H494V149", "AK005H495V149"]
+    assert res.tiles == moved and res.empty_tiles == ["AK005H496V149"]
+    for layer in LAYER_NAMES:
+        store = _zarr(wf, layer)
+        for j, tile in enumerate(moved):
+            with rasterio.open(res.products / "cogs" / layer / f"{tile}.tif") as src:
+                assert tuple(src.transform)[:6] == (10.0, 0.0, 265000.0 + 5000 * j, 0.0, -10.0, 1660000.0)
+                np.testing.assert_array_equal(src.read(), store[..., _tile_slices(j)[0], _tile_slices(j)[1]]
+                                              .reshape(src.count, 500, 500))
+        with rasterio.open(res.mosaics[layer]) as src:
+            assert tuple(src.transform)[:6] == (10.0, 0.0, 265000.0, 0.0, -10.0, 1660000.0)
+        with rasterio.open(res.overviews[layer]) as src:
+            assert tuple(src.transform)[:6] == (50.0, 0.0, 265000.0, 0.0, -50.0, 1660000.0)
+    items = {i.id: i for i in pystac.Collection.from_file(str(res.stac)).get_items(recursive=True)}
+    assert sorted(items) == moved
+    assert items[moved[1]].properties["proj:transform"] == [10.0, 0.0, 270000.0, 0.0, -10.0, 1660000.0]
+    assert items[moved[1]].properties["proj:bbox"] == [270000.0, 1655000.0, 275000.0, 1660000.0]
+
+
+@pytest.mark.parametrize(("attrs", "reason"), [
+    ({"GeoTransform": "260005.0 10.0 0.0 1665000.0 0.0 -10.0"}, r"off the output grid's pixel lattice by \(0.500"),
+    ({"GeoTransform": "261250.0 10.0 0.0 1665000.0 0.0 -10.0"}, "is not whole 500 px tiles"),
+    ({"GeoTransform": "260000.0 20.0 0.0 1665000.0 0.0 -20.0"}, "is not on the 10.0 m output grid"),
+    ({"crs_wkt": "EPSG:3413", "spatial_ref": "EPSG:3413"}, "is not on the EPSG:3338 output grid"),
+], ids=["half-pixel", "not-whole-tiles", "resolution", "crs"])
+def test_store_off_the_workflow_grid_is_refused(tmp_path, attrs, reason):
+    from pyproj import CRS
+
+    wf = make_store(tmp_path)
+    if "crs_wkt" in attrs:
+        attrs = {k: CRS.from_user_input(v).to_wkt() for k, v in attrs.items()}
+    _set_spatial_ref(wf, **attrs)
+    with pytest.raises(MisoError) as err:
+        export_workflow(wf)
+    message = str(err.value)
+    assert "\n" not in message and re.search(reason, message), message
+    store_grid = "EPSG:3413" if "crs_wkt" in attrs else "EPSG:3338"
+    assert f"the store's grid ({store_grid}, " in message
+    assert ("the workflow's grid (EPSG:3338, pixel size 10 x 10, upper-left (-2200000.00, 2400000.00), "
+            "240000 x 370000 px)") in message
+    products = wf.output.directory / "products"
+    assert not products.exists() or not [p for p in products.rglob("*") if p.is_file()]
 
 
 def test_zarr_v3_store(tmp_path):

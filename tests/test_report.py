@@ -25,6 +25,7 @@ from pyproj import Transformer
 
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow, load_workflow
+from miso_mapper.errors import MisoError
 from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.store import NODATA, create_store
 from miso_mapper.plan import make_plan
@@ -133,12 +134,17 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
     return Made(wf, world, truth_pf, truth_so, failed.id)
 
 
+def _store_corner(group: zarr.Group) -> tuple[float, float]:
+    """(x, y) of the store's upper-left corner, from its spatial_ref's GeoTransform."""
+    x0, _, _, y0, _, _ = (float(v) for v in group["spatial_ref"].attrs["GeoTransform"].split())
+    return x0, y0
+
+
 def _map_and_truth(made: Made) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, slice, slice]:
     """The whole stored layers and the truth, cut to the region (1000 x 1000 px, same pixels)."""
     g = zarr.open_group(str(made.workflow.output.store), mode="r")
-    gc = made.workflow.grid
-    row0 = int((gc.origin_y - 1_670_000) / RES) - int(g.attrs["grid_row0"])
-    col0 = int((260_000 - gc.origin_x) / RES) - int(g.attrs["grid_col0"])
+    x0, y0 = _store_corner(g)
+    row0, col0 = int((y0 - 1_670_000) / RES), int((260_000 - x0) / RES)
     rs, cs = slice(row0, row0 + 1000), slice(col0, col0 + 1000)
     pf = np.asarray(g["permafrost_probability"][rs, cs])
     cls = np.asarray(g["taxonomy_class"][rs, cs])
@@ -213,6 +219,40 @@ def test_map_accuracy_matches_numpy(made: Made) -> None:
             hits += int((pf[r, c] >= 125) == bool(p["permafrost"]))
     assert acc["permafrost"]["points"] == tot and acc["permafrost"]["points_accuracy"] == hits / tot
     assert 0.8 < acc["soil_order"]["points_accuracy"] < 1.0  # label noise keeps it below 1
+
+
+def _moved_copy(made: Made, out: Path, dx: float) -> Workflow:
+    """A copy of the run (store and manifest) whose store's spatial_ref is moved ``dx`` m east."""
+    import shutil
+    import warnings
+
+    shutil.copytree(made.workflow.output.directory, out)
+    wf = made.workflow.model_copy(update={"output": made.workflow.output.model_copy(update={"directory": out})})
+    group = zarr.open_group(str(wf.output.store), mode="r+")
+    x0, y0 = _store_corner(group)
+    group["spatial_ref"].attrs["GeoTransform"] = f"{x0 + dx!r} {RES!r} 0.0 {y0!r} 0.0 {-RES!r}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
+        zarr.consolidate_metadata(str(wf.output.store))
+    return wf
+
+
+def test_store_is_read_where_its_spatial_ref_says(made: Made, tmp_path: Path) -> None:
+    """A store moved one pixel west is read one column further east; one off the pixel lattice is refused."""
+    moved = _moved_copy(made, tmp_path / "west", -RES)
+    preview = read_preview(load_run(moved), max_px=1000)
+    assert preview.factor == 1
+    *_, rs, cs = _map_and_truth(made)
+    pf = np.asarray(zarr.open_group(str(moved.output.store), mode="r")["permafrost_probability"][
+        rs, cs.start + 1:cs.stop + 1]).astype(np.float32)
+    expected = np.where(pf == NODATA, np.nan, pf / 250)
+    expected[500:, 500:] = np.nan  # the failed chunk is not read
+    np.testing.assert_allclose(preview.permafrost, expected, rtol=1e-6)
+    off = _moved_copy(made, tmp_path / "half", RES / 2)
+    with pytest.raises(MisoError, match=r"off the output grid's pixel lattice by \(0.500"):
+        read_preview(load_run(off))
+    with pytest.raises(MisoError, match="pixel lattice"):
+        map_accuracy(off)
 
 
 def _html(made: Made, out: Path, **kw: object) -> str:

@@ -25,6 +25,15 @@ is given. The statewide overviews are exact block averages / modes (:mod:`miso_m
 computed from the same blocks, so the store is read once. An export refuses to overwrite existing products
 unless ``overwrite=True``; tiles an earlier export of the same store (same ``store_uuid``) left in the
 folder stay in the mosaics, overviews and STAC.
+
+Georeferencing comes from the store's own ``spatial_ref`` (:mod:`.source`): every product's grid is a GeoBox
+sliced from the store's (tiles), their bounding slice (mosaics) or its ``zoom_out`` (overviews). A store
+moved by whole tiles on the workflow's grid is exported where it lies, under the tile ids of that place; a
+store off the grid's pixel lattice (other CRS or resolution, sub-pixel shift, partial tiles) is refused.
+
+Modules: :mod:`.run` (the orchestrator), :mod:`.selection` (which tiles), one per product (:mod:`.tiles`,
+:mod:`.overview`, :mod:`.mosaic`, :mod:`.stac`), and their parts (:mod:`.source`, :mod:`.cog`,
+:mod:`.aggregate`, :mod:`.layers`, :mod:`.paths`, :mod:`.atomic`).
 """
 
 from miso_mapper.export.run import ExportResult, export_workflow, products_dir

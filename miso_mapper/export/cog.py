@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,20 @@ from xml.sax.saxutils import escape
 
 import rasterio
 import rasterio.shutil
-from affine import Affine
+from odc.geo.geobox import GeoBox
 from rasterio.crs import CRS
 
 from miso_mapper.config import ExportConfig
 from miso_mapper.errors import MisoError
+from miso_mapper.export.atomic import hidden_temp
 from miso_mapper.export.layers import LayerSpec, category_names, colour_table
 from miso_mapper.pipeline.store import NODATA
 
 
-def hidden_temp(final: Path, suffix: str) -> Path:
-    """A unique hidden temporary path beside ``final`` (same folder, so the final rename is atomic)."""
-    return final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.{suffix}")
+def raster_crs(geobox: GeoBox) -> CRS:
+    """``geobox``'s CRS for GDAL: by its EPSG code when it has one, so products name it as GDAL's EPSG entry."""
+    epsg = geobox.crs.epsg
+    return CRS.from_epsg(epsg) if epsg else CRS.from_wkt(geobox.crs.to_wkt())
 
 
 def cog_options(config: ExportConfig, spec: LayerSpec) -> dict[str, str]:
@@ -53,15 +54,14 @@ def cog_options(config: ExportConfig, spec: LayerSpec) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def staging(path: Path, spec: LayerSpec, crs: CRS, transform: Affine, height: int, width: int,
-            tags: dict[str, str]) -> Iterator[Any]:
-    """Open an uncompressed tiled uint8 GeoTIFF with the layer's metadata for windowed writes.
+def staging(path: Path, spec: LayerSpec, geobox: GeoBox, tags: dict[str, str]) -> Iterator[Any]:
+    """Open an uncompressed tiled uint8 GeoTIFF on ``geobox`` with the layer's metadata for windowed writes.
 
     Blocks never written read back as no data (255), which GDAL fills in when it closes the file.
     """
     profile = {
-        "driver": "GTiff", "width": width, "height": height, "count": spec.count, "dtype": "uint8",
-        "crs": crs, "transform": transform, "nodata": NODATA, "tiled": True, "blockxsize": 256,
+        "driver": "GTiff", "width": geobox.width, "height": geobox.height, "count": spec.count, "dtype": "uint8",
+        "crs": raster_crs(geobox), "transform": geobox.affine, "nodata": NODATA, "tiled": True, "blockxsize": 256,
         "blockysize": 256, "interleave": "pixel" if spec.count > 1 else "band", "BIGTIFF": "IF_SAFER",
     }
     with rasterio.open(path, "w", **profile) as dst:

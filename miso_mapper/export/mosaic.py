@@ -1,34 +1,26 @@
 """GDAL VRT mosaics of the per-tile COGs, written as XML (no GDAL Python bindings here; GDAL reads them).
 
-One VRT per layer spans the bounding box of the exported tiles on the grid (CRS and pixel size of the grid);
-each tile is a ``SimpleSource`` with a path relative to the VRT. Pixels outside every tile read as no data
-(255). The VRT carries the layer's band descriptions, no data, scale/offset, and for classes the colour
-table and category names, and an ``OverviewList`` of the tiles' overview factors (GDAL >= 3.2), so
-reduced-resolution reads use the tiles' internal overviews.
+One VRT per layer spans the exported tiles' bounding grid (a slice of the store's GeoBox: its CRS, pixel size
+and ``GeoTransform``); each tile is a ``SimpleSource`` with a path relative to the VRT, placed at its tile
+grid's place in the mosaic grid. Pixels outside every tile read as no data (255). The VRT carries the layer's
+band descriptions, no data, scale/offset, and for classes the colour table and category names, and an
+``OverviewList`` of the tiles' overview factors (GDAL >= 3.2), so reduced-resolution reads use the tiles'
+internal overviews.
 """
 
 from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 
-from affine import Affine
-from rasterio.crs import CRS
+from odc.geo.geobox import GeoBox
 
-from miso_mapper.export.layers import LayerSpec, category_names, colour_table
+from miso_mapper.export.atomic import write_text_atomic
+from miso_mapper.export.cog import raster_crs
+from miso_mapper.export.layers import LAYER_SPECS, LayerSpec, category_names, colour_table
+from miso_mapper.export.paths import cog_path, mosaic_path
 from miso_mapper.pipeline.store import NODATA
-
-
-@dataclass(frozen=True)
-class MosaicSource:
-    """One tile COG in a mosaic: its path and its upper-left pixel (row, col) and edge in the mosaic, px."""
-
-    path: Path
-    row: int
-    col: int
-    size: int
 
 
 def overview_factors(size: int, blocksize: int) -> list[int]:
@@ -40,14 +32,24 @@ def overview_factors(size: int, blocksize: int) -> list[int]:
     return factors
 
 
-def vrt_xml(spec: LayerSpec, crs: CRS, transform: Affine, height: int, width: int, sources: list[MosaicSource],
-            vrt_path: Path, blocksize: int) -> str:
-    """The VRT text of a mosaic of ``sources`` over a ``height`` x ``width`` px grid at ``transform``."""
-    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
-    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = crs.to_wkt()
-    ET.SubElement(root, "GeoTransform").text = ", ".join(
-        repr(float(v)) for v in (transform.c, transform.a, transform.b, transform.f, transform.d, transform.e))
-    factors = overview_factors(max(src.size for src in sources), blocksize) if sources else []
+def write_mosaics(products: Path, tiles: dict[str, GeoBox], geobox: GeoBox, blocksize: int) -> dict[str, Path]:
+    """Write one VRT per layer over ``geobox`` with the COGs of ``tiles`` (id -> tile grid); layer -> VRT path."""
+    mosaics = {}
+    for spec in LAYER_SPECS:
+        path = mosaic_path(products, spec.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sources = {cog_path(products, spec.name, tile): tile_geobox for tile, tile_geobox in tiles.items()}
+        write_text_atomic(path, vrt_xml(spec, geobox, sources, path, blocksize))
+        mosaics[spec.name] = path
+    return mosaics
+
+
+def vrt_xml(spec: LayerSpec, geobox: GeoBox, sources: dict[Path, GeoBox], vrt_path: Path, blocksize: int) -> str:
+    """The VRT text of a mosaic over ``geobox`` of ``sources`` (raster path -> its grid, a sub-grid of ``geobox``)."""
+    root = ET.Element("VRTDataset", rasterXSize=str(geobox.width), rasterYSize=str(geobox.height))
+    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = raster_crs(geobox).to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in geobox.affine.to_gdal())
+    factors = overview_factors(max(max(g.shape) for g in sources.values()), blocksize) if sources else []
     if factors:  # reduced-resolution reads then use the tiles' internal overviews
         ET.SubElement(root, "OverviewList", resampling=spec.resampling).text = " ".join(map(str, factors))
     meta = ET.SubElement(root, "Metadata")
@@ -69,15 +71,21 @@ def vrt_xml(spec: LayerSpec, crs: CRS, transform: Affine, height: int, width: in
                 ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a))
         else:
             ET.SubElement(band, "ColorInterp").text = "Gray" if spec.count == 1 else "Undefined"
-        for src in sources:
-            simple = ET.SubElement(band, "SimpleSource")
-            rel = os.path.relpath(src.path, vrt_path.parent)
-            ET.SubElement(simple, "SourceFilename", relativeToVRT="1").text = Path(rel).as_posix()
-            ET.SubElement(simple, "SourceBand").text = str(i)
-            ET.SubElement(simple, "SourceProperties", RasterXSize=str(src.size), RasterYSize=str(src.size),
-                          DataType="Byte", BlockXSize=str(blocksize), BlockYSize=str(blocksize))
-            ET.SubElement(simple, "SrcRect", xOff="0", yOff="0", xSize=str(src.size), ySize=str(src.size))
-            ET.SubElement(simple, "DstRect", xOff=str(src.col), yOff=str(src.row), xSize=str(src.size),
-                          ySize=str(src.size))
+        for path, src in sources.items():
+            _simple_source(ET.SubElement(band, "SimpleSource"), i, path, src, geobox, vrt_path, blocksize)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _simple_source(simple: ET.Element, band: int, path: Path, src: GeoBox, mosaic: GeoBox, vrt_path: Path,
+                   blocksize: int) -> None:
+    """Fill a ``SimpleSource``: band ``band`` of the raster at ``path`` on grid ``src``, placed in ``mosaic``."""
+    rows, cols = mosaic.overlap_roi(src)
+    w, h = str(src.width), str(src.height)
+    rel = os.path.relpath(path, vrt_path.parent)
+    ET.SubElement(simple, "SourceFilename", relativeToVRT="1").text = Path(rel).as_posix()
+    ET.SubElement(simple, "SourceBand").text = str(band)
+    ET.SubElement(simple, "SourceProperties", RasterXSize=w, RasterYSize=h, DataType="Byte",
+                  BlockXSize=str(blocksize), BlockYSize=str(blocksize))
+    ET.SubElement(simple, "SrcRect", xOff="0", yOff="0", xSize=w, ySize=h)
+    ET.SubElement(simple, "DstRect", xOff=str(cols.start), yOff=str(rows.start), xSize=w, ySize=h)

@@ -4,9 +4,12 @@ Layout under the products folder: ``stac/collection.json`` and ``stac/<tile>/<ti
 grid tile with one asset per layer COG (``permafrost_probability``, ``taxonomy_class``,
 ``taxonomy_probability``); the collection's assets are the VRT mosaics and the statewide overview COGs.
 
-Extensions: projection (``proj:code``, ``proj:shape``, ``proj:transform``, ``proj:bbox`` in the grid CRS),
-raster (``raster:bands`` with nodata 255, uint8, scale/offset 0.004/0 for probabilities, spatial resolution),
-classification (the 7 soil orders with names and colour hints) on class assets. Item properties carry the
+Every footprint comes from the raster's GeoBox (a slice of the store's grid, or its zoom-out for overviews):
+item ``geometry``/``bbox`` are its geographic extent (EPSG:4326, edges densified), the projection extension its
+CRS, shape, affine and bounding box. Extensions: projection (``proj:code``, ``proj:shape``, ``proj:transform``,
+``proj:bbox`` in the grid CRS), raster (``raster:bands`` with nodata 255, uint8, scale/offset 0.004/0 for
+probabilities, spatial resolution), classification (the 7 soil orders with names and colour hints) on class
+assets. Item properties carry the
 imagery date range (``start_datetime``/``end_datetime``) and the store's provenance (``miso:*``: checkpoint
 sha256 per model role, model kind, map config hash, store uuid, software version). Nothing here depends on
 the time of export, so the same store exports to the same bytes.
@@ -16,61 +19,53 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pystac
 import shapely
 import shapely.geometry
-from affine import Affine
+from odc.geo.geobox import GeoBox
 from pystac.extensions.classification import Classification, ClassificationExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
-from rasterio.crs import CRS
-from rasterio.warp import transform_geom
 
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.errors import MisoError
+from miso_mapper.export.atomic import replace_dir
 from miso_mapper.export.layers import LAYER_SPECS, SOIL_ORDER_COLOURS, LayerSpec
 from miso_mapper.pipeline.store import NODATA
 
 VRT_MEDIA_TYPE = "application/x-gdal-vrt+xml"
+#: Points per side of a footprint projected to EPSG:4326 (the edges of a projected box are curves).
+FOOTPRINT_POINTS = 4
 
 
-@dataclass(frozen=True)
-class Footprint:
-    """A raster's grid: CRS, affine of its upper-left corner and (height, width) px."""
-
-    crs: CRS
-    transform: Affine
-    shape: tuple[int, int]
-
-    @property
-    def bbox(self) -> list[float]:
-        """(xmin, ymin, xmax, ymax) in the raster's CRS."""
-        t, (h, w) = self.transform, self.shape
-        xs, ys = (t.c, t.c + w * t.a), (t.f, t.f + h * t.e)
-        return [min(xs), min(ys), max(xs), max(ys)]
-
-    def geometry_4326(self) -> dict[str, Any]:
-        """The footprint as a GeoJSON polygon in EPSG:4326 (edges densified; 7 decimals)."""
-        edge = max(self.shape) * abs(self.transform.a)
-        box = shapely.segmentize(shapely.box(*self.bbox), max_segment_length=edge / 4)
-        geom = transform_geom(self.crs, "EPSG:4326", shapely.geometry.mapping(box), precision=7)
-        return {"type": geom["type"], "coordinates": _lists(geom["coordinates"])}
+def geometry_4326(geobox: GeoBox) -> dict[str, Any]:
+    """``geobox``'s geographic extent as a GeoJSON polygon (``FOOTPRINT_POINTS`` per side; 7 decimals)."""
+    footprint = geobox.footprint("EPSG:4326", npoints=FOOTPRINT_POINTS).geom
+    rounded = shapely.transform(footprint, lambda xy: np.round(xy, 7))
+    return _lists(shapely.geometry.mapping(rounded))
 
 
 def _lists(value: Any) -> Any:
     """Tuples -> lists, recursively (pystac round-trips lists)."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
     return [_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def _proj(target: Any, fp: Footprint) -> None:
+def _proj(target: Any, geobox: GeoBox) -> None:
+    """The projection extension of a raster on ``geobox``: CRS, bbox and shape in its CRS, affine."""
     proj = ProjectionExtension.ext(target, add_if_missing=isinstance(target, pystac.Item))
-    epsg = fp.crs.to_epsg()
-    proj.apply(code=f"EPSG:{epsg}" if epsg else None, wkt2=None if epsg else fp.crs.to_wkt(), bbox=fp.bbox,
-               shape=list(fp.shape), transform=list(fp.transform)[:6])
+    epsg = geobox.crs.epsg
+    box = geobox.boundingbox
+    proj.apply(code=f"EPSG:{epsg}" if epsg else None, wkt2=None if epsg else geobox.crs.to_wkt(),
+               bbox=[box.left, box.bottom, box.right, box.top], shape=list(geobox.shape),
+               transform=list(geobox.affine)[:6])
 
 
 def _layer_asset(spec: LayerSpec, href: str, title: str, roles: list[str]) -> pystac.Asset:
@@ -123,31 +118,31 @@ def _rel(path: Path, json_path: Path) -> str:
     return Path(os.path.relpath(path, json_path.parent)).as_posix()
 
 
+def publish_collection(final_dir: Path, collection_id: str, attrs: dict[str, Any], resolution: float,
+                       tiles: dict[str, tuple[GeoBox, dict[str, Path]]], mosaics: dict[str, Path],
+                       overviews: dict[str, tuple[GeoBox, Path]]) -> list[Path]:
+    """Write the collection (arguments as :func:`write_collection`) into a hidden folder beside ``final_dir``,
+    then swap it in at ``final_dir``; returns its JSON files."""
+    # no dot suffix in the temporary name: pystac would take the folder for a file
+    tmp = final_dir.with_name(f".{final_dir.name}-tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        write_collection(tmp, collection_id, attrs, resolution, tiles, mosaics, overviews, final_dir)
+        replace_dir(tmp, final_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(final_dir.rglob("*.json"))
+
+
 def write_collection(directory: Path, collection_id: str, attrs: dict[str, Any], resolution: float,
-                     tiles: dict[str, tuple[Footprint, dict[str, Path]]], mosaics: dict[str, Path],
-                     overviews: dict[str, tuple[Footprint, Path]], final_dir: Path) -> Path:
+                     tiles: dict[str, tuple[GeoBox, dict[str, Path]]], mosaics: dict[str, Path],
+                     overviews: dict[str, tuple[GeoBox, Path]], final_dir: Path) -> Path:
     """Save the collection into ``directory``, with hrefs relative as if it lived at ``final_dir``.
 
-    ``tiles`` maps tile id -> (footprint, layer -> COG path); ``mosaics`` layer -> VRT path; ``overviews``
-    layer -> (footprint, COG path). Returns the collection JSON path under ``directory``.
+    ``tiles`` maps tile id -> (tile grid, layer -> COG path); ``mosaics`` layer -> VRT path; ``overviews``
+    layer -> (overview grid, COG path). Returns the collection JSON path under ``directory``.
     """
-    start, end = date_range(attrs)
-    props = provenance(attrs)
-    collection_json = final_dir / "collection.json"
-    items = []
-    for tile_id in sorted(tiles):
-        fp, paths = tiles[tile_id]
-        item_json = final_dir / tile_id / f"{tile_id}.json"
-        item = pystac.Item(id=tile_id, geometry=fp.geometry_4326(), bbox=None, datetime=None,
-                           start_datetime=start, end_datetime=end, properties=dict(props) | {"miso:tile": tile_id})
-        item.bbox = list(shapely.bounds(shapely.geometry.shape(item.geometry)).round(7))
-        _proj(item, fp)
-        for spec in LAYER_SPECS:
-            if spec.name in paths:
-                item.add_asset(spec.name, _layer_asset(spec, _rel(paths[spec.name], item_json), spec.title,
-                                                       ["data"]))
-                _describe_asset(item, spec.name, spec, resolution)
-        items.append(item)
+    items = [_tile_item(tile_id, *tiles[tile_id], attrs, resolution, final_dir / tile_id / f"{tile_id}.json")
+             for tile_id in sorted(tiles)]
     if not items:
         raise MisoError("no tile to describe in the STAC collection")
     bbox = [min(i.bbox[0] for i in items), min(i.bbox[1] for i in items),
@@ -156,26 +151,47 @@ def write_collection(directory: Path, collection_id: str, attrs: dict[str, Any],
         id=collection_id,
         description=f"MISO soil maps of Alaska from {attrs.get('workflow', collection_id)}: permafrost probability, "
                     "soil-order probabilities and most probable soil order, per grid tile (COG).",
-        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[start, end]])),
+        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([list(date_range(attrs))])),
         license="other",
         title=f"MISO soil maps: {attrs.get('workflow', collection_id)}",
-        extra_fields={"miso:provenance": props},
+        extra_fields={"miso:provenance": provenance(attrs)},
     )
     collection.stac_extensions += [ext.get_schema_uri()
                                    for ext in (ProjectionExtension, RasterExtension, ClassificationExtension)]
+    _collection_assets(collection, mosaics, overviews, final_dir / "collection.json")
+    collection.add_items(items)
+    collection.normalize_hrefs(str(directory))
+    collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return directory / "collection.json"
+
+
+def _tile_item(tile_id: str, geobox: GeoBox, paths: dict[str, Path], attrs: dict[str, Any], resolution: float,
+               item_json: Path) -> pystac.Item:
+    """The item of one tile on ``geobox``: its COGs (layer -> path) as assets, hrefs relative to ``item_json``."""
+    start, end = date_range(attrs)
+    item = pystac.Item(id=tile_id, geometry=geometry_4326(geobox), bbox=None, datetime=None, start_datetime=start,
+                       end_datetime=end, properties=provenance(attrs) | {"miso:tile": tile_id})
+    item.bbox = list(shapely.bounds(shapely.geometry.shape(item.geometry)).round(7))
+    _proj(item, geobox)
+    for spec in LAYER_SPECS:
+        if spec.name in paths:
+            item.add_asset(spec.name, _layer_asset(spec, _rel(paths[spec.name], item_json), spec.title, ["data"]))
+            _describe_asset(item, spec.name, spec, resolution)
+    return item
+
+
+def _collection_assets(collection: pystac.Collection, mosaics: dict[str, Path],
+                       overviews: dict[str, tuple[GeoBox, Path]], collection_json: Path) -> None:
+    """Add the VRT mosaics and the statewide overview COGs (on their grids) as the collection's assets."""
     for spec in LAYER_SPECS:
         if spec.name in mosaics:
             collection.add_asset(f"{spec.name}_mosaic", pystac.Asset(
                 href=_rel(mosaics[spec.name], collection_json), media_type=VRT_MEDIA_TYPE,
                 title=f"{spec.title}: GDAL VRT mosaic of all tiles", roles=["data", "mosaic"]))
         if spec.name in overviews:
-            fp, path = overviews[spec.name]
+            geobox, path = overviews[spec.name]
             key = f"{spec.name}_overview"
             collection.add_asset(key, _layer_asset(spec, _rel(path, collection_json),
                                                    f"{spec.title}: statewide overview", ["overview"]))
-            _describe_asset(collection, key, spec, abs(fp.transform.a))
-            _proj(collection.assets[key], fp)
-    collection.add_items(items)
-    collection.normalize_hrefs(str(directory))
-    collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    return directory / "collection.json"
+            _describe_asset(collection, key, spec, abs(geobox.resolution.x))
+            _proj(collection.assets[key], geobox)

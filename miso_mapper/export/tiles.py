@@ -1,9 +1,10 @@
-"""One tile's export, run on a Dask worker (or in process): stream the store into the tile's three COGs.
+"""The tile COGs: one job per tile, run on Dask workers (or in process), streaming the store into three COGs.
 
-The tile is read in blocks of ``lcm(zarr_chunk, factor)`` px (whole Zarr chunks, whole overview cells),
+A job reads its tile in blocks of ``lcm(zarr_chunk, factor)`` px (whole Zarr chunks, whole overview cells),
 row-major; each block is written as a window into the layers' staging GeoTIFFs and reduced to the tile's
 piece of the statewide overviews (``factor`` = overview resolution / grid resolution). Peak memory is one
-block of the three layers (9 bytes per pixel) plus GDAL's bounded cache, whatever the tile size.
+block of the three layers (9 bytes per pixel) plus GDAL's bounded cache, whatever the tile size. A tile's
+COGs are georeferenced by the tile's GeoBox, a slice of the store's own grid.
 """
 
 from __future__ import annotations
@@ -11,34 +12,42 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.crs import CRS
+from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import ExportConfig, GridConfig
 from miso_mapper.export.aggregate import block_average, block_mode
-from miso_mapper.export.cog import hidden_temp, publish_cog, staging
+from miso_mapper.export.atomic import hidden_temp
+from miso_mapper.export.cog import publish_cog, staging
 from miso_mapper.export.layers import LAYER_SPECS
-from miso_mapper.export.source import StoreReader, TileWindow
+from miso_mapper.export.source import StoreReader
+
+#: ``progress(stage, done, total)``: called as tiles finish and as the shared products are written.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
 class TileJob:
-    """Everything a worker needs to export one tile (plain picklable values).
+    """Everything a worker needs to export one tile (picklable values).
 
-    ``outputs`` maps layer name -> final COG path; empty means "only compute the overview pieces" (a tile
-    exported by an earlier run that the mosaic and overviews still cover).
+    ``geobox`` is the tile's grid (a slice of the store's); ``outputs`` maps layer name -> final COG path;
+    empty means "only compute the overview pieces" (a tile exported by an earlier run that the mosaic and
+    overviews still cover).
     """
 
     store: str
     grid: GridConfig
     export: ExportConfig
-    tile: TileWindow
+    tile: str
+    geobox: GeoBox
     factor: int
     tags: dict[str, str]
     outputs: dict[str, str] = field(default_factory=dict)
@@ -48,10 +57,11 @@ class TileJob:
 class TileResult:
     """What one tile job did: files written (final paths), seconds, and its statewide-overview pieces.
 
-    ``coarse`` maps layer name -> uint8 (y, x) or (class, y, x) at the overview resolution, covering the tile.
+    ``coarse`` maps layer name -> uint8 (y, x) or (class, y, x) on ``geobox.zoom_out(factor)``.
     """
 
-    tile: TileWindow
+    tile: str
+    geobox: GeoBox
     files: list[Path]
     seconds: float
     coarse: dict[str, np.ndarray]
@@ -62,46 +72,88 @@ def block_size(grid: GridConfig, factor: int) -> int:
     return math.lcm(grid.zarr_chunk, factor)
 
 
+def _empty_pieces(geobox: GeoBox, factor: int) -> dict[str, np.ndarray]:
+    h, w = geobox.height // factor, geobox.width // factor
+    return {
+        "permafrost_probability": np.empty((h, w), np.uint8),
+        "taxonomy_probability": np.empty((len(SOIL_ORDERS), h, w), np.uint8),
+        "taxonomy_class": np.empty((h, w), np.uint8),
+    }
+
+
 def run_tile_job(job: TileJob) -> TileResult:
     """Export one tile (see the module doc). Raises :class:`~miso_mapper.errors.MisoError` on bad data."""
     t0 = time.perf_counter()
     reader = StoreReader(Path(job.store), job.grid)
-    t, f = job.tile, job.factor
-    b = min(block_size(job.grid, f), t.size)
-    n = t.size // f
-    coarse = {
-        "permafrost_probability": np.empty((n, n), np.uint8),
-        "taxonomy_probability": np.empty((len(SOIL_ORDERS), n, n), np.uint8),
-        "taxonomy_class": np.empty((n, n), np.uint8),
-    }
-    crs = CRS.from_user_input(job.grid.crs)
-    transform = reader.transform(t.row, t.col)
     stage = {name: hidden_temp(Path(path), "staging.tif") for name, path in job.outputs.items()}
     files: list[Path] = []
     try:
         with rasterio.Env(GDAL_CACHEMAX=job.export.gdal_cache_mb):
             with contextlib.ExitStack() as stack:
-                dsts = {
-                    spec.name: stack.enter_context(staging(
-                        stage[spec.name], spec, crs, transform, t.size, t.size,
-                        job.tags | {"MISO_LAYER": spec.name, "MISO_TILE": t.tile}))
-                    for spec in LAYER_SPECS if spec.name in stage
-                }
-                for r in range(0, t.size, b):
-                    for c in range(0, t.size, b):
-                        rows, cols = slice(t.row + r, t.row + r + b), slice(t.col + c, t.col + c + b)
-                        for spec in LAYER_SPECS:
-                            block = reader.read(spec.zarr_name, rows, cols)
-                            if spec.name in dsts:
-                                dsts[spec.name].write(block if block.ndim == 3 else block[None],
-                                                      window=Window(c, r, b, b))
-                            small = (block_mode(block, f, len(SOIL_ORDERS)) if spec.categorical
-                                     else block_average(block, f))
-                            coarse[spec.name][..., r // f:(r + b) // f, c // f:(c + b) // f] = small
+                dsts = {spec.name: stack.enter_context(staging(stage[spec.name], spec, job.geobox, job.tags | {
+                            "MISO_LAYER": spec.name, "MISO_TILE": job.tile}))
+                        for spec in LAYER_SPECS if spec.name in stage}
+                coarse = _stream(reader, job, dsts)
             for spec in LAYER_SPECS:
                 if spec.name in stage:
                     files += publish_cog(stage[spec.name], Path(job.outputs[spec.name]), spec, job.export)
     finally:
         for path in stage.values():
             path.unlink(missing_ok=True)
-    return TileResult(t, files, time.perf_counter() - t0, coarse)
+    return TileResult(job.tile, job.geobox, files, time.perf_counter() - t0, coarse)
+
+
+def _stream(reader: StoreReader, job: TileJob, dsts: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Copy the tile block by block into the open staging datasets ``dsts`` (layer -> dataset, may be empty);
+    returns its overview pieces."""
+    f = job.factor
+    b = min(block_size(job.grid, f), *job.geobox.shape)
+    coarse = _empty_pieces(job.geobox, f)
+    for r in range(0, job.geobox.height, b):
+        for c in range(0, job.geobox.width, b):
+            rows, cols = reader.slices(job.geobox[r:r + b, c:c + b])
+            for spec in LAYER_SPECS:
+                block = reader.read(spec.zarr_name, rows, cols)
+                if spec.name in dsts:
+                    dsts[spec.name].write(block if block.ndim == 3 else block[None], window=Window(c, r, b, b))
+                small = block_mode(block, f, len(SOIL_ORDERS)) if spec.categorical else block_average(block, f)
+                coarse[spec.name][..., r // f:(r + b) // f, c // f:(c + b) // f] = small
+    return coarse
+
+
+def _results(jobs: list[TileJob], client: Any) -> Iterator[TileResult]:
+    """Run the jobs serially, or with ``client.map`` on a Dask cluster, yielding results as they finish."""
+    if client is None:
+        for job in jobs:
+            yield run_tile_job(job)
+        return
+    from distributed import as_completed
+
+    done = as_completed(client.map(run_tile_job, jobs, pure=False))
+    try:
+        for future in done:
+            result = future.result()
+            future.release()  # its overview pieces are copied out; free the worker's memory now
+            yield result
+    except BaseException:
+        client.cancel(list(done.futures))
+        raise
+
+
+def export_tile_cogs(jobs: list[TileJob], client: Any, on_result: Callable[[TileResult], None],
+                     progress: Progress) -> tuple[list[Path], dict[str, float]]:
+    """Run every tile job (``client``: a Dask client, or None for in process), handing each result to
+    ``on_result`` as it finishes; returns the COG files written and worker seconds per exported tile."""
+    files: list[Path] = []
+    seconds: dict[str, float] = {}
+    for job in jobs:
+        for path in job.outputs.values():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    progress("tiles", 0, len(jobs))
+    for n, result in enumerate(_results(jobs, client), start=1):
+        if result.files:
+            seconds[result.tile] = result.seconds
+            files += result.files
+        on_result(result)
+        progress("tiles", n, len(jobs))
+    return files, seconds

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from odc.geo.geobox import GeoBox
 
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow
@@ -50,7 +51,7 @@ def truth_paths(workflow: Workflow) -> dict[str, Path] | None:
 
 
 class _Truth:
-    """A truth raster read on the map grid: aligned windows when the grids coincide, else nearest warping."""
+    """A truth raster read on map grids: aligned windows when the pixels coincide, else nearest warping."""
 
     def __init__(self, path: Path, crs: str, res: float) -> None:
         import rasterio
@@ -60,29 +61,26 @@ class _Truth:
         t = self.src.transform
         self.aligned = (self.src.crs is not None and CRS.from_user_input(self.src.crs) == CRS.from_user_input(crs)
                         and abs(t.a - res) < 1e-9 and abs(t.e + res) < 1e-9 and t.b == 0 and t.d == 0)
-        self.crs, self.res = crs, res
 
-    def read(self, xmin: float, ymax: float, size: int) -> np.ndarray:
-        """(size, size) uint8 truth of the square with upper-left corner (xmin, ymax), 255 outside the raster."""
-        t = self.src.transform
-        col, row = (xmin - t.c) / self.res, (t.f - ymax) / self.res
+    def read(self, geobox: GeoBox) -> np.ndarray:
+        """uint8 truth on ``geobox`` (a grid in the map's CRS and pixel size), 255 outside the raster."""
+        # the raster's (col, row) of the grid's upper-left corner: whole numbers when the pixels coincide
+        col, row = ~self.src.transform * (geobox.affine.c, geobox.affine.f)
         if self.aligned and abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6:
-            return self._window(round(row), round(col), size)
-        from affine import Affine
+            return self._window(round(row), round(col), geobox.height, geobox.width)
         from rasterio.enums import Resampling
         from rasterio.vrt import WarpedVRT
 
-        transform = Affine(self.res, 0, xmin, 0, -self.res, ymax)
-        with WarpedVRT(self.src, crs=self.crs, transform=transform, width=size, height=size,
-                       resampling=Resampling.nearest, nodata=NODATA) as vrt:
+        with WarpedVRT(self.src, crs=geobox.crs.to_wkt(), transform=geobox.affine, width=geobox.width,
+                       height=geobox.height, resampling=Resampling.nearest, nodata=NODATA) as vrt:
             return vrt.read(1)
 
-    def _window(self, row: int, col: int, size: int) -> np.ndarray:
+    def _window(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         from rasterio.windows import Window
 
-        out = np.full((size, size), NODATA, np.uint8)
+        out = np.full((height, width), NODATA, np.uint8)
         r0, c0 = max(row, 0), max(col, 0)
-        r1, c1 = min(row + size, self.src.height), min(col + size, self.src.width)
+        r1, c1 = min(row + height, self.src.height), min(col + width, self.src.width)
         if r1 > r0 and c1 > c0:
             out[r0 - row:r1 - row, c0 - col:c1 - col] = self.src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
         return out
@@ -147,11 +145,10 @@ def map_accuracy(workflow: Workflow, run: RunData | None = None) -> dict[str, An
     try:
         for row in run.done():
             lr, lc = run.store_slices(row)
-            xmin, _, _, ymax = run.chunk_bounds(row)
             pf = np.asarray(run.store["permafrost_probability"][lr, lc])
             cls = np.asarray(run.store["taxonomy_class"][lr, lc])
-            tp = readers["permafrost"].read(xmin, ymax, cs)
-            ts = readers["soil_order"].read(xmin, ymax, cs)
+            tp = readers["permafrost"].read(run.chunk_geobox(row))
+            ts = readers["soil_order"].read(run.chunk_geobox(row))
             valid = (pf != NODATA) & (tp <= 1)
             n_pf += int(valid.sum())
             ok_pf += int((((pf >= PF_THRESHOLD) == (tp == 1)) & valid).sum())

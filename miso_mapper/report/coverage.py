@@ -23,11 +23,8 @@ def coverage_png(run: RunData, dpi: int = 90) -> bytes:
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Patch, Rectangle
 
-    box = run.box()
-    g = run.grid.config
-    extent = (g.origin_x + box.col0 * g.resolution, g.origin_x + box.col1 * g.resolution,
-              g.origin_y - box.row1 * g.resolution, g.origin_y - box.row0 * g.resolution)
-    fig, ax = new_figure(extent, g.crs, long_in=6.0)
+    box = run.box().boundingbox
+    fig, ax = new_figure((box.left, box.right, box.bottom, box.top), run.grid.config.crs, long_in=6.0)
     rects, colours = [], []
     for row in run.rows:
         xmin, ymin, xmax, ymax = run.chunk_bounds(row)

@@ -1,8 +1,10 @@
 """What a report reads: the run manifest, the store (read-only) and decimated previews of its layers.
 
-Pixel indices are (row, col) of the *full* grid (:class:`~miso_mapper.grid.AlaskaGrid`); coordinates are in
-the grid CRS (EPSG:3338 by default), metres. The previews cover the bounding box of the chunks listed in the
-manifest (any status), not the store's extent, which is snapped out to whole tiles and mostly no data.
+Every georeferenced thing is a GeoBox: a manifest chunk's grid is the workflow grid's chunk, the store's grid
+comes from its own ``spatial_ref``, and a chunk is read from the store at its place there (offsets in the full
+grid, :meth:`~miso_mapper.grid.AlaskaGrid.offset`). Coordinates are in the grid CRS (EPSG:3338 by default),
+metres. The previews cover the bounding box of the chunks listed in the manifest (any status), not the
+store's extent, which is snapped out to whole tiles and mostly no data.
 """
 
 from __future__ import annotations
@@ -12,31 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from odc.geo.geobox import GeoBox
 
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
-from miso_mapper.grid import AlaskaGrid
+from miso_mapper.grid import AlaskaGrid, geobox_from_spatial_ref
 from miso_mapper.pipeline.manifest import ChunkRow, Manifest
 from miso_mapper.pipeline.store import NODATA, PROB_SCALE
 
 #: Longest side of a preview, pixels (the decimation factor is the smallest allowed one that fits).
 MAX_PREVIEW_PX = 1200
-
-
-@dataclass(frozen=True)
-class PixelBox:
-    """A box of whole chunks in full-grid pixels: rows ``row0:row1``, cols ``col0:col1``."""
-
-    row0: int
-    row1: int
-    col0: int
-    col1: int
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(rows, cols), pixels."""
-        return self.row1 - self.row0, self.col1 - self.col0
 
 
 @dataclass
@@ -49,6 +37,8 @@ class RunData:
     meta: dict[str, str]
     store: Any | None
     """The ``maps.zarr`` zarr group opened read-only, None when the store does not exist."""
+    store_geobox: GeoBox | None = None
+    """The store's grid, from its ``spatial_ref``; None without a store."""
 
     @property
     def chunk_size(self) -> int:
@@ -59,27 +49,31 @@ class RunData:
         """Rows of the chunks whose write completed."""
         return [r for r in self.rows if r.status == "done"]
 
-    def box(self) -> PixelBox:
-        """Bounding box of every manifest chunk, full-grid pixels."""
+    def box(self) -> GeoBox:
+        """The bounding grid of every manifest chunk: a slice of the full grid."""
         cs = self.chunk_size
-        return PixelBox(min(r.row for r in self.rows) * cs, (max(r.row for r in self.rows) + 1) * cs,
-                        min(r.col for r in self.rows) * cs, (max(r.col for r in self.rows) + 1) * cs)
+        rows, cols = [r.row for r in self.rows], [r.col for r in self.rows]
+        return self.grid.geobox[min(rows) * cs:(max(rows) + 1) * cs, min(cols) * cs:(max(cols) + 1) * cs]
+
+    def chunk_geobox(self, row: ChunkRow) -> GeoBox:
+        """The grid of a manifest chunk's interior."""
+        return self.grid.chunk(row.row, row.col).geobox
 
     def chunk_bounds(self, row: ChunkRow) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) of a manifest chunk, grid CRS metres."""
-        g = self.grid.config
-        size = g.chunk_size * g.resolution
-        xmin = g.origin_x + row.col * size
-        ymax = g.origin_y - row.row * size
-        return xmin, ymax - size, xmin + size, ymax
+        box = self.chunk_geobox(row).boundingbox
+        return box.left, box.bottom, box.right, box.top
 
     def store_slices(self, row: ChunkRow) -> tuple[slice, slice]:
-        """Slices of the store arrays holding a manifest chunk's interior."""
-        assert self.store is not None
-        cs = self.chunk_size
-        r0 = row.row * cs - int(self.store.attrs["grid_row0"])
-        c0 = row.col * cs - int(self.store.attrs["grid_col0"])
-        return slice(r0, r0 + cs), slice(c0, c0 + cs)
+        """Slices of the store arrays holding a manifest chunk's interior; :class:`MisoError` when the store's
+        grid does not hold it (another grid, or the chunk lies outside)."""
+        assert self.store_geobox is not None
+        chunk = self.chunk_geobox(row)
+        (r, c), (r0, c0) = self.grid.offset(chunk), self.grid.offset(self.store_geobox)
+        (h, w), (height, width) = chunk.shape, self.store_geobox.shape
+        if not (0 <= r - r0 <= height - h and 0 <= c - c0 <= width - w):
+            raise MisoError(f"chunk {row.id} lies outside the store {self.workflow.output.store}")
+        return slice(r - r0, r - r0 + h), slice(c - c0, c - c0 + w)
 
 
 def load_run(workflow: Workflow) -> RunData:
@@ -97,13 +91,15 @@ def load_run(workflow: Workflow) -> RunData:
         meta = dict(manifest.db.execute("SELECT key, value FROM meta").fetchall())
     if not rows:
         raise MisoError(f"run manifest {path} lists no chunk")
-    store = None
+    store = geobox = None
     if workflow.output.store.exists():
         try:
             store = zarr.open_group(str(workflow.output.store), mode="r")
+            attrs, shape = store["spatial_ref"].attrs, store["permafrost_probability"].shape
         except Exception as exc:  # noqa: BLE001 - any zarr/IO error: not a readable store
             raise MisoError(f"{workflow.output.store} is not a readable Zarr store ({exc})") from None
-    return RunData(workflow, AlaskaGrid(workflow.grid), rows, meta, store)
+        geobox = geobox_from_spatial_ref(attrs, shape)
+    return RunData(workflow, AlaskaGrid(workflow.grid), rows, meta, store, geobox)
 
 
 def decimation_factor(shape: tuple[int, int], chunk_size: int, max_px: int = MAX_PREVIEW_PX) -> int:
@@ -129,8 +125,14 @@ class Preview:
     """(h, w) float32 mean of the per-pixel largest order probability in [0, 1], NaN = no data."""
     factor: int
     """Full-grid pixels per preview pixel along each axis."""
-    extent: tuple[float, float, float, float]
-    """(xmin, xmax, ymin, ymax) of the preview in grid CRS metres (matplotlib ``imshow`` order)."""
+    geobox: GeoBox
+    """The preview's grid: the manifest chunks' bounding grid zoomed out by ``factor``."""
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """(xmin, xmax, ymin, ymax) of the preview in grid CRS metres (matplotlib ``imshow`` order)."""
+        box = self.geobox.boundingbox
+        return box.left, box.right, box.bottom, box.top
 
 
 def _block_sum(a: np.ndarray, b: int) -> np.ndarray:
@@ -170,7 +172,9 @@ def read_preview(run: RunData, max_px: int = MAX_PREVIEW_PX, threads: int | None
     box = run.box()
     cs = run.chunk_size
     f = decimation_factor(box.shape, cs, max_px)
-    h, w = -(-box.shape[0] // f), -(-box.shape[1] // f)
+    grid = box.zoom_out(f)  # ceil(box / f) preview pixels: the last ones may reach past the box
+    h, w = grid.shape
+    row0, col0 = run.grid.offset(box)
     b = min(f, cs)  # block reduced inside one chunk
     n = cs // b
     pf_sum, pf_n = np.zeros((h, w), np.int64), np.zeros((h, w), np.int64)
@@ -180,7 +184,8 @@ def read_preview(run: RunData, max_px: int = MAX_PREVIEW_PX, threads: int | None
     workers = threads or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for row, sums in zip(done, pool.map(lambda r: _reduce_chunk(run, r, b), done), strict=True):
-            i0, j0 = (row.row * cs - box.row0) // f, (row.col * cs - box.col0) // f
+            r, c = run.grid.offset(run.chunk_geobox(row))
+            i0, j0 = (r - row0) // f, (c - col0) // f
             win = (slice(i0, i0 + n), slice(j0, j0 + n))
             for acc, part in zip((pf_sum, pf_n), sums[:2], strict=True):
                 acc[win] += part
@@ -191,8 +196,4 @@ def read_preview(run: RunData, max_px: int = MAX_PREVIEW_PX, threads: int | None
         pf_mean = np.where(pf_n > 0, pf_sum / pf_n / PROB_SCALE, np.nan).astype(np.float32)
         mp_mean = np.where(mp_n > 0, mp_sum / mp_n / PROB_SCALE, np.nan).astype(np.float32)
     mode = np.where(counts.sum(axis=0) > 0, counts.argmax(axis=0), NODATA).astype(np.uint8)
-    gc = run.grid.config
-    xmin = gc.origin_x + box.col0 * gc.resolution
-    ymax = gc.origin_y - box.row0 * gc.resolution
-    extent = (xmin, xmin + w * f * gc.resolution, ymax - h * f * gc.resolution, ymax)
-    return Preview(pf_mean, mode, mp_mean, f, extent)
+    return Preview(pf_mean, mode, mp_mean, f, grid)
