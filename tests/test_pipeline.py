@@ -1,6 +1,6 @@
 """End-to-end ``run`` on the served demo world with a LocalCluster of 2 worker processes.
 
-The predictor here is ``model.kind: synthetic`` (:class:`~miso_mapper.pipeline.predictors.SyntheticPredictor`),
+The predictor here is ``model.kind: synthetic`` (:class:`~miso_mapper.pipeline.synthetic.SyntheticPredictor`),
 a deterministic stand-in that is NOT a model: it derives probabilities from the Gaussian-smoothed inputs, so
 it exercises reading, halo/interior handling, scaling, region writes and resume exactly like MISO would, in
 seconds. A MISO-network run of the same pipeline is in ``test_pipeline_miso.py`` (slow).
@@ -27,7 +27,7 @@ import xarray as xr
 import yaml
 
 from miso_mapper.config import Workflow, load_workflow
-from miso_mapper.errors import MisoError
+from miso_mapper.errors import ConfigError, MisoError
 from miso_mapper.pipeline.commands import run_command, status_command
 from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.run import run_workflow, write_log_dir
@@ -310,20 +310,18 @@ def _run_expect_error(wf: Workflow, tmp_path: Path, match: str, **kwargs: Any) -
 
 
 def test_missing_checkpoint_stops_before_work(served_world, tmp_path):
-    wf = demo_workflow(served_world, tmp_path / "out",
+    wf = demo_workflow(served_world, tmp_path / "out", grid={"halo": 175},
                        model={"kind": "miso", "permafrost_checkpoint": str(tmp_path / "nope.safetensors")})
     _run_expect_error(wf, tmp_path, r"model permafrost file not found: .*nope\.safetensors")
     assert not (tmp_path / "out").exists()
 
 
-def test_halo_too_small_for_the_predictor_stops_before_work(served_world, tmp_path):
-    from miso_mapper.inference.synthetic import seeded_network
-    from miso_mapper.model import save_checkpoint
-
-    ckpt = save_checkpoint(seeded_network("permafrost", "tiny", seed=1), tmp_path / "pf.safetensors")
-    wf = demo_workflow(served_world, tmp_path / "out", grid={"halo": 125},
-                       model={"kind": "miso", "size": "tiny", "permafrost_checkpoint": str(ckpt)})
-    _run_expect_error(wf, tmp_path, "grid.halo is 125 px but the predictor needs at least 175 px")
+def test_halo_too_small_for_the_predictor_is_refused_when_the_workflow_loads(served_world, tmp_path):
+    with pytest.raises(ConfigError, match="model.predictor: grid.halo is 125 px but the predictor needs at least "
+                                          "175 px") as info:
+        demo_workflow(served_world, tmp_path / "out", grid={"halo": 125},
+                      model={"kind": "miso", "size": "tiny", "permafrost_checkpoint": "pf.safetensors"})
+    assert info.value.exit_code == 2
     assert not (tmp_path / "out").exists()
 
 
@@ -341,7 +339,7 @@ def test_stac_api_down_stops_before_work(served_world, tmp_path):
 
 def test_store_of_another_config_stops_before_work(served_world, baseline, tmp_path):
     wf, _, arrays = baseline
-    other = demo_workflow(served_world, wf.output.directory, model={"predictor": {"seed": 1}})
+    other = demo_workflow(served_world, wf.output.directory, model={"synthetic": {"seed": 1}})
     for resume in (False, True):
         _run_expect_error(other, tmp_path, "was made by another config", resume=resume)
     assert all(np.array_equal(arrays[k], v) for k, v in store_arrays(wf.output.store).items())
