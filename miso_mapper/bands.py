@@ -1,4 +1,5 @@
-"""Names that tie the model's inputs and outputs to data: band order, covariate layers, soil orders.
+"""Names and sizes that tie the model's inputs and outputs to data: band order, covariate layers, soil orders,
+the window the network sees.
 
 These are facts of the MISO model (a checkpoint trained by the reference code expects exactly this order),
 not tunables, which is why they live here rather than in the workflow configuration.
@@ -35,6 +36,11 @@ COVARIATES: Final[tuple[str, ...]] = (
 COVARIATE_FILE_STEMS: Final[dict[str, str]] = {name: name for name in COVARIATES} | {
     "elevation": "elevation_full_10m_3338",
 }
+
+#: Side of the window the MISO network sees, in 10 m pixels (the reference's crop size): what training cuts
+#: around a point and what the map predictor tiles a chunk with. A checkpoint trained on another size says so in
+#: its ``crop_size``, and the predictor refuses it unless ``model.predictor.window`` is changed to match.
+WINDOW_PX: Final[int] = 250
 
 #: The 7 soil orders of the taxonomy head, in the reference's class-index order.
 SOIL_ORDERS: Final[tuple[str, ...]] = (

@@ -17,8 +17,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from miso_mapper.bands import COVARIATES
+from miso_mapper.bands import COVARIATES, WINDOW_PX
 from miso_mapper.errors import ConfigError
+from miso_mapper.inference.settings import PredictorConfig
 
 
 class StrictModel(BaseModel):
@@ -50,8 +51,9 @@ class GridConfig(StrictModel):
     )
     chunk_size: PositiveInt = Field(2500, description="processing chunk edge in pixels")
     zarr_chunk: PositiveInt = Field(500, description="Zarr chunk edge in pixels")
-    halo: int = Field(175, ge=0, description="context read around each chunk, pixels: half a window plus one "
-                                           "predictor stride (125 + 50), what the default MISO predictor needs")
+    halo: int = Field(PredictorConfig().required_halo(), ge=0,
+                      description="context read around each chunk, pixels: half a window plus one predictor "
+                                  "stride (125 + 50), what the default MISO predictor needs")
 
     @model_validator(mode="after")
     def _check_alignment(self) -> GridConfig:
@@ -153,6 +155,18 @@ class CovariatesConfig(StrictModel):
         return self
 
 
+class SyntheticConfig(StrictModel):
+    """The deterministic stand-in predictor of tests and the demo (``model.kind: synthetic``); NOT a model.
+
+    See :class:`~miso_mapper.pipeline.synthetic.SyntheticPredictor`: probabilities are a fixed (``seed``) random
+    linear map of the inputs smoothed with a Gaussian of ``sigma`` px, logits scaled by ``logit_scale``.
+    """
+
+    seed: int = 0
+    sigma: float = Field(3.0, ge=0, description="Gaussian smoothing of the inputs, px")
+    logit_scale: float = Field(1.5, description="scale of the random weights (larger: more confident)")
+
+
 class ModelConfig(StrictModel):
     """Which trained networks to map with. Weights are never downloaded: paths only."""
 
@@ -165,8 +179,11 @@ class ModelConfig(StrictModel):
         "synthetic (a deterministic stand-in for tests and the demo; NOT a model)",
     )
     rf_model: Path | None = Field(None, description="RF-11 model file saved by miso_mapper.baseline (kind: rf)")
-    predictor: dict[str, Any] = Field(
-        default_factory=dict, description="MISO predictor settings (inference.miso.PredictorConfig fields)"
+    predictor: PredictorConfig = Field(
+        PredictorConfig(), description="how the MISO predictor tiles, batches and blends (kind: miso)"
+    )
+    synthetic: SyntheticConfig = Field(
+        SyntheticConfig(), description="the synthetic stand-in's settings (kind: synthetic)"
     )
 
 
@@ -279,7 +296,7 @@ class TrainConfig(StrictModel):
     tasks: list[Literal["permafrost", "taxonomy"]] = Field(
         default_factory=lambda: ["permafrost", "taxonomy"], min_length=1, description="tasks `train` trains"
     )
-    crop_size: PositiveInt = Field(250, description="window side cut around a point, pixels")
+    crop_size: PositiveInt = Field(WINDOW_PX, description="window side cut around a point, pixels")
     jitter_px: int = Field(62, ge=0, description="largest random shift of the window, pixels (reference: crop/4)")
     epochs: PositiveInt = 40
     batch_size: PositiveInt = 32
@@ -407,6 +424,16 @@ class Workflow(StrictModel):
             raise ValueError("imagery.stac_url is required (only a demo workflow with `world` may omit it)")
         return self
 
+    @model_validator(mode="after")
+    def _predictor_fits_grid(self) -> Workflow:
+        """The MISO predictor's windows must fit the chunks and halo, as ``plan`` and ``run`` need."""
+        if self.model.kind == "miso":
+            try:
+                self.model.predictor.check_grid(self.grid.chunk_size, self.grid.halo)
+            except ValueError as exc:
+                raise ValueError(f"model.predictor: {exc}") from None
+        return self
+
     def config_hash(self) -> str:
         """SHA-256 of the canonical JSON of this workflow; identifies the config a store was made by."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -438,14 +465,15 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
 
 
 def _describe(error: ValidationError, source: str) -> str:
-    """One readable line per problem: ``file: field.path: reason``."""
+    """One readable line per problem: ``file: field.path: reason`` (whole-workflow checks name their fields in
+    the reason)."""
     lines = []
     for problem in error.errors():
-        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in problem["loc"])
         reason = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             reason = "unknown key (check the spelling; see workflows/demo.yaml for every key)"
-        lines.append(f"{source}: {where}: {reason}")
+        lines.append(f"{source}: {where}: {reason}" if where else f"{source}: {reason}")
     return "\n".join(lines)
 
 

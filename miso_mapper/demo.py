@@ -141,6 +141,7 @@ def _after_serving(config: Path, out: Path | None, quick: bool, workflow: Workfl
     from miso_mapper.evaluate.run import evaluate_dir, run_evaluation
     from miso_mapper.export.run import export_workflow, products_dir
     from miso_mapper.pipeline.clusters import open_client
+    from miso_mapper.pipeline.commands import RichRunProgress
     from miso_mapper.pipeline.run import run_workflow
     from miso_mapper.report import map_accuracy, write_run_report
     from miso_mapper.train.run import run_training
@@ -155,7 +156,8 @@ def _after_serving(config: Path, out: Path | None, quick: bool, workflow: Workfl
         print_tables(evaluation, console)
     with open_client(workflow.cluster, workflow.output.directory / "logs") as client:
         with stages.stage("run", f"map {workflow.name} on a LocalCluster of {workflow.cluster.n_workers} workers"):
-            summary = run_workflow(workflow, overwrite=True, console=console, client=client)
+            with RichRunProgress(console) as progress:
+                summary = run_workflow(workflow, overwrite=True, progress=progress, client=client)
             if summary.failed:
                 raise MisoError(f"{len(summary.failed)} chunk(s) failed: {', '.join(summary.failed)}; "
                                 f"see the run summary above")

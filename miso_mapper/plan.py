@@ -4,7 +4,7 @@ Formulas (all per task network unless stated; ``T`` = number of tasks, 2 for per
 
 * chunk pixels ``P = chunk_size²``; halo pixels ``Ph = (chunk_size + 2·halo)²``
 * windows ``W`` and query points ``Q`` per chunk: those of the configured MISO predictor's layout
-  (``model.predictor``, :class:`~miso_mapper.inference.miso.PredictorConfig`; query spacing from
+  (``model.predictor``, :class:`~miso_mapper.inference.settings.PredictorConfig`; query spacing from
   ``model.size`` when automatic), counted on a chunk with its halo by :func:`predictor_load`
 * FLOP per chunk ``= T · (W · encoder_flop_per_window + Q · query_flop)``
 * GPU-hours ``= total FLOP / (gpu_sustained_tflops · 1e12) / 3600``
@@ -22,6 +22,8 @@ from shapely.geometry.base import BaseGeometry
 from miso_mapper.bands import COVARIATES, SOIL_ORDERS
 from miso_mapper.config import Workflow
 from miso_mapper.grid import AlaskaGrid, Chunk
+from miso_mapper.inference.settings import auto_query_spacing, checked_predictor_config
+from miso_mapper.model.config import MisoNetConfig
 from miso_mapper.region import region_geometry
 
 S2_ASSETS_READ = 10  # 9 bands + SCL
@@ -61,14 +63,12 @@ def predictor_load(workflow: Workflow) -> tuple[int, int]:
 
     Counts the predictor's own :class:`~miso_mapper.inference.windows.WindowLayout` on one chunk
     (``grid.chunk_size`` px with ``grid.halo``), so it follows every predictor setting; ``(0, 0)`` when the
-    workflow maps with RF-11 or the synthetic stand-in (no network). Raises :class:`MisoError` when the
-    predictor settings are invalid or do not fit the grid.
+    workflow maps with RF-11 or the synthetic stand-in (no network). Torch is not loaded. Raises
+    :class:`MisoError` when the predictor settings are invalid or do not fit the grid (only possible for a
+    workflow that skipped validation, e.g. one made by ``model_copy(update=...)``).
     """
     if workflow.model.kind != "miso":
         return 0, 0
-    from miso_mapper.inference.miso import auto_query_spacing, checked_predictor_config
-    from miso_mapper.model.config import MisoNetConfig
-
     g = workflow.grid
     settings = checked_predictor_config(workflow.model.predictor, g.chunk_size, g.halo)
     spacing = settings.query_spacing or auto_query_spacing(MisoNetConfig.preset(workflow.model.size, "permafrost"),

@@ -148,3 +148,61 @@ def test_status_without_a_run_is_one_line_error(tmp_path):
 
     proc = run_cli("status", str(write_workflow(tmp_path, elsewhere)))
     assert_one_line_error(proc, 1, "no run manifest")
+
+
+def test_validate_prints_every_predictor_default():
+    proc = run_cli("validate", str(WORKFLOWS / "demo.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    predictor = json.loads(proc.stdout)["model"]["predictor"]
+    assert predictor["window"] == 250 and predictor["stride"] == 50 and predictor["support"] == 100
+    assert predictor["query_spacing"] is None and predictor["device"] == "auto"
+
+
+def test_validate_accepts_an_empty_predictor_section(tmp_path):
+    def empty(raw):
+        raw["model"]["predictor"] = {}
+
+    proc = run_cli("validate", str(write_workflow(tmp_path, empty)))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["model"]["predictor"]["ramp"] == 50
+
+
+def _predictor(**settings):
+    def mutate(raw):
+        raw["model"]["predictor"] = settings
+
+    return mutate
+
+
+def _small_halo(raw):
+    raw["grid"]["halo"] = 125
+
+
+def _rf_with_small_halo(raw):
+    raw["grid"]["halo"] = 125
+    raw["model"]["kind"] = "rf"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needles"),
+    [
+        (_predictor(strdie=25), ["model.predictor.strdie: unknown key"]),
+        (_predictor(support=20), ["model.predictor: support 20 must be more than half the stride (50)"]),
+        (_predictor(device="tpu"), ["model.predictor.device"]),
+        (_small_halo, ["model.predictor: grid.halo is 125 px but the predictor needs at least 175 px"]),
+        (_predictor(stride=40, support=60, ramp=40), ["model.predictor: grid.chunk_size 500 is not a multiple of "
+                                                       "the predictor stride 40"]),
+    ],
+)
+def test_validate_refuses_what_plan_and_run_would(tmp_path, mutate, needles):
+    path = write_workflow(tmp_path, mutate)
+    for command in ("validate", "plan"):
+        proc = run_cli(command, str(path))
+        assert_one_line_error(proc, 2, str(path), *needles)
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert proc.stdout == ""
+
+
+def test_a_small_halo_is_no_concern_without_a_network(tmp_path):
+    proc = run_cli("validate", str(write_workflow(tmp_path, _rf_with_small_halo)))
+    assert proc.returncode == 0, proc.stderr

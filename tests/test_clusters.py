@@ -89,7 +89,7 @@ def test_local_cuda_without_gpu_extra_is_a_clear_error():
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_relax_malloc_trim_under_dasks_worker_environment():
     """Dask's nanny exports MALLOC_TRIM_THRESHOLD_=65536 to workers; build_predictor must be able to undo it."""
-    code = "from miso_mapper.pipeline.predictors import relax_malloc_trim; print(relax_malloc_trim())"
+    code = "from miso_mapper.pipeline.malloc import relax_malloc_trim; print(relax_malloc_trim())"
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"},
                          capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "True"

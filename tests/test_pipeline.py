@@ -1,6 +1,6 @@
 """End-to-end ``run`` on the served demo world with a LocalCluster of 2 worker processes.
 
-The predictor here is ``model.kind: synthetic`` (:class:`~miso_mapper.pipeline.predictors.SyntheticPredictor`),
+The predictor here is ``model.kind: synthetic`` (:class:`~miso_mapper.pipeline.synthetic.SyntheticPredictor`),
 a deterministic stand-in that is NOT a model: it derives probabilities from the Gaussian-smoothed inputs, so
 it exercises reading, halo/interior handling, scaling, region writes and resume exactly like MISO would, in
 seconds. A MISO-network run of the same pipeline is in ``test_pipeline_miso.py`` (slow).
@@ -27,9 +27,10 @@ import xarray as xr
 import yaml
 
 from miso_mapper.config import Workflow, load_workflow
-from miso_mapper.errors import MisoError
+from miso_mapper.errors import ConfigError, MisoError
 from miso_mapper.pipeline.commands import run_command, status_command
 from miso_mapper.pipeline.manifest import Manifest
+from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
 from miso_mapper.pipeline.run import run_workflow, write_log_dir
 from miso_mapper.pipeline.store import LAYERS, NODATA
 
@@ -79,6 +80,22 @@ def write_counts(workflow: Workflow) -> dict[str, int]:
     return counts
 
 
+class Recorder(RunProgress):
+    """Keeps every callback of a run, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def started(self, start: RunStart) -> None:
+        self.events.append(("started", start))
+
+    def chunk_finished(self, report: ChunkReport) -> None:
+        self.events.append(("chunk_finished", report))
+
+    def finished(self, summary: RunSummary) -> None:
+        self.events.append(("finished", summary))
+
+
 @pytest.fixture(scope="module")
 def client():
     """One LocalCluster of 2 worker processes for the module (the run itself starts its own otherwise)."""
@@ -92,11 +109,17 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def baseline(served_world, client, tmp_path_factory):
+def baseline_progress() -> Recorder:
+    """The callbacks :func:`baseline`'s run made."""
+    return Recorder()
+
+
+@pytest.fixture(scope="module")
+def baseline(served_world, client, baseline_progress, tmp_path_factory):
     """An uninterrupted run: (workflow, summary, raw arrays)."""
     out = tmp_path_factory.mktemp("baseline")
     wf = demo_workflow(served_world, out)
-    summary = run_workflow(wf, client=client)
+    summary = run_workflow(wf, client=client, progress=baseline_progress)
     return wf, summary, store_arrays(wf.output.store)
 
 
@@ -131,6 +154,28 @@ def test_run_fills_every_chunk(baseline):
     assert arrays["taxonomy_probability"].shape[0] == 7
     cls = arrays["taxonomy_class"]
     assert set(np.unique(cls)) <= set(range(7)) | {NODATA}
+
+
+def test_run_reports_every_chunk_through_the_callbacks(baseline, baseline_progress):
+    wf, summary, _ = baseline
+    kinds = [kind for kind, _ in baseline_progress.events]
+    assert kinds == ["started"] + ["chunk_finished"] * 4 + ["finished"]
+    start = baseline_progress.events[0][1]
+    assert (start.workflow, start.chunks) == ("demo", 4)
+    assert start.km2 == pytest.approx(100.0)  # four 5 km chunks
+    reports = [event for kind, event in baseline_progress.events if kind == "chunk_finished"]
+    assert sorted(r.chunk_id for r in reports) == sorted(summary.done)
+    assert [r.chunk_id for r in reports] == summary.done  # reported in the order they were recorded
+    with Manifest(wf.output.manifest) as m:
+        checksums = {r.id: r.checksum for r in m.rows()}
+    for r in reports:
+        assert (r.status, r.attempt, r.error) == ("done", 1, None)
+        assert r.km2 == pytest.approx(25.0)
+        assert r.seconds > 0 and r.seconds >= r.result["predict_s"]
+        assert r.result["checksum"] == checksums[r.chunk_id]
+    assert baseline_progress.events[-1][1] is summary
+    assert summary.todo == 4 and summary.manifest_counts["done"] == 4
+    assert sum(summary.manifest_counts.values()) == 4
 
 
 def test_checksums_match_store(baseline):
@@ -198,8 +243,10 @@ def test_no_seam_across_chunk_edges(baseline):
 
 def test_resume_after_complete_run_does_nothing(baseline, client):
     wf, _, arrays = baseline
-    summary = run_workflow(wf, resume=True, client=client)
-    assert summary.done == [] and summary.skipped == 4
+    progress = Recorder()
+    summary = run_workflow(wf, resume=True, client=client, progress=progress)
+    assert summary.done == [] and summary.skipped == 4 and summary.todo == 0
+    assert progress.events == [("finished", summary)]  # nothing started, no chunk reported
     assert all(np.array_equal(arrays[k], v) for k, v in store_arrays(wf.output.store).items())
 
 
@@ -215,17 +262,20 @@ def test_worker_killed_midway_resumes_to_same_bytes(served_world, client, baseli
     wf = demo_workflow(served_world, tmp_path)
     killed: list[int] = []
 
-    def kill_a_busy_worker(result: dict[str, Any], c: Any) -> None:
-        if killed:
-            return
-        busy = [addr for addr, keys in c.processing().items() if keys]
-        if not busy:
-            return
-        pid = c.run(os.getpid, workers=[busy[0]])[busy[0]]
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
+    class KillABusyWorker(RunProgress):
+        """When the first chunk is done, SIGKILL a worker that is still busy."""
 
-    summary = run_workflow(wf, client=client, on_result=kill_a_busy_worker)
+        def chunk_finished(self, report: ChunkReport) -> None:
+            if killed or report.status != "done":
+                return
+            busy = [addr for addr, keys in client.processing().items() if keys]
+            if not busy:
+                return
+            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    summary = run_workflow(wf, client=client, progress=KillABusyWorker())
     assert killed, "no worker was busy when the first chunk finished"
     if summary.failed:  # a worker death that exhausted Dask's retries: the manifest says so; resume finishes
         summary = run_workflow(wf, resume=True, client=client)
@@ -310,20 +360,18 @@ def _run_expect_error(wf: Workflow, tmp_path: Path, match: str, **kwargs: Any) -
 
 
 def test_missing_checkpoint_stops_before_work(served_world, tmp_path):
-    wf = demo_workflow(served_world, tmp_path / "out",
+    wf = demo_workflow(served_world, tmp_path / "out", grid={"halo": 175},
                        model={"kind": "miso", "permafrost_checkpoint": str(tmp_path / "nope.safetensors")})
     _run_expect_error(wf, tmp_path, r"model permafrost file not found: .*nope\.safetensors")
     assert not (tmp_path / "out").exists()
 
 
-def test_halo_too_small_for_the_predictor_stops_before_work(served_world, tmp_path):
-    from miso_mapper.inference.synthetic import seeded_network
-    from miso_mapper.model import save_checkpoint
-
-    ckpt = save_checkpoint(seeded_network("permafrost", "tiny", seed=1), tmp_path / "pf.safetensors")
-    wf = demo_workflow(served_world, tmp_path / "out", grid={"halo": 125},
-                       model={"kind": "miso", "size": "tiny", "permafrost_checkpoint": str(ckpt)})
-    _run_expect_error(wf, tmp_path, "grid.halo is 125 px but the predictor needs at least 175 px")
+def test_halo_too_small_for_the_predictor_is_refused_when_the_workflow_loads(served_world, tmp_path):
+    with pytest.raises(ConfigError, match="model.predictor: grid.halo is 125 px but the predictor needs at least "
+                                          "175 px") as info:
+        demo_workflow(served_world, tmp_path / "out", grid={"halo": 125},
+                      model={"kind": "miso", "size": "tiny", "permafrost_checkpoint": "pf.safetensors"})
+    assert info.value.exit_code == 2
     assert not (tmp_path / "out").exists()
 
 
@@ -341,7 +389,7 @@ def test_stac_api_down_stops_before_work(served_world, tmp_path):
 
 def test_store_of_another_config_stops_before_work(served_world, baseline, tmp_path):
     wf, _, arrays = baseline
-    other = demo_workflow(served_world, wf.output.directory, model={"predictor": {"seed": 1}})
+    other = demo_workflow(served_world, wf.output.directory, model={"synthetic": {"seed": 1}})
     for resume in (False, True):
         _run_expect_error(other, tmp_path, "was made by another config", resume=resume)
     assert all(np.array_equal(arrays[k], v) for k, v in store_arrays(wf.output.store).items())

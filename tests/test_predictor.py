@@ -18,12 +18,12 @@ from miso_mapper.errors import MisoError
 from miso_mapper.inference import Predictor
 from miso_mapper.inference.miso import (
     MisoPredictor,
-    PredictorConfig,
     estimate_point_bytes,
     estimate_window_bytes,
     load_predictor,
     window_pixel_grid,
 )
+from miso_mapper.inference.settings import PredictorConfig
 from miso_mapper.inference.synthetic import seeded_network, synthetic_inputs
 from miso_mapper.inference.windows import WindowLayout, blend_mask
 from miso_mapper.model import LocationConfig, MisoNetConfig, SwinConfig, save_checkpoint

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import xarray as xr
 
+from miso_mapper.bands import WINDOW_PX
 from miso_mapper.grid import AlaskaGrid, Chunk
 
 
@@ -48,7 +49,7 @@ def sample_pixels(inputs: xr.Dataset, x: np.ndarray, y: np.ndarray) -> xr.Datase
     )
 
 
-def cut_windows(inputs: xr.Dataset, x: np.ndarray, y: np.ndarray, size: int = 250) -> xr.Dataset:
+def cut_windows(inputs: xr.Dataset, x: np.ndarray, y: np.ndarray, size: int = WINDOW_PX) -> xr.Dataset:
     """Normalised ``size`` x ``size`` windows around points; the point's pixel is at (size // 2, size // 2).
 
     Returns ``image`` (point, channel, wy, wx) float32 with the 9 normalised S2 bands then the 10 normalised
@@ -94,7 +95,7 @@ def sample_points(
     x: np.ndarray,
     y: np.ndarray,
     read_chunk: Callable[[Chunk], xr.Dataset],
-    window: int | None = 250,
+    window: int | None = WINDOW_PX,
 ) -> tuple[xr.Dataset, xr.Dataset | None]:
     """Pixel values (and, unless ``window`` is None, windows) for points, reading each chunk once.
 

@@ -52,19 +52,12 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS
 from miso_mapper.errors import MisoError
-from miso_mapper.inference.windows import (
-    BlendKind,
-    Window,
-    WindowLayout,
-    blend_mask,
-    interpolate_lattice,
-    required_halo,
-)
+from miso_mapper.inference.settings import PredictorConfig, auto_query_spacing
+from miso_mapper.inference.windows import Window, WindowLayout, blend_mask, interpolate_lattice
 from miso_mapper.model.config import MisoNetConfig
 from miso_mapper.model.network import MisoNet
 
@@ -84,117 +77,6 @@ MAX_AUTO_QUERY_POINTS = 1 << 18
 #: 30 s each against 94 s (memory bandwidth, not arithmetic, was the limit).
 CPU_BATCH_SIZE = 4
 CPU_QUERY_POINTS = 2048
-#: Side of the finest encoder feature cell in network input pixels (the Swin patch embedding's 4).
-FINEST_CELL_INPUT_PX = 4
-
-
-class PredictorConfig(BaseModel):
-    """How :class:`MisoPredictor` tiles, batches and blends. The defaults are the fast (ensemble) setting.
-
-    Lengths are in pixels of the 10 m grid. Cost: about ``(2 support / (stride * query_spacing))**2``
-    queries per output pixel (the reference setting: ``(window / stride)**2 = 25`` plus its halo windows).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    window: int = Field(250, gt=0, description="window side = the model's context (its crop_size), px")
-    query_all_pixels: bool = Field(
-        False, description="reference mode: windows at every `stride` px of the halo grid, each queried on "
-                           "every pixel (MISO/demo.py)")
-    stride: int = Field(50, gt=0, description="distance between window centres, px (the reference's 250 // 5 = "
-                                             "50); keep the chunk size a multiple of it")
-    support: int = Field(100, gt=0, description="ensemble mode: a window answers for points up to this many px "
-                                               "from its centre (per axis); more = closer to the reference, "
-                                               "slower")
-    ramp: int = Field(50, ge=0, description="ensemble mode: px over which a window's weight falls to 0 at the "
-                                           "edge of its support (raised cosine); 0 = hard cut")
-    query_spacing: int | None = Field(
-        None, ge=1, description="ensemble mode: px between queried points, bilinear in between; None = from the "
-                                "network (see auto_query_spacing); must divide `stride`")
-    blend: BlendKind = Field("gaussian", description="mask over each window: gaussian (the reference's), hann "
-                                                    "or cosine")
-    sigma_fraction: float = Field(0.25, gt=0, description="gaussian mask sigma as a fraction of the window")
-    batch_size: int | None = Field(None, ge=1, description="windows per batch; None = 4 on CPU, from free "
-                                                          "memory on CUDA")
-    max_batch_size: int = Field(64, ge=1, description="cap of the automatic batch size")
-    query_batch: int | None = Field(None, ge=1, description="points per query call over the whole batch "
-                                                           "(bounds B x N x 4 x hidden memory); None = auto")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU, which runs float32)")
-    channels_last: bool = Field(True, description="channels-last windows and encoders on CUDA")
-    gpu_memory_fraction: float = Field(0.8, gt=0, le=1, description="share of free GPU memory to plan for")
-
-    @model_validator(mode="after")
-    def _check(self) -> PredictorConfig:
-        if self.stride > self.window:
-            raise ValueError(f"stride {self.stride} is larger than the window {self.window}")
-        if not self.query_all_pixels:
-            if not self.stride / 2 < self.support <= self.window // 2:
-                raise ValueError(f"support {self.support} must be more than half the stride ({self.stride}) so "
-                                 f"every point has a window, and at most half the window ({self.window // 2})")
-            if self.ramp > self.support:
-                raise ValueError(f"ramp {self.ramp} is longer than the support {self.support}")
-            if self.query_spacing is not None and self.stride % self.query_spacing:
-                raise ValueError(f"query_spacing {self.query_spacing} must divide the stride {self.stride} "
-                                 "(so chunks that are a multiple of the stride share their edge points)")
-        return self
-
-    @classmethod
-    def reference(cls, **overrides: Any) -> PredictorConfig:
-        """The reference demo's setting: stride 50, every pixel of every window, Gaussian mask sigma 0.25."""
-        return cls(**({"query_all_pixels": True, "stride": 50, "blend": "gaussian"} | overrides))
-
-    def required_halo(self) -> int:
-        """Halo (px) a chunk needs: ``window / 2`` for the reference setting (its pixels near the chunk edge
-        then see fewer windows), more for the ensemble (:func:`~miso_mapper.inference.windows.required_halo`)."""
-        if self.query_all_pixels:
-            return self.window - self.window // 2
-        return required_halo(self.window, self.stride, self.support)
-
-    def check_grid(self, chunk_size: int, halo: int) -> None:
-        """Raise ``ValueError`` if chunks of ``chunk_size`` px with ``halo`` px cannot be mapped seamlessly."""
-        if halo < self.required_halo():
-            raise ValueError(f"grid.halo is {halo} px but the predictor needs at least {self.required_halo()} px "
-                             f"(window {self.window}, stride {self.stride}"
-                             + ("" if self.query_all_pixels else f", support {self.support}") + ")")
-        if not self.query_all_pixels and chunk_size % self.stride:
-            raise ValueError(f"grid.chunk_size {chunk_size} is not a multiple of the predictor stride "
-                             f"{self.stride}: neighbouring chunks would use different windows (seams)")
-
-    def layout(self, shape: tuple[int, int], interior: tuple[slice, slice], query_spacing: int = 1) -> WindowLayout:
-        """The windows for a halo grid of ``shape`` (rows, cols) with ``interior``; ``query_spacing`` is the
-        resolved spacing (``self.query_spacing`` wins when set; the reference setting always uses 1)."""
-        if self.query_all_pixels:
-            return WindowLayout.reference(shape, interior, self.window, self.stride)
-        return WindowLayout.ensemble(shape, interior, self.window, self.stride, self.support, self.ramp,
-                                     self.query_spacing or query_spacing)
-
-
-def checked_predictor_config(options: dict[str, Any], chunk_size: int, halo: int) -> PredictorConfig:
-    """``PredictorConfig(**options)`` checked against a grid's chunk size and halo (:meth:`PredictorConfig.check_grid`).
-
-    Raises :class:`MisoError` (``model.predictor: ...``) naming the bad field or the misfit: what ``run`` and
-    ``plan`` say before any work.
-    """
-    try:
-        settings = PredictorConfig(**options)
-        settings.check_grid(chunk_size, halo)
-    except ValueError as exc:  # pydantic's ValidationError is one
-        raise MisoError(f"model.predictor: {' '.join(str(exc).split())}") from None
-    return settings
-
-
-def auto_query_spacing(cfg: MisoNetConfig, stride: int) -> int:
-    """Query spacing for a network: the largest divisor of ``stride`` at most a third of the network's finest
-    feature cell (``crop_size / input_size * 4`` px: 15.6 px for the tiny preset, 7.8 small, 3.9 reference),
-    so 5, 2 and 1 px at stride 50.
-
-    Why a third: the implicit query is a smooth function of the point inside a cell, and the ensemble
-    averages windows whose cells are out of phase; on the trained demo networks (tiny) spacings of 5 and 10 px
-    agreed equally well with the every-pixel reference map (benchmarks/README.md).
-    """
-    cell = cfg.crop_size / cfg.input_size * FINEST_CELL_INPUT_PX
-    return max(d for d in range(1, stride + 1) if stride % d == 0 and d <= cell / 3) if cell >= 3 else 1
 
 
 def window_pixel_grid(window: int) -> Tensor:

@@ -12,7 +12,6 @@ Pickled files are only read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -265,13 +264,3 @@ def reset_derived_buffers(model: nn.Module) -> None:
             m.define_relative_position_index()  # torchvision: registers relative_position_index
             m.define_relative_position_bias_table()  # v2: registers relative_coords_table (no parameter)
             m.to(dev)
-
-
-def describe_state_dict(model: nn.Module) -> dict[str, list[int]]:
-    """Name -> shape of every entry of ``model``'s state dict (as in the reference manifest)."""
-    return {k: list(v.shape) for k, v in model.state_dict().items()}
-
-
-def dump_manifest(model: MisoNet) -> str:
-    """JSON of the model's state-dict names and shapes, the format of ``miso_state_dict_keys.json``."""
-    return json.dumps({"out_dim": model.config.out_dim, "state_dict": describe_state_dict(model)})

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS
+from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS, WINDOW_PX
 
 Task = Literal["permafrost", "taxonomy"]
 PresetName = Literal["reference", "small", "tiny"]
@@ -69,7 +69,7 @@ class MisoNetConfig(_Frozen):
     out_dim: int = Field(0, ge=0, description="head width; 0 = the task's (1 or 7)")
     sat_bands: int = Field(len(S2_BANDS), gt=0, description="Sentinel-2 channels, first in the input stack")
     cov_bands: int = Field(len(COVARIATES), gt=0, description="covariate channels, after the S2 bands")
-    crop_size: int = Field(250, gt=0, description="window side in 10 m pixels that the data pipeline cuts")
+    crop_size: int = Field(WINDOW_PX, gt=0, description="window side in 10 m pixels that the data pipeline cuts")
     input_size: int = Field(256, gt=0, description="side the window is resized to before the encoders")
     sat_encoder: SwinConfig = SwinConfig(drop_path=0.5)
     cov_encoder: SwinConfig = SwinConfig(drop_path=0.1)

@@ -1,19 +1,25 @@
-"""The ``miso-mapper run`` and ``miso-mapper status`` commands (registered in :mod:`miso_mapper.cli`).
+"""The ``miso-mapper run`` and ``miso-mapper status`` commands (registered in :mod:`miso_mapper.cli`), and how a
+run is shown: :class:`RichRunProgress` draws the progress bar (chunks, km², km²/h, failures, elapsed time and
+ETA) and the summary table from the engine's callbacks.
 
-Both raise :class:`~miso_mapper.errors.MisoError` for user errors (exit code 1; invalid workflow files
+Both commands raise :class:`~miso_mapper.errors.MisoError` for user errors (exit code 1; invalid workflow files
 raise :class:`~miso_mapper.errors.ConfigError`, exit code 2); ``run`` also raises one, after printing its
 summary, when any chunk failed, so a batch job's exit status says whether the map is complete.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import TracebackType
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from miso_mapper.config import load_workflow
 from miso_mapper.errors import MisoError
+from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
 
 console = Console()
 err_console = Console(stderr=True)
@@ -25,8 +31,9 @@ def run_command(config: Path, resume: bool = False, only: list[str] | None = Non
     from miso_mapper.pipeline.run import run_workflow
 
     workflow = load_workflow(config)
-    summary = run_workflow(workflow, resume=resume, only=only or None, max_chunks=max_chunks,
-                           overwrite=overwrite, console=err_console)
+    with RichRunProgress(err_console) as progress:
+        summary = run_workflow(workflow, resume=resume, only=only or None, max_chunks=max_chunks,
+                               overwrite=overwrite, progress=progress)
     if summary.failed:
         raise MisoError(f"{len(summary.failed)} chunk(s) failed after {workflow.cluster.max_attempts} attempt(s): "
                         f"{', '.join(summary.failed)}; fix the cause and rerun with --resume")
@@ -62,3 +69,92 @@ def status_command(config: Path) -> None:
                 console.print(f"[red]{r.status} {r.id}[/] ({r.attempts} attempts): {r.last_error}",
                               highlight=False, soft_wrap=True)
         console.print(f"store: {workflow.output.store}")
+
+
+class RichRunProgress(RunProgress):
+    """A run on a rich console: a live progress bar while chunks come back, then the summary table.
+
+    Use it as a context manager so the live bar is stopped even when the run raises.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._t0 = 0.0
+        self._total = self._counted = self._failed = 0
+        self._km2 = 0.0
+
+    def __enter__(self) -> RichRunProgress:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop()
+
+    def started(self, start: RunStart) -> None:
+        """Start the bar (and show the Dask dashboard's address)."""
+        self._bar = Progress(
+            TextColumn("[bold]run[/] {task.description}"), BarColumn(),
+            TextColumn("{task.completed}/{task.total} chunks"),
+            TextColumn("{task.fields[km2]:.0f}/{task.fields[total_km2]:.0f} km²"),
+            TextColumn("{task.fields[rate]:.0f} km²/h"), TextColumn("[red]{task.fields[failed]} failed"),
+            TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"), console=self.console, transient=False,
+        )
+        self._bar.start()
+        if start.dashboard:
+            self.console.print(f"dashboard: {start.dashboard}")
+        self._task = self._bar.add_task(start.workflow, total=start.chunks, km2=0.0, total_km2=start.km2,
+                                        rate=0.0, failed=0, eta="-:--:--")
+        self._t0 = time.perf_counter()
+        self._total = start.chunks
+
+    def chunk_finished(self, report: ChunkReport) -> None:
+        """Advance the bar for a chunk done or failed for good (a retry does not count)."""
+        if self._bar is None or self._task is None or report.status == "retrying":
+            return
+        self._counted += 1
+        if report.status == "done":
+            self._km2 += report.km2
+        else:
+            self._failed += 1
+        elapsed = time.perf_counter() - self._t0
+        eta = elapsed / self._counted * (self._total - self._counted)  # chunks so far at their mean pace
+        self._bar.update(self._task, advance=1, km2=self._km2, failed=self._failed, eta=_clock(eta),
+                         rate=self._km2 / (elapsed / 3600) if elapsed > 0 else 0.0)
+
+    def finished(self, summary: RunSummary) -> None:
+        """Stop the bar; print the summary table and every failure with its error."""
+        self._stop()
+        if summary.todo == 0:
+            self.console.print(f"[green]✓ run[/] nothing to do: {summary.skipped} of {summary.selected} chunk(s) "
+                               "already done")
+        print_summary(summary, self.console)
+
+    def _stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _clock(seconds: float) -> str:
+    """``3725.2`` -> ``'1:02:05'``."""
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def print_summary(summary: RunSummary, console: Console) -> None:
+    """The final table: done, skipped, failed with their errors, time, km²/h, and what is left."""
+    table = Table(title="run summary", show_header=False)
+    table.add_row("store", str(summary.store))
+    table.add_row("done this run", f"{len(summary.done)} chunk(s), {summary.km2:.0f} km²")
+    if summary.recovered:
+        table.add_row("recovered from write log", ", ".join(summary.recovered))
+    table.add_row("already done", str(summary.skipped))
+    table.add_row("failed", str(len(summary.failed)))
+    table.add_row("time", f"{summary.seconds:.1f} s")
+    table.add_row("throughput", f"{summary.km2_per_hour:.0f} km²/h")
+    table.add_row("manifest", ", ".join(f"{k} {v}" for k, v in summary.manifest_counts.items()))
+    console.print(table)
+    for cid, err in summary.failed.items():
+        console.print(f"[red]✗ {cid}[/] {err}", highlight=False, soft_wrap=True)

@@ -18,6 +18,9 @@ finishes it records ``done`` with the checksum (or the error) in the manifest an
 A failed chunk is resubmitted until it has had ``cluster.max_attempts`` attempts in this run, then reported
 as failed. Chunks already ``done`` are skipped, so a run killed anywhere resumes with ``--resume``; chunks
 left ``running`` by a killed client are checked against the write log so a complete write is not redone.
+
+The engine prints nothing: it reports the start, every chunk that comes back and the summary to a
+:class:`~miso_mapper.pipeline.progress.RunProgress` (the command line's draws a progress bar and a table).
 """
 
 from __future__ import annotations
@@ -26,15 +29,10 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
@@ -42,6 +40,7 @@ from miso_mapper.grid import AlaskaGrid, Chunk
 from miso_mapper.pipeline.clusters import cluster_has_gpus, open_client
 from miso_mapper.pipeline.manifest import Manifest, one_line_error
 from miso_mapper.pipeline.predictors import PredictorSpec, resolve_spec
+from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
 from miso_mapper.pipeline.store import MapStore, create_store, delete_store, map_config_hash
 from miso_mapper.pipeline.tasks import ChunkJob, logged_write, predict_write_task, read_task
 from miso_mapper.plan import make_plan
@@ -55,28 +54,6 @@ def search_dir(workflow: Workflow) -> Path:
 def write_log_dir(workflow: Workflow) -> Path:
     """Folder of the write log (one file per completed chunk write)."""
     return workflow.output.directory / "write-log"
-
-
-@dataclass
-class RunSummary:
-    """What a run did. Areas in km², times in seconds."""
-
-    store: Path
-    planned: int
-    selected: int
-    skipped: int = 0
-    done: list[str] = field(default_factory=list)
-    recovered: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    km2: float = 0.0
-    dashboard: str | None = None
-    results: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def km2_per_hour(self) -> float:
-        """Area mapped by this run per wall-clock hour of the mapping phase."""
-        return self.km2 / (self.seconds / 3600) if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -228,14 +205,15 @@ def recover_interrupted(p: Prepared, chunks: list[Chunk]) -> list[str]:
     return recovered
 
 
-def execute(p: Prepared, console: Console | None = None, max_chunks: int | None = None,
-            on_result: Callable[[dict[str, Any], Any], None] | None = None, client: Any = None) -> RunSummary:
+def execute(p: Prepared, progress: RunProgress | None = None, max_chunks: int | None = None,
+            client: Any = None) -> RunSummary:
     """Map the selected chunks that are not done (at most ``max_chunks``) on the workflow's cluster.
 
     ``client``: an existing :class:`distributed.Client` to use instead of starting the configured cluster.
-    ``on_result(result, client)`` is called after each chunk is recorded done (tests use it to kill things).
+    ``progress`` hears of the start and of every chunk attempt that comes back (not of the end: see
+    :func:`run_workflow`); nothing is reported when there is nothing to do.
     """
-    console = console or Console(stderr=True)
+    progress = progress or RunProgress()
     wf = p.workflow
     summary = RunSummary(wf.output.store, len(p.chunks), len(p.selected))
     summary.recovered = recover_interrupted(p, p.selected)
@@ -244,17 +222,16 @@ def execute(p: Prepared, console: Console | None = None, max_chunks: int | None 
     summary.skipped = len(p.selected) - len(todo)
     if max_chunks is not None:
         todo = todo[:max_chunks]
+    summary.todo = len(todo)
     if not todo:
-        console.print(f"[green]✓ run[/] nothing to do: {summary.skipped} of {len(p.selected)} chunk(s) already done")
         return summary
     if client is None:
         with open_client(wf.cluster, wf.output.directory / "logs") as own:
-            return _drive(p, own, todo, summary, console, on_result)
-    return _drive(p, client, todo, summary, console, on_result)
+            return _drive(p, own, todo, summary, progress)
+    return _drive(p, client, todo, summary, progress)
 
 
-def _drive(p: Prepared, client: Any, todo: list[Chunk], summary: RunSummary, console: Console,
-           on_result: Callable[[dict[str, Any], Any], None] | None) -> RunSummary:
+def _drive(p: Prepared, client: Any, todo: list[Chunk], summary: RunSummary, progress: RunProgress) -> RunSummary:
     from distributed import as_completed
 
     wf = p.workflow
@@ -263,10 +240,10 @@ def _drive(p: Prepared, client: Any, todo: list[Chunk], summary: RunSummary, con
     by_id = {ch.id: ch for ch in todo}
     queue = [ch.id for ch in todo]
     attempts: dict[str, int] = {}
+    submitted: dict[str, float] = {}
     futures: dict[Any, str] = {}
     pending = as_completed()
     area = {ch.id: ch.area_km2 for ch in todo}
-    total_km2 = sum(area.values())
 
     def submit(cid: str) -> None:
         attempts[cid] = attempts.get(cid, 0) + 1
@@ -276,80 +253,60 @@ def _drive(p: Prepared, client: Any, todo: list[Chunk], summary: RunSummary, con
         read = client.submit(read_task, job, key=f"read-{tag}", pure=False)
         fut = client.submit(predict_write_task, read, job, key=f"map-{tag}", pure=False, resources=resources)
         futures[fut] = cid
+        submitted[cid] = time.perf_counter()
         pending.add(fut)
 
-    progress = Progress(
-        TextColumn("[bold]run[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} chunks"),
-        TextColumn("{task.fields[km2]:.0f}/{task.fields[total_km2]:.0f} km²"),
-        TextColumn("{task.fields[rate]:.0f} km²/h"), TextColumn("[red]{task.fields[failed]} failed"),
-        TimeElapsedColumn(), console=console, transient=False,
-    )
     started = time.perf_counter()
-    with progress:
-        if summary.dashboard:
-            console.print(f"dashboard: {summary.dashboard}")
-        task = progress.add_task(wf.name, total=len(todo), km2=0.0, total_km2=total_km2, rate=0.0, failed=0)
+    progress.started(RunStart(wf.name, len(todo), sum(area.values()), summary.dashboard))
+    while queue and len(futures) < wf.cluster.window:
+        submit(queue.pop(0))
+    for fut in pending:
+        cid = futures.pop(fut)
+        report = _record(p, fut, cid, attempts[cid], summary, area[cid], time.perf_counter() - submitted[cid])
+        if report.status == "retrying":
+            queue.insert(0, cid)
+        progress.chunk_finished(report)
+        fut.release()
         while queue and len(futures) < wf.cluster.window:
             submit(queue.pop(0))
-        for fut in pending:
-            cid = futures.pop(fut)
-            try:
-                result = fut.result()
-            except Exception as exc:  # noqa: BLE001 - any task error is the chunk's failure
-                final = attempts[cid] >= wf.cluster.max_attempts
-                p.manifest.mark_failed(cid, exc, final=final)
-                if final:
-                    summary.failed[cid] = one_line_error(exc)
-                    progress.update(task, advance=1, failed=len(summary.failed))
-                else:
-                    queue.insert(0, cid)
-            else:
-                p.manifest.mark_done(cid, result["checksum"], result.get("worker"), result.get("read_s"),
-                                     result.get("predict_s"), result.get("write_s"),
-                                     sum(result.get(k) or 0.0 for k in ("read_s", "predict_s", "write_s")))
-                summary.done.append(cid)
-                summary.results.append(result)
-                summary.km2 += area[cid]
-                hours = (time.perf_counter() - started) / 3600
-                progress.update(task, advance=1, km2=summary.km2, rate=summary.km2 / hours if hours else 0.0)
-                if on_result is not None:
-                    on_result(result, client)
-            fut.release()
-            while queue and len(futures) < wf.cluster.window:
-                submit(queue.pop(0))
     summary.seconds = time.perf_counter() - started
     return summary
 
 
+def _record(p: Prepared, fut: Any, cid: str, attempt: int, summary: RunSummary, km2: float,
+            seconds: float) -> ChunkReport:
+    """Record one chunk attempt's outcome in the manifest and the summary; what to report about it."""
+    try:
+        result = fut.result()
+    except Exception as exc:  # noqa: BLE001 - any task error is the chunk's failure
+        final = attempt >= p.workflow.cluster.max_attempts
+        p.manifest.mark_failed(cid, exc, final=final)
+        error = one_line_error(exc)
+        if final:
+            summary.failed[cid] = error
+        return ChunkReport(cid, "failed" if final else "retrying", attempt, seconds, km2, error=error)
+    p.manifest.mark_done(cid, result["checksum"], result.get("worker"), result.get("read_s"),
+                         result.get("predict_s"), result.get("write_s"),
+                         sum(result.get(k) or 0.0 for k in ("read_s", "predict_s", "write_s")))
+    summary.done.append(cid)
+    summary.results.append(result)
+    summary.km2 += km2
+    return ChunkReport(cid, "done", attempt, seconds, km2, result=result)
+
+
 def run_workflow(workflow: Workflow, resume: bool = False, only: list[str] | None = None,
-                 max_chunks: int | None = None, overwrite: bool = False, console: Console | None = None,
-                 on_result: Callable[[dict[str, Any], Any], None] | None = None, client: Any = None) -> RunSummary:
-    """Plan, check and map a workflow (see the module doc); returns the summary (also printed)."""
+                 max_chunks: int | None = None, overwrite: bool = False, progress: RunProgress | None = None,
+                 client: Any = None) -> RunSummary:
+    """Plan, check and map a workflow (see the module doc); returns the summary, also given to
+    ``progress.finished`` with the manifest's final counts."""
     if max_chunks is not None and max_chunks < 1:
         raise MisoError("--max-chunks must be at least 1")
-    console = console or Console(stderr=True)
+    progress = progress or RunProgress()
     prepared = prepare(workflow, resume=resume, only=only, overwrite=overwrite)
     try:
-        summary = execute(prepared, console, max_chunks=max_chunks, on_result=on_result, client=client)
-        print_summary(summary, prepared.manifest, console)
+        summary = execute(prepared, progress, max_chunks=max_chunks, client=client)
+        summary.manifest_counts = prepared.manifest.counts()
     finally:
         prepared.manifest.close()
+    progress.finished(summary)
     return summary
-
-
-def print_summary(summary: RunSummary, manifest: Manifest, console: Console) -> None:
-    """The final table: done, skipped, failed with their errors, time, km²/h, and what is left."""
-    counts = manifest.counts()
-    table = Table(title="run summary", show_header=False)
-    table.add_row("store", str(summary.store))
-    table.add_row("done this run", f"{len(summary.done)} chunk(s), {summary.km2:.0f} km²")
-    if summary.recovered:
-        table.add_row("recovered from write log", ", ".join(summary.recovered))
-    table.add_row("already done", str(summary.skipped))
-    table.add_row("failed", str(len(summary.failed)))
-    table.add_row("time", f"{summary.seconds:.1f} s")
-    table.add_row("throughput", f"{summary.km2_per_hour:.0f} km²/h")
-    table.add_row("manifest", ", ".join(f"{k} {v}" for k, v in counts.items()))
-    console.print(table)
-    for cid, err in summary.failed.items():
-        console.print(f"[red]✗ {cid}[/] {err}", highlight=False, soft_wrap=True)

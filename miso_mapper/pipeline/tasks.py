@@ -26,7 +26,8 @@ from odc.geo.geobox import GeoBox
 
 from miso_mapper.config import GridConfig, ImageryConfig
 from miso_mapper.grid import AlaskaGrid, Chunk
-from miso_mapper.pipeline.predictors import PredictorSpec, get_predictor
+from miso_mapper.pipeline.predictor_cache import get_predictor
+from miso_mapper.pipeline.predictors import PredictorSpec
 from miso_mapper.pipeline.store import MapStore, encode_prediction
 
 
