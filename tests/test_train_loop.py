@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from miso_mapper.config import TrainConfig
 from miso_mapper.train.batches import ChipSampler, SampleSpec
 from miso_mapper.train.chips import ChipGeometry, ChipSet, resample_windows
-from miso_mapper.train.loop import STATE_NAME, train_miso
+from miso_mapper.train.loop import train_miso
+from miso_mapper.train.state import STATE_NAME
 
 
 def synthetic_chips(n=16, seed=0):
