@@ -31,6 +31,7 @@ from miso_mapper.model import MisoNet, MisoNetConfig, build_model, miso_loss
 from miso_mapper.model.config import SwinConfig
 from miso_mapper.train.batches import ChipSampler, SampleSpec
 from miso_mapper.train.chips import ChipSet
+from miso_mapper.train.progress import TrainingProgress
 from miso_mapper.train.schedule import LrSchedule
 from miso_mapper.train.state import TrainingState, state_path
 from miso_mapper.train.stopping import EarlyStopping
@@ -271,37 +272,6 @@ def training_result(setup: TrainingSetup, state: TrainingState, seconds: float, 
     if state.best_epoch and setup.validates:
         best = {k: v for k, v in state.history[state.best_epoch - 1].items() if k.startswith("val_")}
     return TrainResult(model.cpu().eval(), state.history, state.best_epoch, best, seconds, resumed_from)
-
-
-class TrainingProgress:
-    """A training's bar on a ``rich.progress.Progress`` (one advance per step), or nothing without one."""
-
-    def __init__(self, progress: Any, description: str, epochs: int, steps: int, done_epochs: int) -> None:
-        self.progress, self.description, self.epochs = progress, description, epochs
-        self.task_id = (progress.add_task(description, total=epochs * steps, completed=done_epochs * steps)
-                        if progress is not None else None)
-
-    def _describe(self, extra: str) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task_id, description=f"{self.description} {extra}")
-
-    def step(self, epoch: int, step: int, loss: float) -> None:
-        """Step ``step`` of 0-based epoch ``epoch`` is done, with training loss ``loss``."""
-        if self.progress is not None:
-            self.progress.advance(self.task_id)
-            if step % 5 == 0:
-                self._describe(f"ep {epoch + 1}/{self.epochs} loss {loss:.3f}")
-
-    def epoch(self, metrics: dict[str, float]) -> None:
-        """An epoch is done with ``metrics`` (as recorded in the history)."""
-        val_txt = f" val acc {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
-        self._describe(f"ep {metrics['epoch']}/{self.epochs} loss {metrics.get('train_total', float('nan')):.3f}"
-                       f"{val_txt}")
-
-    def close(self) -> None:
-        """Remove the bar."""
-        if self.progress is not None:
-            self.progress.remove_task(self.task_id)
 
 
 def train_miso(
