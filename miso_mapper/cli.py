@@ -253,12 +253,13 @@ def evaluate(
     import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
     from miso_mapper.config import load_workflow
     from miso_mapper.evaluate.report import print_tables
-    from miso_mapper.evaluate.run import evaluate_dir, run_evaluation
+    from miso_mapper.evaluate.run import run_evaluation
+    from miso_mapper.layout import RunLayout
 
     workflow = load_workflow(config)
     result = run_evaluation(workflow, quick=quick, console=console, fresh=fresh)
     print_tables(result, console)
-    console.print(f"[green]✓ evaluate[/] {result.seconds:.0f} s; report: {evaluate_dir(workflow) / 'report.html'}")
+    console.print(f"[green]✓ evaluate[/] {result.seconds:.0f} s; report: {RunLayout.of(workflow).evaluate.report}")
 
 
 @app.command()
@@ -301,13 +302,15 @@ def report(
     Quicklook PNGs go to a quicklooks/ folder beside the page; accuracy against truth only for demo worlds.
     """
     from miso_mapper.config import load_workflow
+    from miso_mapper.layout import RunLayout
     from miso_mapper.report import map_accuracy, write_run_report
     from miso_mapper.report.accuracy import truth_paths
 
     workflow = load_workflow(config)
-    out = out or workflow.output.directory / "report.html"
+    layout = RunLayout.of(workflow)
+    out = out or layout.report
     acc = None
-    if truth_paths(workflow) is not None and workflow.output.store.exists():
+    if truth_paths(workflow) is not None and layout.store.exists():
         acc = map_accuracy(workflow)
         for task in ("permafrost", "soil_order"):
             a = acc[task]

@@ -195,14 +195,16 @@ class OutputConfig(StrictModel):
         3, description="Zarr format of maps.zarr; 2 for GDAL < 3.11, whose Zarr driver cannot read v3 arrays"
     )
 
+    # The run folder's names belong to miso_mapper.layout.RunLayout; these two aliases remain only for the
+    # modules that still read them here (pipeline, export), and a test keeps them equal to the layout's.
     @property
     def store(self) -> Path:
-        """The Zarr store of probability layers."""
+        """The Zarr store of map layers; prefer ``RunLayout.of(workflow).store``."""
         return self.directory / "maps.zarr"
 
     @property
     def manifest(self) -> Path:
-        """The SQLite run manifest beside the store."""
+        """The SQLite run manifest beside the store; prefer ``RunLayout.of(workflow).manifest``."""
         return self.directory / "manifest.sqlite"
 
 

@@ -29,6 +29,7 @@ from rich.console import Console
 
 from miso_mapper.config import Workflow, load_workflow, merge_overrides
 from miso_mapper.errors import MisoError
+from miso_mapper.layout import RunLayout
 
 STAGES = ("world", "serve", "train", "evaluate", "run", "export", "report")
 
@@ -138,8 +139,8 @@ def run_demo(config: Path, out: Path | None = None, quick: bool = False, console
 def _after_serving(config: Path, out: Path | None, quick: bool, workflow: Workflow, stac_url: str,
                    stages: _Stages, console: Console) -> DemoResult:
     from miso_mapper.evaluate.report import print_tables
-    from miso_mapper.evaluate.run import evaluate_dir, run_evaluation
-    from miso_mapper.export.run import export_workflow, products_dir
+    from miso_mapper.evaluate.run import run_evaluation
+    from miso_mapper.export.run import export_workflow
     from miso_mapper.pipeline.clusters import open_client
     from miso_mapper.pipeline.commands import RichRunProgress
     from miso_mapper.pipeline.run import run_workflow
@@ -149,12 +150,13 @@ def _after_serving(config: Path, out: Path | None, quick: bool, workflow: Workfl
     with stages.stage("train", f"MISO ({workflow.train.size or workflow.model.size}), both tasks"):
         checkpoints = run_training(workflow, console=console)
     workflow = load_demo_workflow(config, out, stac_url=stac_url, quick=quick, checkpoints=checkpoints)
+    layout = RunLayout.of(workflow)
     ev = workflow.evaluate
     with stages.stage("evaluate", f"MISO vs RF-11 vs majority, {ev.quick_folds} fold(s) of "
                                   f"{', '.join(ev.schemes)}"):
         evaluation = run_evaluation(workflow, quick=True, console=console)
         print_tables(evaluation, console)
-    with open_client(workflow.cluster, workflow.output.directory / "logs") as client:
+    with open_client(workflow.cluster, layout.logs) as client:
         with stages.stage("run", f"map {workflow.name} on a LocalCluster of {workflow.cluster.n_workers} workers"):
             with RichRunProgress(console) as progress:
                 summary = run_workflow(workflow, overwrite=True, progress=progress, client=client)
@@ -167,10 +169,10 @@ def _after_serving(config: Path, out: Path | None, quick: bool, workflow: Workfl
                           f"{exported.seconds:.1f} s")
     with stages.stage("report", "quicklooks, run report, accuracy against the truth"):
         accuracy = map_accuracy(workflow)
-        report = write_run_report(workflow, workflow.output.directory / "report.html",
-                                  evaluation_dir=evaluate_dir(workflow), products=exported.files, accuracy=accuracy)
-    evaluation_report = evaluate_dir(workflow) / "report.html"
-    return DemoResult(workflow.output.directory, workflow.output.store, products_dir(workflow), report,
+        report = write_run_report(workflow, layout.report, evaluation_dir=layout.evaluate.directory,
+                                  products=exported.files, accuracy=accuracy)
+    evaluation_report = layout.evaluate.report
+    return DemoResult(layout.directory, layout.store, layout.products, report,
                       evaluation_report if evaluation_report.exists() else None, accuracy)
 
 

@@ -26,11 +26,11 @@ from pyproj import Transformer
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow, load_workflow
 from miso_mapper.errors import MisoError
+from miso_mapper.htmlpage import markdown_tables
 from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.store import NODATA, create_store
 from miso_mapper.plan import make_plan
 from miso_mapper.report import map_accuracy, write_quicklooks, write_run_report
-from miso_mapper.report.html import markdown_tables
 from miso_mapper.report.source import decimation_factor, load_run, read_preview
 
 from .helpers import WORKFLOWS, check_page_in_chromium

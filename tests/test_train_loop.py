@@ -9,7 +9,10 @@ import torch.nn.functional as F
 from miso_mapper.config import TrainConfig
 from miso_mapper.train.batches import ChipSampler, SampleSpec
 from miso_mapper.train.chips import ChipGeometry, ChipSet, resample_windows
-from miso_mapper.train.loop import STATE_NAME, train_miso
+from miso_mapper.train.loop import build_state, prepare, train_miso
+from miso_mapper.train.schedule import LrSchedule
+from miso_mapper.train.state import STATE_NAME
+from miso_mapper.train.stopping import EarlyStopping
 
 
 def synthetic_chips(n=16, seed=0):
@@ -87,3 +90,56 @@ def test_sampler_places_the_anchor_where_mapping_queries_it():
     _, shifted, _, _ = sampler.sample(0, g.margin + 1, g.margin, np.random.default_rng(0))
     assert shifted[0, 0] == pytest.approx(pixel[0, 0] - 2 * g.scale / 250)
     assert (np.abs(pixel) <= 1).all() and (lab[2:] == -999).all()
+
+
+def test_early_stopping_counts_epochs_without_an_improvement_beyond_min_delta():
+    rule = EarlyStopping(patience=2, min_delta=0.1)
+    assert rule.observe(1.0) and rule.best == 1.0
+    assert not rule.observe(0.95)  # better, but not by more than min_delta
+    assert rule.observe(0.5) and rule.bad_epochs == 0
+    assert not rule.observe(0.6) and not rule.should_stop
+    assert not rule.observe(0.45) and rule.should_stop and rule.best == 0.5
+
+
+def test_plateau_schedule_lowers_the_rate_after_five_flat_epochs_past_warmup():
+    cfg = TrainConfig(schedule="plateau", lr=1e-3, warmup_epochs=1, epochs=20)
+    schedule = LrSchedule(cfg, steps_per_epoch=4)
+    assert schedule.lr(0, 0) == pytest.approx(1e-5) and schedule.lr(0, 2) == pytest.approx(1e-5 + 0.99e-3 / 2)
+    schedule.end_epoch(0, 5.0)  # warm-up epoch: not observed
+    assert schedule.plateau.best == float("inf")
+    schedule.end_epoch(1, 1.0)
+    for epoch in range(2, 7):
+        assert schedule.reductions == 0
+        schedule.end_epoch(epoch, 1.0)
+    assert schedule.reductions == 1 and schedule.plateau.bad_epochs == 0
+    assert schedule.lr(7, 0) == pytest.approx(1e-4)
+    cosine = LrSchedule(cfg.model_copy(update={"schedule": "cosine"}), steps_per_epoch=4)
+    for epoch in range(10):
+        cosine.end_epoch(epoch, 1.0)
+    assert cosine.reductions == 0 and cosine.lr(20, 0) == pytest.approx(cfg.min_lr)
+
+
+def test_training_state_file_round_trip(tmp_path):
+    chips, labels = synthetic_chips(8)
+    setup = prepare(chips, labels, np.arange(6), np.arange(6, 8), "permafrost", CFG, "tiny")
+    state = build_state(setup)
+    with torch.no_grad():
+        next(state.model.parameters()).add_(1.0)
+    state.epoch, state.history = 2, [{"epoch": 1.0}, {"epoch": 2.0}]
+    state.stopping.observe(0.3)
+    state.keep_best(2)
+    state.schedule.reductions, state.schedule.plateau.bad_epochs = 1, 3
+    path = tmp_path / STATE_NAME
+    state.save(path, "run-a")
+    fresh = build_state(setup)
+    assert not fresh.load(path, "run-b") and fresh.epoch == 0  # another run's file is ignored
+    assert fresh.load(path, "run-a")
+    assert (fresh.epoch, fresh.history, fresh.best_epoch, fresh.stopping.best) == (2, state.history, 2, 0.3)
+    assert (fresh.schedule.reductions, fresh.schedule.plateau.bad_epochs) == (1, 3)
+    for a, b in zip(state.model.state_dict().values(), fresh.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert all(torch.equal(fresh.best_weights[k], v) for k, v in state.best_weights.items())
+    # the file keeps the keys of earlier versions, so a run killed before an upgrade resumes
+    saved = torch.load(path, weights_only=True)["state"]
+    assert set(saved) == {"epoch", "history", "best_metric", "best_epoch", "best_state", "bad_epochs",
+                          "reductions", "plateau_best", "plateau_bad"}

@@ -27,7 +27,8 @@ from miso_mapper.evaluate.metrics import (
     reliability,
 )
 from miso_mapper.evaluate.run import MODELS, Evaluation, evaluation_json
-from miso_mapper.report.html import figure_img
+from miso_mapper.htmlpage import figure_img
+from miso_mapper.layout import EvaluationLayout
 
 HEADERS = {
     "accuracy": "Acc", "precision_0": "P (no PF)", "recall_0": "R (no PF)", "f1_0": "F1 (no PF)",
@@ -113,24 +114,27 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def write_outputs(ev: Evaluation, out: Path) -> dict[str, Path]:
-    """Write every table, ``predictions.csv``, ``metrics.json`` and ``report.html`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_outputs(ev: Evaluation, directory: Path) -> dict[str, Path]:
+    """Write every table, ``predictions.csv``, ``metrics.json`` and ``report.html`` into ``directory`` (file
+    names: :class:`~miso_mapper.layout.EvaluationLayout`); returns {table stem: its Markdown file,
+    'report': the HTML report} of the files written."""
+    out = EvaluationLayout(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for task, keys, name, title in (
-        ("permafrost", PERMAFROST_KEYS, "table1_permafrost", "Table 1: near-surface permafrost"),
-        ("taxonomy", TAXONOMY_KEYS, "table2_taxonomy", "Table 2: soil order"),
+    for task, keys, title in (
+        ("permafrost", PERMAFROST_KEYS, "Table 1: near-surface permafrost"),
+        ("taxonomy", TAXONOMY_KEYS, "Table 2: soil order"),
     ):
         if task not in ev.tasks:
             continue
         rows = summary_rows(ev, task)
-        _write_csv(out / f"{name}.csv", rows)
-        (out / f"{name}.md").write_text(markdown_table(rows, keys, title))
-        paths[name] = out / f"{name}.md"
+        _write_csv(out.table(task, "csv"), rows)
+        out.table(task, "md").write_text(markdown_table(rows, keys, title))
+        paths[out.table(task, "md").stem] = out.table(task, "md")
     regions = region_rows(ev)
-    _write_csv(out / "regions.csv", regions)
-    (out / "regions.md").write_text(_regions_markdown(regions))
-    with (out / "predictions.csv").open("w", newline="") as f:
+    _write_csv(out.regions("csv"), regions)
+    out.regions("md").write_text(_regions_markdown(regions))
+    with out.predictions.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["scheme", "task", "model", "fold", "id", "truth", "probability"])
         for (scheme, task, model), pred in ev.predictions.items():
@@ -139,9 +143,9 @@ def write_outputs(ev: Evaluation, out: Path) -> dict[str, Path]:
                 p = prob[i]
                 cell = f"{p:.4f}" if np.ndim(p) == 0 else json.dumps([round(float(v), 4) for v in p])
                 writer.writerow([scheme, task, model, int(fold[i]), pred.ids[i], int(truth[i]), cell])
-    (out / "metrics.json").write_text(json.dumps(evaluation_json(ev), indent=1, default=float))
-    (out / "report.html").write_text(html_report(ev, regions))
-    paths["report"] = out / "report.html"
+    out.metrics.write_text(json.dumps(evaluation_json(ev), indent=1, default=float))
+    out.report.write_text(html_report(ev, regions))
+    paths["report"] = out.report
     return paths
 
 

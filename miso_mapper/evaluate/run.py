@@ -2,16 +2,17 @@
 
 For every split scheme (``evaluate.schemes``) and fold, MISO (``train`` settings, network ``train.size`` or
 ``model.size``) and RF-11 are trained on the same training points and tested on the same test points, for
-each task. Chips and RF features come from one cached read of the imagery (:mod:`miso_mapper.train.chips`).
-Each MISO training keeps a state file under ``<evaluate dir>/runs/``, so a killed evaluation resumes where
-it stopped. Outputs in the evaluate directory: ``splits/<scheme>.json``, ``predictions.csv`` (one row per
-test point, model and task), ``metrics.json``, ``table1_permafrost.{csv,md}``, ``table2_taxonomy.{csv,md}``,
-``regions.{csv,md}`` and ``report.html``.
+each task. Chips and RF features come from one cached read of the imagery (:mod:`miso_mapper.train.chips`),
+cached in the training folder. Each MISO training keeps a state file under ``<evaluate dir>/runs/``, so a
+killed evaluation resumes where it stopped. Outputs in the evaluate directory: ``splits/<scheme>.json``,
+``predictions.csv`` (one row per test point, model and task), ``metrics.json``, ``table1_permafrost.{csv,md}``,
+``table2_taxonomy.{csv,md}``, ``regions.{csv,md}`` and ``report.html`` (paths:
+:class:`miso_mapper.layout.EvaluationLayout`).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ import numpy as np
 
 from miso_mapper.config import TrainConfig, Workflow
 from miso_mapper.errors import MisoError
-from miso_mapper.train.points import PointSet, load_points, polygon_path
+from miso_mapper.layout import RunLayout
+from miso_mapper.points import PointSet, load_points, polygon_path
 
 MODELS = ("MISO", "RF-11", "Majority")
 
@@ -64,16 +66,6 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
 
 
-def evaluate_dir(workflow: Workflow) -> Path:
-    """``evaluate.directory`` or ``<output.directory>/evaluate``."""
-    return workflow.evaluate.directory or workflow.output.directory / "evaluate"
-
-
-def train_dir(workflow: Workflow) -> Path:
-    """``train.directory`` or ``<output.directory>/train``."""
-    return workflow.train.directory or workflow.output.directory / "train"
-
-
 def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None, fresh: bool = False) -> Evaluation:
     """Run the cross-validation of ``workflow`` and write its outputs; returns the :class:`Evaluation`.
 
@@ -84,10 +76,13 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
 
     from miso_mapper.baseline.rf import RFModel, features_from_raw
     from miso_mapper.evaluate.metrics import binary_metrics, majority_prediction, multiclass_metrics
+    from miso_mapper.evaluate.report import write_outputs
     from miso_mapper.train.chips import ChipGeometry, build_chips
     from miso_mapper.train.loop import net_config
     from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, training_pool
+    from miso_mapper.train.source import ensure_world_exists
     from miso_mapper.train.splits import load_split, make_folds, save_split, scheme_distance, validation_split
+    from miso_mapper.train.state import discard_state
 
     started = time.perf_counter()
     echo = console.print if console is not None else (lambda *a, **k: None)
@@ -98,17 +93,15 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     size = cfg.size or workflow.model.size
-    out = evaluate_dir(workflow)
-    out.mkdir(parents=True, exist_ok=True)
+    layout = RunLayout.of(workflow)
+    out = layout.evaluate
+    out.directory.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-
-    from miso_mapper.train.source import ensure_world_exists
-
     ensure_world_exists(workflow, echo)
     points = load_points(workflow, ev.tasks, echo=echo)
     geometry = ChipGeometry.for_jitter(cfg.crop_size, net_config(size, ev.tasks[0]).input_size, cfg.jitter_px)
     t0 = time.perf_counter()
-    chips = build_chips(workflow, points, geometry, train_dir(workflow) / "chips", echo=echo)
+    chips = build_chips(workflow, points, geometry, layout.train.chips, echo=echo)
     timings["chips_s"] = time.perf_counter() - t0
     bad = ~chips.valid
     if bad.any():
@@ -125,7 +118,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     labels_of = {task: points.labels(task) for task in ev.tasks}
     jobs: list[_MisoJob] = []
     for scheme in ev.schemes:
-        split_path = out / "splits" / f"{scheme}.json"
+        split_path = out.split(scheme)
         split = make_folds(points.ids[usable], points.x[usable], points.y[usable], scheme, ev.folds, ev.seed)
         if split_path.exists() and load_split(split_path).to_json() != split.to_json():
             echo(f"[yellow]note:[/] {split_path.name} differed from the folds of these points; rewritten")
@@ -145,18 +138,18 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
                                              distance, ev.seed + fold.index)
                 excluded = np.zeros(len(points), bool)
                 excluded[test_all] = True
-                run_dir = out / "runs" / scheme / f"fold{fold.index + 1}" / task
-                if fresh and (run_dir / "state.pt").exists():
-                    (run_dir / "state.pt").unlink()
+                run_dir = out.run(scheme, fold.index + 1, task)
+                if fresh:
+                    discard_state(run_dir)
                 jobs.append(_MisoJob(scheme, fold.index, task, tr, tr[keep], tr[val],
                                      np.flatnonzero(~has & ~excluded & chips.valid), te, run_dir))
 
     workers = min(cfg.workers, max(len(jobs), 1))
     threads = threads_per_worker(cfg, workers)
-    ref = ChipCacheRef.of(chips, train_dir(workflow) / "chips")
+    ref = ChipCacheRef.of(chips, layout.train.chips)
     progress = _progress(console)
     t_miso = t_rf = 0.0
-    with progress if progress is not None else _NullContext(), training_pool(workers) as pool:
+    with progress if progress is not None else contextlib.nullcontext(), training_pool(workers) as pool:
         overall = progress.add_task("evaluate", total=len(jobs)) if progress is not None else None
         if pool is not None:
             echo(f"MISO: {len(jobs)} trainings in {workers} processes x {threads} torch thread(s)")
@@ -194,9 +187,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     timings |= {"miso_s": t_miso, "rf_s": t_rf}
     evaluation = Evaluation(workflow.name, list(ev.schemes), list(ev.tasks), n_folds, ev.folds, size, cfg.epochs,
                             predictions, fold_metrics, regions, split_sizes, time.perf_counter() - started, timings)
-    from miso_mapper.evaluate.report import write_outputs
-
-    write_outputs(evaluation, out)
+    write_outputs(evaluation, out.directory)
     evaluation.seconds = time.perf_counter() - started
     return evaluation
 
@@ -242,6 +233,7 @@ def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: Train
 
     return result
 
+
 def _any_label(points: PointSet, tasks: list[str]) -> np.ndarray:
     keep = np.zeros(len(points), bool)
     for task in tasks:
@@ -274,14 +266,6 @@ def _progress(console: Any) -> Any:
                     console=console, transient=True)
 
 
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def evaluation_json(ev: Evaluation) -> dict[str, Any]:
     """JSON-able summary (metrics per fold, sizes, timings)."""
     return {
@@ -290,7 +274,3 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
         "split_sizes": ev.split_sizes,
         "fold_metrics": {"/".join(k): v for k, v in ev.fold_metrics.items()},
     }
-
-
-def _dump(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=1, default=float))

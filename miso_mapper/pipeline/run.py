@@ -37,6 +37,7 @@ from typing import Any
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid, Chunk
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.clusters import cluster_has_gpus, open_client
 from miso_mapper.pipeline.manifest import Manifest, one_line_error
 from miso_mapper.pipeline.predictors import PredictorSpec, resolve_spec
@@ -53,7 +54,7 @@ def search_dir(workflow: Workflow) -> Path:
 
 def write_log_dir(workflow: Workflow) -> Path:
     """Folder of the write log (one file per completed chunk write)."""
-    return workflow.output.directory / "write-log"
+    return RunLayout.of(workflow).write_log
 
 
 @dataclass

@@ -5,7 +5,7 @@
   coverage, timings, quicklooks, accuracy against the demo world's truth, evaluation tables, products);
 * :func:`map_accuracy` (:mod:`.accuracy`): the map against truth rasters and labelled points.
 
-Names are imported lazily so that :mod:`.html` (used by the evaluation report) stays cheap to import.
+Names are imported lazily, so that importing one submodule (e.g. :mod:`.source`) does not load the others.
 """
 
 from __future__ import annotations

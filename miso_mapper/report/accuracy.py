@@ -26,6 +26,7 @@ from odc.geo.geobox import GeoBox
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.store import NODATA, PROB_SCALE
 from miso_mapper.report.source import RunData, load_run
 
@@ -91,7 +92,7 @@ class _Truth:
 
 def _points(workflow: Workflow) -> Any | None:
     """The workflow's labelled points inside its region (a PointSet), None when there is no points file."""
-    from miso_mapper.train.points import load_points, points_path
+    from miso_mapper.points import load_points, points_path
 
     try:
         path = points_path(workflow)
@@ -122,7 +123,7 @@ def map_accuracy(workflow: Workflow, run: RunData | None = None) -> dict[str, An
         raise MisoError("no truth rasters: map accuracy needs a demo workflow whose world has truth/*.tif")
     run = run or load_run(workflow)
     if run.store is None:
-        raise MisoError(f"no store at {workflow.output.store}: nothing to score")
+        raise MisoError(f"no store at {RunLayout.of(workflow).store}: nothing to score")
     g = run.grid.config
     cs = g.chunk_size
     points = _points(workflow)

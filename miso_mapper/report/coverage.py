@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from miso_mapper.report.html import figure_png
+from miso_mapper.htmlpage import figure_png
 from miso_mapper.report.mapfig import add_scalebar, add_zones, new_figure
 from miso_mapper.report.source import RunData
 

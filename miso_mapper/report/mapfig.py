@@ -87,7 +87,7 @@ def read_polygons(path: Path, crs: str, field: str | None = None) -> list[tuple[
 
 def zones_path(workflow: Workflow) -> Path | None:
     """The permafrost-zone polygon file of a workflow (``points.permafrost_zones`` or the world's), if it exists."""
-    from miso_mapper.train.points import polygon_path
+    from miso_mapper.points import polygon_path
 
     path = polygon_path(workflow, "zones")
     return path if path is not None and path.is_file() else None

@@ -15,7 +15,7 @@ import numpy as np
 
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow
-from miso_mapper.report.html import figure_png
+from miso_mapper.htmlpage import figure_png
 from miso_mapper.report.mapfig import add_scalebar, add_zones, new_figure
 from miso_mapper.report.source import MAX_PREVIEW_PX, Preview, RunData, load_run, read_preview
 

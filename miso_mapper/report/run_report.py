@@ -6,7 +6,7 @@ quicklooks, accuracy against the demo world's truth (:func:`~miso_mapper.report.
 the evaluation tables of ``miso-mapper evaluate`` when its folder exists, and links to products.
 
 Every image is a base64 data URI; the only script is the inline one of
-:data:`~miso_mapper.report.html.READY_SCRIPT` (ready flag and error capture for headless-browser checks).
+:data:`~miso_mapper.htmlpage.READY_SCRIPT` (ready flag and error capture for headless-browser checks).
 Links to local files (evaluation report, products) are relative to the page's folder.
 """
 
@@ -27,16 +27,17 @@ from miso_mapper import __version__
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
+from miso_mapper.htmlpage import ERROR_ELEMENT, READY_SCRIPT, markdown_tables, png_img, table
+from miso_mapper.layout import EvaluationLayout, RunLayout
 from miso_mapper.report.accuracy import map_accuracy, truth_paths
 from miso_mapper.report.coverage import coverage_png, timings
-from miso_mapper.report.html import ERROR_ELEMENT, READY_SCRIPT, markdown_tables, png_img, table
 from miso_mapper.report.quicklooks import write_quicklooks
 from miso_mapper.report.source import RunData, load_run, read_preview
 
 #: Per-chunk timing rows shown (the slowest ones first beyond this many chunks).
 MAX_CHUNK_ROWS = 500
-#: Markdown tables of an evaluation folder embedded in the report.
-EVALUATION_TABLES = ("table1_permafrost.md", "table2_taxonomy.md")
+#: Tasks whose Markdown evaluation table (Table 1, Table 2) is embedded in the report.
+EVALUATION_TASKS = ("permafrost", "taxonomy")
 
 _STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1250px;color:#222}"
@@ -142,14 +143,14 @@ def _accuracy_section(acc: dict[str, Any]) -> str:
               "truth's own majority over the same pixels. Point labels carry the demo world's label noise.</p>")
 
 
-def _evaluation_section(evaluation_dir: Path, page_dir: Path) -> str:
+def _evaluation_section(evaluation: EvaluationLayout, page_dir: Path) -> str:
     parts = []
-    report = evaluation_dir / "report.html"
+    report = evaluation.report
     if report.is_file():
         parts.append(f"<p>Full cross-validation report: <a href=\"{_rel_href(report, page_dir)}\">"
                      f"{html.escape(str(report))}</a></p>")
-    for name in EVALUATION_TABLES:
-        path = evaluation_dir / name
+    for task in EVALUATION_TASKS:
+        path = evaluation.table(task, "md")
         if path.is_file():
             parts.append(markdown_tables(path.read_text()))
     return "\n".join(parts) or "<p class='note'>The evaluation folder has no report or tables.</p>"
@@ -163,12 +164,6 @@ def _products_section(products: Sequence[str | Path] | Mapping[str, str | Path],
     return f"<ul>{''.join(lis)}</ul>"
 
 
-def _default_evaluation_dir(workflow: Workflow) -> Path:
-    from miso_mapper.evaluate.run import evaluate_dir
-
-    return evaluate_dir(workflow)
-
-
 def write_run_report(workflow: Workflow, out_path: Path, evaluation_dir: Path | None = None,
                      products: Sequence[str | Path] | Mapping[str, str | Path] | None = None,
                      accuracy: dict[str, Any] | None = None) -> Path:
@@ -180,6 +175,7 @@ def write_run_report(workflow: Workflow, out_path: Path, evaluation_dir: Path | 
     :func:`~miso_mapper.report.accuracy.map_accuracy` result (computed here when the world has truth).
     Raises :class:`MisoError` when the workflow has no run manifest.
     """
+    layout = RunLayout.of(workflow)
     out_path = Path(out_path)
     page_dir = out_path.parent
     page_dir.mkdir(parents=True, exist_ok=True)
@@ -191,8 +187,8 @@ def write_run_report(workflow: Workflow, out_path: Path, evaluation_dir: Path | 
         f"<h1>Run report: {esc(workflow.name)}</h1>",
         f"<p class='note'>{esc(workflow.description)}</p>" if workflow.description else "",
         f"<p class='note'>Written {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} by miso-mapper "
-        f"{esc(__version__)}. Store <code>{esc(str(workflow.output.store))}</code>, manifest "
-        f"<code>{esc(str(workflow.output.manifest))}</code>.</p>",
+        f"{esc(__version__)}. Store <code>{esc(str(layout.store))}</code>, manifest "
+        f"<code>{esc(str(layout.manifest))}</code>.</p>",
         "<h2>What was run</h2>",
     ]
     attrs = dict(run.store.attrs) if run.store is not None else {}
@@ -219,9 +215,9 @@ def write_run_report(workflow: Workflow, out_path: Path, evaluation_dir: Path | 
     if truth_paths(workflow) is not None and run.store is not None and run.done():
         parts.append("<h2>Accuracy against the demo world's truth</h2>")
         parts.append(_accuracy_section(accuracy or map_accuracy(workflow, run)))
-    ev_dir = evaluation_dir if evaluation_dir is not None else _default_evaluation_dir(workflow)
-    if ev_dir is not None and Path(ev_dir).is_dir():
-        parts += ["<h2>Cross-validation (miso-mapper evaluate)</h2>", _evaluation_section(Path(ev_dir), page_dir)]
+    evaluation = EvaluationLayout(Path(evaluation_dir)) if evaluation_dir is not None else layout.evaluate
+    if evaluation.directory.is_dir():
+        parts += ["<h2>Cross-validation (miso-mapper evaluate)</h2>", _evaluation_section(evaluation, page_dir)]
     if products:
         parts += ["<h2>Products</h2>", _products_section(products, page_dir)]
     parts.append(f"{ERROR_ELEMENT}</body></html>")

@@ -20,6 +20,7 @@ from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid, geobox_from_spatial_ref
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.manifest import ChunkRow, Manifest
 from miso_mapper.pipeline.store import NODATA, PROB_SCALE
 
@@ -83,7 +84,8 @@ def load_run(workflow: Workflow) -> RunData:
     """
     import zarr
 
-    path = workflow.output.manifest
+    layout = RunLayout.of(workflow)
+    path = layout.manifest
     if not path.is_file():
         raise MisoError(f"no run manifest at {path}: the workflow has not been run (miso-mapper run)")
     with Manifest(path) as manifest:
@@ -92,12 +94,12 @@ def load_run(workflow: Workflow) -> RunData:
     if not rows:
         raise MisoError(f"run manifest {path} lists no chunk")
     store = geobox = None
-    if workflow.output.store.exists():
+    if layout.store.exists():
         try:
-            store = zarr.open_group(str(workflow.output.store), mode="r")
+            store = zarr.open_group(str(layout.store), mode="r")
             attrs, shape = store["spatial_ref"].attrs, store["permafrost_probability"].shape
         except Exception as exc:  # noqa: BLE001 - any zarr/IO error: not a readable store
-            raise MisoError(f"{workflow.output.store} is not a readable Zarr store ({exc})") from None
+            raise MisoError(f"{layout.store} is not a readable Zarr store ({exc})") from None
         geobox = geobox_from_spatial_ref(attrs, shape)
     return RunData(workflow, AlaskaGrid(workflow.grid), rows, meta, store, geobox)
 
@@ -168,7 +170,7 @@ def read_preview(run: RunData, max_px: int = MAX_PREVIEW_PX, threads: int | None
     from concurrent.futures import ThreadPoolExecutor
 
     if run.store is None:
-        raise MisoError(f"no store at {run.workflow.output.store}: nothing to preview")
+        raise MisoError(f"no store at {RunLayout.of(run.workflow).store}: nothing to preview")
     box = run.box()
     cs = run.chunk_size
     f = decimation_factor(box.shape, cs, max_px)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from miso_mapper.bands import COVARIATES, S2_BANDS
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
-from miso_mapper.train.points import PointSet
+from miso_mapper.points import PointSet
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,14 @@
 """The MISO training loop: AdamW, warm-up + cosine (or plateau) schedule, early stopping, resumable.
 
+:func:`train_miso` runs named steps: :func:`prepare` (checks and the fixed parts of the run),
+:func:`build_state` (network, optimizer, schedule, early stopping), then per epoch :func:`train_epoch`,
+:func:`validate`, :func:`end_epoch` (history, best weights, schedule, stopping) and the state file
+(:class:`~miso_mapper.train.state.TrainingState`), and finally :func:`training_result`.
+
 Determinism: epoch ``e`` draws its anchors, window shifts and pseudo-points from
 ``numpy.random.default_rng([seed, e])`` and seeds torch (dropout, stochastic depth) with ``seed * 100003 + e``,
 so an interrupted run resumed from its last state file continues exactly as the uninterrupted run would
 (on CPU; CUDA kernels may add float noise).
-
-The state file (``state.pt`` in the run directory, written atomically after every epoch) holds the model,
-the optimizer, the epoch, the schedule state, the best weights so far and the history; it is keyed by a
-hash of everything that defines the run, so a changed run starts afresh instead of resuming a stale one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,10 +31,10 @@ from miso_mapper.model import MisoNet, MisoNetConfig, build_model, miso_loss
 from miso_mapper.model.config import SwinConfig
 from miso_mapper.train.batches import ChipSampler, SampleSpec
 from miso_mapper.train.chips import ChipSet
-
-STATE_NAME = "state.pt"
-PLATEAU_FACTOR = 0.1
-PLATEAU_PATIENCE = 5
+from miso_mapper.train.progress import TrainingProgress
+from miso_mapper.train.schedule import LrSchedule
+from miso_mapper.train.state import TrainingState, state_path
+from miso_mapper.train.stopping import EarlyStopping
 
 
 def net_config(size: str, task: str, drop_path: float | None = None,
@@ -80,19 +80,6 @@ class TrainResult:
     """epochs that were already done in the state file this run resumed from."""
 
 
-def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig, reductions: int = 0) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up from lr/100, then cosine to
-    ``min_lr`` at the last step (``schedule: cosine``) or ``lr * 0.1**reductions`` (``plateau``)."""
-    warm = cfg.warmup_epochs * steps_per_epoch
-    if step < warm:
-        return cfg.lr / 100 + (cfg.lr - cfg.lr / 100) * step / warm
-    if cfg.schedule == "plateau":
-        return cfg.lr * PLATEAU_FACTOR**reductions
-    total = max(cfg.epochs * steps_per_epoch - warm, 1)
-    t = min((step - warm) / total, 1.0)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
-
-
 def run_key(task: str, cfg: TrainConfig, net: MisoNetConfig, chips: ChipSet, train_ids: np.ndarray,
             val_ids: np.ndarray, extra_ids: np.ndarray) -> str:
     """Hash of everything that defines a training run (what a state file must match to be resumed)."""
@@ -126,11 +113,122 @@ def predict_points(model: MisoNet, sampler: ChipSampler, index: np.ndarray, batc
     return probs[:, 0] if model.config.task == "permafrost" else probs
 
 
-def _val_metrics(model: MisoNet, sampler: ChipSampler, val_idx: np.ndarray, labels: np.ndarray,
-                 task: str, device: torch.device) -> dict[str, float]:
-    probs = predict_points(model, sampler, val_idx, device=device)
-    y = labels[val_idx]
-    if task == "permafrost":
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """The fixed parts of one training run: data, settings, network config, device and sampler."""
+
+    chips: ChipSet
+    labels: np.ndarray
+    """(len(chips),) float32 task labels (0/1 or class index), -999 where none."""
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    unlabelled_idx: np.ndarray
+    """(k,) int64 positions of chips without the task's label (contrastive terms only)."""
+    task: str
+    cfg: TrainConfig
+    net: MisoNetConfig
+    device: torch.device
+    sampler: ChipSampler
+    key: str
+    """:func:`run_key` of the run: the state file it may resume."""
+    chips_per_epoch: int
+    steps: int
+    """optimizer steps per epoch (batches, the last one possibly short)."""
+
+    @property
+    def validates(self) -> bool:
+        """Whether the run has validation points (and so early stopping and best-epoch selection)."""
+        return len(self.val_idx) > 0
+
+
+def prepare(chips: ChipSet, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, task: str,
+            cfg: TrainConfig, size: str, unlabelled_idx: np.ndarray | None = None) -> TrainingSetup:
+    """Check the inputs of a run and fix its parts (see :func:`train_miso` for the arguments); sets torch's
+    thread count when ``cfg.num_threads`` is given. Raises :class:`MisoError` for a run that cannot train."""
+    if len(train_idx) == 0:
+        raise MisoError(f"no labelled {task} training points")
+    device = pick_device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    net = net_config(size, task, cfg.drop_path, cfg.input_standardization)
+    if net.input_size != chips.geometry.input_size:
+        raise MisoError(f"chips were cut for input size {chips.geometry.input_size} px, the {size} network "
+                        f"takes {net.input_size} px")
+    unlabelled = np.asarray([] if unlabelled_idx is None else unlabelled_idx, np.int64)
+    key = run_key(task, cfg, net, chips, chips.ids[train_idx], chips.ids[val_idx], chips.ids[unlabelled])
+    spec = SampleSpec(cfg.labels_per_chip, cfg.random_pseudo_points, cfg.regular_pseudo_points)
+    per_epoch = cfg.chips_per_epoch or len(train_idx)
+    return TrainingSetup(chips, labels, train_idx, val_idx, unlabelled, task, cfg, net, device,
+                         ChipSampler(chips, labels, train_idx, spec), key, per_epoch,
+                         max(1, math.ceil(per_epoch / cfg.batch_size)))
+
+
+def build_state(setup: TrainingSetup) -> TrainingState:
+    """A fresh state: the network initialised from ``cfg.seed`` (with input statistics of the training chips
+    when the network standardises its input), AdamW, the schedule and the early-stopping rule."""
+    cfg, device = setup.cfg, setup.device
+    torch.manual_seed(cfg.seed)
+    model = build_model(setup.net).to(device)
+    if setup.net.input_standardization:
+        mean, std = channel_statistics(setup.chips, setup.train_idx)
+        model.set_input_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+    # fused AdamW: one kernel per step instead of a Python loop over parameters (a third of a tiny network's
+    # step on CPU); same update rule, so results match the unfused optimizer to float rounding
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  fused=device.type in ("cpu", "cuda"))
+    return TrainingState(model, optimizer, LrSchedule(cfg, setup.steps), EarlyStopping(cfg.patience))
+
+
+def epoch_anchors(setup: TrainingSetup, rng: np.random.Generator) -> np.ndarray:
+    """The chips (positions) an epoch trains on, in order: the training points repeated or cut to
+    ``chips_per_epoch`` less the unlabelled share, plus that share drawn from the unlabelled chips, shuffled."""
+    cfg, n = setup.cfg, setup.chips_per_epoch
+    n_unl = int(round(cfg.unlabelled_ratio * n)) if setup.unlabelled_idx.size else 0
+    anchors = np.concatenate([rng.permutation(np.resize(setup.train_idx, n - n_unl)),
+                              rng.choice(setup.unlabelled_idx, n_unl) if n_unl else np.zeros(0, np.int64)])
+    return anchors[rng.permutation(anchors.size)]
+
+
+def train_epoch(setup: TrainingSetup, state: TrainingState, progress: TrainingProgress) -> dict[str, float]:
+    """One epoch of optimizer steps on epoch ``state.epoch``'s seeded draws; returns the mean loss terms as
+    ``train_<term>`` (a batch of fewer than 2 chips is skipped: the contrastive loss needs negatives)."""
+    cfg, device, model, epoch = setup.cfg, setup.device, state.model, state.epoch
+    rng = np.random.default_rng([cfg.seed, epoch])
+    torch.manual_seed(cfg.seed * 100003 + epoch)
+    anchors = epoch_anchors(setup, rng)
+    use_amp = cfg.amp and device.type == "cuda"
+    model.train()
+    sums: dict[str, float] = {}
+    for step in range(setup.steps):
+        part = anchors[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        if part.size < 2:
+            continue
+        for group in state.optimizer.param_groups:
+            group["lr"] = state.schedule.lr(epoch, step)
+        batch = setup.sampler.train_batch(part, rng)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = model(batch.images.to(device), batch.pixel.to(device), batch.geo.to(device))
+            out = {k: v.float() for k, v in out.items()}
+            loss, parts = miso_loss(out, batch.labels.to(device), setup.task)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        state.optimizer.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        progress.step(epoch, step, parts["total"])
+    return {f"train_{k}": v / setup.steps for k, v in sums.items()}
+
+
+def validate(setup: TrainingSetup, model: MisoNet) -> dict[str, float]:
+    """``val_loss`` (mean cross-entropy) and ``val_accuracy`` at the validation points; empty without any."""
+    if not setup.validates:
+        return {}
+    probs = predict_points(model, setup.sampler, setup.val_idx, device=setup.device)
+    y = setup.labels[setup.val_idx]
+    if setup.task == "permafrost":
         p = np.clip(probs, 1e-7, 1 - 1e-7)
         loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
         acc = float(np.mean((probs >= 0.5) == (y == 1)))
@@ -140,10 +238,40 @@ def _val_metrics(model: MisoNet, sampler: ChipSampler, val_idx: np.ndarray, labe
     return {"val_loss": loss, "val_accuracy": acc}
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def epoch_score(setup: TrainingSetup, metrics: dict[str, float], epoch: int) -> float:
+    """The score (lower is better) that early stopping, the best epoch and the plateau schedule follow:
+    validation loss or minus validation accuracy; without validation ``-epoch`` (the last epoch is best)."""
+    if not setup.validates:
+        return -epoch
+    return metrics["val_loss"] if setup.cfg.early_stop_metric == "loss" else -metrics["val_accuracy"]
+
+
+def end_epoch(setup: TrainingSetup, state: TrainingState, metrics: dict[str, float]) -> None:
+    """Close epoch ``state.epoch`` with its ``metrics`` (completed with ``epoch`` and ``lr``): record them,
+    keep the weights when the score improved, advance the schedule and the epoch; an early stop sets the
+    epoch to the last one, so a resumed run does not train further."""
+    epoch = state.epoch
+    score = epoch_score(setup, metrics, epoch)
+    metrics["epoch"] = epoch + 1
+    metrics["lr"] = state.optimizer.param_groups[0]["lr"]
+    state.history.append(metrics)
+    if state.stopping.observe(score):
+        state.keep_best(epoch + 1)
+    state.schedule.end_epoch(epoch, score)
+    state.epoch = epoch + 1
+    if setup.validates and state.stopping.should_stop:
+        state.epoch = setup.cfg.epochs
+
+
+def training_result(setup: TrainingSetup, state: TrainingState, seconds: float, resumed_from: int) -> TrainResult:
+    """The model with the best weights (eval mode, on CPU) and the run's history and best metrics."""
+    model = state.model
+    if state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
+    best = {}
+    if state.best_epoch and setup.validates:
+        best = {k: v for k, v in state.history[state.best_epoch - 1].items() if k.startswith("val_")}
+    return TrainResult(model.cpu().eval(), state.history, state.best_epoch, best, seconds, resumed_from)
 
 
 def train_miso(
@@ -173,125 +301,19 @@ def train_miso(
         on_epoch: called after each epoch's state is saved with (epoch, metrics) (tests use it to interrupt).
     """
     started = time.perf_counter()
-    if len(train_idx) == 0:
-        raise MisoError(f"no labelled {task} training points")
-    device = pick_device(cfg.device)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    net = net_config(size, task, cfg.drop_path, cfg.input_standardization)
-    if net.input_size != chips.geometry.input_size:
-        raise MisoError(f"chips were cut for input size {chips.geometry.input_size} px, the {size} network "
-                        f"takes {net.input_size} px")
-    unlabelled_idx = np.asarray([] if unlabelled_idx is None else unlabelled_idx, np.int64)
-    key = run_key(task, cfg, net, chips, chips.ids[train_idx], chips.ids[val_idx], chips.ids[unlabelled_idx])
-    spec = SampleSpec(cfg.labels_per_chip, cfg.random_pseudo_points, cfg.regular_pseudo_points)
-    sampler = ChipSampler(chips, labels, train_idx, spec)
-    n_per_epoch = cfg.chips_per_epoch or len(train_idx)
-    steps = max(1, math.ceil(n_per_epoch / cfg.batch_size))
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(net).to(device)
-    if net.input_standardization:
-        mean, std = channel_statistics(chips, train_idx)
-        model.set_input_statistics(torch.from_numpy(mean), torch.from_numpy(std))
-    # fused AdamW: one kernel per step instead of a Python loop over parameters (a third of a tiny network's
-    # step on CPU); same update rule, so results match the unfused optimizer to float rounding
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=device.type in ("cpu", "cuda"))
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best_metric": math.inf, "best_epoch": 0,
-                             "best_state": None, "bad_epochs": 0, "reductions": 0, "plateau_best": math.inf,
-                             "plateau_bad": 0}
-    state_path = run_dir / STATE_NAME if run_dir is not None else None
-    resumed_from = 0
-    if state_path is not None and state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        if saved.get("key") == key:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            state = saved["state"]
-            resumed_from = state["epoch"]
-    use_amp = cfg.amp and device.type == "cuda"
-    task_id = None
-    if progress is not None:
-        task_id = progress.add_task(description or task, total=cfg.epochs * steps, completed=resumed_from * steps)
-
-    def log_desc(extra: str) -> None:
-        if progress is not None:
-            progress.update(task_id, description=f"{description or task} {extra}")
-
-    stopped = False
-    while state["epoch"] < cfg.epochs and not stopped:
-        epoch = state["epoch"]
-        rng = np.random.default_rng([cfg.seed, epoch])
-        torch.manual_seed(cfg.seed * 100003 + epoch)
-        n_unl = int(round(cfg.unlabelled_ratio * n_per_epoch)) if unlabelled_idx.size else 0
-        anchors = np.concatenate([rng.permutation(np.resize(train_idx, n_per_epoch - n_unl)),
-                                  rng.choice(unlabelled_idx, n_unl) if n_unl else np.zeros(0, np.int64)])
-        anchors = anchors[rng.permutation(anchors.size)]
-        model.train()
-        sums: dict[str, float] = {}
-        for step in range(steps):
-            part = anchors[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            if part.size < 2:  # InfoNCE needs negatives
-                continue
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(epoch * steps + step, steps, cfg, state["reductions"])
-            batch = sampler.train_batch(part, rng)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = model(batch.images.to(device), batch.pixel.to(device), batch.geo.to(device))
-                out = {k: v.float() for k, v in out.items()}
-                loss, parts = miso_loss(out, batch.labels.to(device), task)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if progress is not None:
-                progress.advance(task_id)
-                if step % 5 == 0:
-                    log_desc(f"ep {epoch + 1}/{cfg.epochs} loss {parts['total']:.3f}")
-        metrics = {f"train_{k}": v / steps for k, v in sums.items()}
-        if len(val_idx):
-            metrics |= _val_metrics(model, sampler, val_idx, labels, task, device)
-            score = metrics["val_loss"] if cfg.early_stop_metric == "loss" else -metrics["val_accuracy"]
-        else:
-            score = -epoch  # no validation: the last epoch is the best
-        metrics["epoch"] = epoch + 1
-        metrics["lr"] = optimizer.param_groups[0]["lr"]
-        state["history"].append(metrics)
-        if score < state["best_metric"]:
-            state.update(best_metric=score, best_epoch=epoch + 1, bad_epochs=0,
-                         best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-        else:
-            state["bad_epochs"] += 1
-        if cfg.schedule == "plateau" and epoch + 1 > cfg.warmup_epochs:
-            if score < state["plateau_best"]:
-                state.update(plateau_best=score, plateau_bad=0)
-            else:
-                state["plateau_bad"] += 1
-                if state["plateau_bad"] >= PLATEAU_PATIENCE:
-                    state.update(reductions=state["reductions"] + 1, plateau_bad=0)
-        state["epoch"] = epoch + 1
-        if len(val_idx) and state["bad_epochs"] >= cfg.patience:
-            stopped = True
-            state["epoch"] = cfg.epochs  # early stop is final: a resume does not train further
-        if state_path is not None:
-            state_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_save({"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "state": state}, state_path)
-        val_txt = f" val acc {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
-        log_desc(f"ep {epoch + 1}/{cfg.epochs} loss {metrics.get('train_total', float('nan')):.3f}{val_txt}")
+    setup = prepare(chips, labels, train_idx, val_idx, task, cfg, size, unlabelled_idx)
+    state = build_state(setup)
+    path = state_path(run_dir) if run_dir is not None else None
+    resumed_from = state.epoch if path is not None and state.load(path, setup.key) else 0
+    bar = TrainingProgress(progress, description or task, cfg.epochs, setup.steps, resumed_from)
+    while state.epoch < cfg.epochs:
+        metrics = train_epoch(setup, state, bar)
+        metrics |= validate(setup, state.model)
+        end_epoch(setup, state, metrics)
+        if path is not None:
+            state.save(path, setup.key)
+        bar.epoch(metrics)
         if on_epoch is not None:
-            on_epoch(epoch + 1, metrics)
-    if progress is not None:
-        progress.remove_task(task_id)
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
-    best = {}
-    if state["best_epoch"] and len(val_idx):
-        best = {k: v for k, v in state["history"][state["best_epoch"] - 1].items() if k.startswith("val_")}
-    model = model.cpu().eval()
-    return TrainResult(model, state["history"], state["best_epoch"], best,
-                       time.perf_counter() - started, resumed_from)
+            on_epoch(metrics["epoch"], metrics)
+    bar.close()
+    return training_result(setup, state, time.perf_counter() - started, resumed_from)

@@ -2,11 +2,13 @@
 
 A random ``train.val_fraction`` of the labelled points is held out for early stopping. Checkpoints go to
 ``<train dir>/<task>.safetensors`` (our format, with a model card holding the training-data hash and the
-validation metrics); ``<train dir>/runs/<task>/state.pt`` makes a killed run resumable.
+validation metrics); the state file in ``<train dir>/runs/<task>/`` makes a killed run resumable (paths:
+:class:`miso_mapper.layout.TrainLayout`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
+from miso_mapper.layout import RunLayout
 
 
 def run_training(workflow: Workflow, tasks: list[str] | None = None, console: Any = None,
@@ -21,25 +24,24 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     """Train the workflow's MISO networks; returns task -> checkpoint path."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from miso_mapper.evaluate.run import train_dir
     from miso_mapper.model import ModelCard, save_checkpoint
+    from miso_mapper.points import load_points
     from miso_mapper.train.chips import ChipGeometry, build_chips
     from miso_mapper.train.loop import net_config, train_miso
     from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, train_in_worker, training_pool
-    from miso_mapper.train.points import load_points
+    from miso_mapper.train.source import ensure_world_exists
     from miso_mapper.train.splits import validation_split
+    from miso_mapper.train.state import discard_state
 
     cfg = workflow.train
     tasks = tasks or list(cfg.tasks)
     size = cfg.size or workflow.model.size
     echo = console.print if console is not None else (lambda *a, **k: None)
-    out = train_dir(workflow)
-    from miso_mapper.train.source import ensure_world_exists
-
+    out = RunLayout.of(workflow).train
     ensure_world_exists(workflow, echo)
     points = load_points(workflow, tasks, echo=echo)
     geometry = ChipGeometry.for_jitter(cfg.crop_size, net_config(size, tasks[0]).input_size, cfg.jitter_px)
-    chips = build_chips(workflow, points, geometry, out / "chips", echo=echo)
+    chips = build_chips(workflow, points, geometry, out.chips, echo=echo)
     jobs = []
     for task in tasks:
         labels = points.labels(task)
@@ -48,13 +50,13 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
         if idx.size == 0:
             raise MisoError(f"no labelled {task} point with valid imagery in the region")
         keep, val = validation_split(chips.ids[idx], chips.x[idx], chips.y[idx], cfg.val_fraction, None, cfg.seed)
-        run_dir = out / "runs" / task
-        if fresh and (run_dir / "state.pt").exists():
-            (run_dir / "state.pt").unlink()
+        run_dir = out.run(task)
+        if fresh:
+            discard_state(run_dir)
         jobs.append((task, labels, idx[keep], idx[val], np.flatnonzero(~has & chips.valid), run_dir))
     workers = min(cfg.workers, len(jobs))
     threads = threads_per_worker(cfg, workers)
-    ref = ChipCacheRef.of(chips, out / "chips")
+    ref = ChipCacheRef.of(chips, out.chips)
     with training_pool(workers) as pool:
         if pool is not None:
             echo(f"MISO: {', '.join(tasks)} side by side in {workers} processes x {threads} torch thread(s)")
@@ -66,7 +68,7 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
             for task, labels, tr, va, unl, run_dir in jobs:
                 progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                     TimeElapsedColumn(), console=console, transient=True) if console else None
-                with progress if progress is not None else _Null():
+                with progress if progress is not None else contextlib.nullcontext():
                     results.append(train_miso(chips, labels, tr, va, task, cfg, size, run_dir=run_dir,
                                               unlabelled_idx=unl, progress=progress, description=f"MISO {task}"))
     written: dict[str, Path] = {}
@@ -78,18 +80,10 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
             extra={"points_file_sha256": points.source_hash, "n_train": int(tr.size), "n_val": int(va.size),
                    "chip_key": chips.key, "epochs_run": len(result.history)},
         )
-        path = save_checkpoint(result.model, out / f"{task}.safetensors", card)
+        path = save_checkpoint(result.model, out.checkpoint(task), card)
         written[task] = path
         resumed = f", resumed after epoch {result.resumed_from}" if result.resumed_from else ""
         metrics = "  ".join(f"{k} {v:.3f}" for k, v in result.best.items())
         echo(f"[green]✓ {task}[/] {path}  ({len(result.history)} epochs{resumed}, best {result.best_epoch}: "
              f"{metrics or 'no validation'}; {result.seconds:.0f} s)")
     return written
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

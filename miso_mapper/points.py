@@ -1,5 +1,7 @@
 """Labelled field points: read the points GeoJSON, keep those inside the planned region, encode labels.
 
+Shared by training, evaluation and the run report (a neutral module, so none of them imports another for it).
+
 A :class:`PointSet` holds parallel arrays (one entry per point) so splits, chips and features can index them
 with the same integer positions. Labels: ``permafrost`` float32 0/1 with NaN = no label; ``soil_order`` int64
 index into :data:`miso_mapper.bands.SOIL_ORDERS` with -1 = no label.

@@ -1,7 +1,8 @@
 """Small helpers for self-contained HTML pages: base64 PNG embedding, tables, Markdown tables.
 
 Shared by the evaluation report (:mod:`miso_mapper.evaluate.report`) and the run report
-(:mod:`miso_mapper.report.run_report`). Nothing here references an external resource.
+(:mod:`miso_mapper.report.run_report`), which is why it belongs to neither package. Nothing here references an
+external resource.
 """
 
 from __future__ import annotations
