@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from miso_mapper.config import load_workflow
+from miso_mapper.layout import RunLayout
 
 console = Console()
 err_console = Console(stderr=True)
@@ -20,13 +21,14 @@ err_console = Console(stderr=True)
 
 def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool = False) -> None:
     """Export a workflow's map store into its products folder (see :mod:`miso_mapper.export`)."""
-    from miso_mapper.export.run import export_workflow, products_dir
+    from miso_mapper.export.run import export_workflow
     from miso_mapper.export.source import open_group
     from miso_mapper.pipeline.clusters import open_client
 
     workflow = load_workflow(config)
+    layout = RunLayout.of(workflow)
     wanted = [t for arg in tiles or [] for t in arg.split(",") if t] or None
-    open_group(workflow.output.store)  # a missing store fails before a cluster is started
+    open_group(layout.store)  # a missing store fails before a cluster is started
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), console=err_console, transient=False)
     tasks: dict[str, int] = {}
@@ -36,12 +38,12 @@ def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool
             tasks[stage] = progress.add_task(f"export {stage}", total=total)
         progress.update(tasks[stage], completed=done, total=total)
 
-    with open_client(workflow.cluster, workflow.output.directory / "logs") as client, progress:
+    with open_client(workflow.cluster, layout.logs) as client, progress:
         result = export_workflow(workflow, client=client, tiles=wanted, overwrite=overwrite, progress=report)
     per_tile = sorted(result.tile_seconds.values())
     median = per_tile[len(per_tile) // 2] if per_tile else 0.0
     size_mb = sum(p.stat().st_size for p in result.files if p.exists()) / 1e6
     note = f", {len(result.empty_tiles)} without data skipped" if result.empty_tiles else ""
     console.print(f"[green]✓ export[/] {len(result.tiles)} tile(s){note}, {len(result.files)} files, {size_mb:.1f} MB "
-                  f"in {result.seconds:.1f} s (median {median:.1f} s per tile); products {products_dir(workflow)}")
+                  f"in {result.seconds:.1f} s (median {median:.1f} s per tile); products {layout.products}")
     console.print(f"STAC: {result.stac}")

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from miso_mapper.config import Workflow
 from miso_mapper.export.layers import LAYER_SPECS
+from miso_mapper.layout import RunLayout
 
 
 def products_dir(workflow: Workflow) -> Path:
-    """The products folder: ``export.directory`` or ``output.directory/products``."""
-    return workflow.export.directory or workflow.output.directory / "products"
+    """The products folder (``export.directory`` or ``output.directory/products``: :class:`RunLayout`)."""
+    return RunLayout.of(workflow).products
 
 
 def cog_path(products: Path, layer: str, tile: str) -> Path:

@@ -25,6 +25,7 @@ from miso_mapper.export.selection import TileSelection, select_tiles
 from miso_mapper.export.source import StoreReader
 from miso_mapper.export.stac import publish_collection
 from miso_mapper.export.tiles import Progress, TileJob, export_tile_cogs
+from miso_mapper.layout import RunLayout
 
 __all__ = ["ExportResult", "Progress", "export_workflow", "overview_factor", "products_dir"]
 
@@ -63,7 +64,7 @@ def export_workflow(workflow: Workflow, client: Any = None, tiles: list[str] | N
     t0 = time.perf_counter()
     report = progress or (lambda stage, done, total: None)
     products = products_dir(workflow)
-    reader = StoreReader(workflow.output.store, workflow.grid)
+    reader = StoreReader(RunLayout.of(workflow).store, workflow.grid)
     factor = overview_factor(workflow)
     chosen = select_tiles(reader, products, tiles, overwrite)
     extent = reader.cover(list(chosen.covered.values()))
