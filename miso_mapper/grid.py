@@ -149,12 +149,6 @@ class AlaskaGrid:
             (v - c.index_base) * c.tile_size, (h - c.index_base) * c.tile_size, c.tile_size, c.tile_size
         )
 
-    def tiles_in(self, region: BaseGeometry) -> list[str]:
-        """Ids of the tiles that intersect ``region`` (a geometry in grid CRS), in row-major order."""
-        c = self.config
-        rows, cols = self._cells_in(region, c.tile_size, (c.tiles_y, c.tiles_x))
-        return [self.tile_id(col + c.index_base, row + c.index_base) for row, col in zip(rows, cols, strict=True)]
-
     # ---- chunks ----------------------------------------------------------------------------------------
     def chunk(self, row: int, col: int) -> Chunk:
         """The chunk at lattice position (row, col)."""
