@@ -27,7 +27,7 @@ from scipy.ndimage import gaussian_filter
 from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS
 from miso_mapper.config import GridConfig, ModelConfig
 from miso_mapper.errors import MisoError
-from miso_mapper.inference.predictor import Predictor
+from miso_mapper.inference.predictor import Predictor, interior_coords
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ class SyntheticPredictor:
         tx = np.where(valid[None], tx, np.nan).astype(np.float32)
         return xr.Dataset(
             {"permafrost_probability": (("y", "x"), pf), "taxonomy_probability": (("class", "y", "x"), tx)},
-            coords={"class": list(SOIL_ORDERS), "y": inputs["y"].values[rows], "x": inputs["x"].values[cols]},
+            coords={"class": list(SOIL_ORDERS), **interior_coords(inputs, interior)},
         )
 
 
