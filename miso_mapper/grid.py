@@ -181,11 +181,6 @@ class AlaskaGrid:
         rows, cols = self._cells_in(region, self.config.chunk_size, self.chunk_shape)
         return [self.chunk(int(r), int(c)) for r, c in zip(rows, cols, strict=True)]
 
-    def chunk_slices(self, chunk: Chunk) -> tuple[slice, slice]:
-        """(row, col) slices of a chunk's interior in the full grid."""
-        s = self.config.chunk_size
-        return slice(chunk.row * s, (chunk.row + 1) * s), slice(chunk.col * s, (chunk.col + 1) * s)
-
     def iter_chunks(self, chunks: list[Chunk]) -> Iterator[Chunk]:
         """Iterate chunks tile by tile (all chunks of one tile before the next): keeps exports streaming."""
         yield from sorted(chunks, key=lambda ch: (self.parse_tile_id(ch.tile)[::-1], ch.row, ch.col))
