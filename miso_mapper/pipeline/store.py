@@ -261,7 +261,12 @@ def delete_store(path: Path) -> None:
 
 
 class MapStore:
-    """An existing ``maps.zarr``: its attributes, its GeoBox and chunk-aligned region writes and reads."""
+    """An existing ``maps.zarr``: its attributes, its GeoBox and chunk-aligned region writes and reads.
+
+    ``geobox`` is the store's grid as its own ``spatial_ref`` says (EPSG:3338 metres by default, whole tiles);
+    ``offset`` the (row, col) of its upper-left pixel in ``grid``. Opening refuses (:class:`MisoError`) a
+    store without readable georeferencing or one that is not on ``grid``'s pixel lattice.
+    """
 
     def __init__(self, path: Path, grid: AlaskaGrid) -> None:
         self.path = Path(path)
@@ -275,10 +280,8 @@ class MapStore:
             raise MisoError(f"{self.path} was not made by miso-mapper (no store_uuid attribute)")
         self.attrs = attrs
         self.geobox = self._read_geobox()
-        """The store's grid, from its own ``spatial_ref``: whole tiles of ``grid``."""
         try:
             self.offset = grid.offset(self.geobox)
-            """(row, col) of the store's upper-left pixel in the full grid."""
         except MisoError as exc:
             raise MisoError(f"{self.path} is not on this workflow's grid: {exc}") from None
         if int(attrs["zarr_chunk"]) != grid.config.zarr_chunk:
