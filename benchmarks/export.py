@@ -67,7 +67,7 @@ def make_store(workflow_path: Path, over: dict) -> int:
     import numpy as np
 
     from miso_mapper.config import load_workflow
-    from miso_mapper.pipeline.store import create_store
+    from miso_mapper.pipeline.store import create_store, stored_layers
     from miso_mapper.plan import make_plan
 
     wf = load_workflow(workflow_path, over)
@@ -86,7 +86,7 @@ def make_store(workflow_path: Path, over: dict) -> int:
         pf = np.clip(base[2] * 250, 0, 250).astype(np.uint8)
         hole = (slice(n // 3, n // 3 + n // 10), slice(n // 2, n // 2 + n // 8))  # a lake of no data
         pf[hole], cls[hole], tx[(slice(None), *hole)] = 255, 255, 255
-        store.write_chunk(ch, pf, tx, cls)
+        store.write_layers(ch, stored_layers(ch.geobox, pf, tx, cls))
     return len(plan.chunks)
 
 

@@ -149,12 +149,6 @@ class AlaskaGrid:
             (v - c.index_base) * c.tile_size, (h - c.index_base) * c.tile_size, c.tile_size, c.tile_size
         )
 
-    def tiles_in(self, region: BaseGeometry) -> list[str]:
-        """Ids of the tiles that intersect ``region`` (a geometry in grid CRS), in row-major order."""
-        c = self.config
-        rows, cols = self._cells_in(region, c.tile_size, (c.tiles_y, c.tiles_x))
-        return [self.tile_id(col + c.index_base, row + c.index_base) for row, col in zip(rows, cols, strict=True)]
-
     # ---- chunks ----------------------------------------------------------------------------------------
     def chunk(self, row: int, col: int) -> Chunk:
         """The chunk at lattice position (row, col)."""
@@ -186,11 +180,6 @@ class AlaskaGrid:
         """Chunks whose interior intersects ``region`` (a geometry in grid CRS), in row-major order."""
         rows, cols = self._cells_in(region, self.config.chunk_size, self.chunk_shape)
         return [self.chunk(int(r), int(c)) for r, c in zip(rows, cols, strict=True)]
-
-    def chunk_slices(self, chunk: Chunk) -> tuple[slice, slice]:
-        """(row, col) slices of a chunk's interior in the full grid."""
-        s = self.config.chunk_size
-        return slice(chunk.row * s, (chunk.row + 1) * s), slice(chunk.col * s, (chunk.col + 1) * s)
 
     def iter_chunks(self, chunks: list[Chunk]) -> Iterator[Chunk]:
         """Iterate chunks tile by tile (all chunks of one tile before the next): keeps exports streaming."""

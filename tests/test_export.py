@@ -25,7 +25,7 @@ from miso_mapper.errors import ConfigError, MisoError
 from miso_mapper.export import export_workflow
 from miso_mapper.export.layers import SOIL_ORDER_COLOURS
 from miso_mapper.export.run import overview_factor
-from miso_mapper.pipeline.store import create_store
+from miso_mapper.pipeline.store import create_store, stored_layers
 from miso_mapper.plan import make_plan
 
 from .helpers import WORKFLOWS
@@ -80,7 +80,7 @@ def make_store(out: Path, fmt: int = 2, products: Path | None = None):
                                                             "model_checkpoints": CHECKPOINTS, "workflow": "demo"})
     written = [ch for ch in plan.chunks if ch.tile in TILES][:-1]
     for i, ch in enumerate(written):
-        store.write_chunk(ch, *_layers(i))
+        store.write_layers(ch, stored_layers(ch.geobox, *_layers(i)))
     return wf
 
 

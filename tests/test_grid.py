@@ -55,7 +55,9 @@ def test_chunks_are_zarr_aligned_and_inside_one_tile():
     cfg = GRID.config
     for row, col in [(0, 0), (29, 99), (95, 147), (GRID.chunk_shape[0] - 1, GRID.chunk_shape[1] - 1)]:
         chunk = GRID.chunk(row, col)
-        rows, cols = GRID.chunk_slices(chunk)
+        (r0, c0), (h, w) = GRID.offset(chunk.geobox), chunk.geobox.shape
+        rows, cols = slice(r0, r0 + h), slice(c0, c0 + w)
+        assert (r0, c0) == (row * cfg.chunk_size, col * cfg.chunk_size) and h == w == cfg.chunk_size
         assert rows.start % cfg.zarr_chunk == 0 and cols.start % cfg.zarr_chunk == 0
         assert (rows.stop - rows.start) % cfg.zarr_chunk == 0
         GRID.check_aligned(rows, cols)  # must not raise

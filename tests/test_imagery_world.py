@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import odc.geo.xr  # noqa: F401 - the .odc accessor
 import pytest
 import rasterio
 
@@ -122,6 +123,7 @@ def test_covariates_from_stac_equal_the_local_files(workflow, chunk, served_worl
         direct = src.read(1, window=window)
     np.testing.assert_allclose(served["covariates"].sel(band="elevation").values, direct, rtol=1e-6)
     assert served["valid"].values.all()
+    assert served.odc.geobox == local.odc.geobox == chunk.halo_geobox
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +140,19 @@ def test_read_inputs_gives_the_model_input(inputs, composite, chunk):
     s2 = ds["s2"].values
     assert s2.dtype == np.float32 and s2.min() >= 0 and s2.max() <= 1
     assert (s2[:, ~ds["valid"].values] == 0).all() and (~ds["valid"].values).sum() > 0
-    np.testing.assert_allclose(ds["x"].values[:2], chunk.halo_geobox.coords["x"].values[:2])
+    np.testing.assert_array_equal(ds["x"].values, chunk.halo_geobox.coords["x"].values)
+    np.testing.assert_array_equal(ds["y"].values, chunk.halo_geobox.coords["y"].values)
+
+
+def test_inputs_carry_the_halo_geobox(inputs, composite, chunk):
+    # one georeferencing: the spatial_ref coordinate, no WKT or transform attributes beside it
+    for ds in (inputs, composite):
+        assert ds.odc.geobox == chunk.halo_geobox and ds.odc.geobox != chunk.geobox
+        assert not {"crs", "transform"} & set(ds.attrs)
+    h = chunk.halo_geobox.shape[0] - chunk.geobox.shape[0]
+    assert h > 0
+    interior = inputs.isel(y=slice(h // 2, -(h // 2)), x=slice(h // 2, -(h // 2)))
+    assert interior.odc.geobox == chunk.geobox
 
 
 def test_point_samples_equal_the_chunk_pixels(workflow, inputs, chunk, demo_world):

@@ -203,6 +203,15 @@ def test_store_opens_with_crs_and_transform(baseline):
     assert t.f == wf.grid.origin_y - ds.attrs["grid_row0"] * 10.0
     assert list(ds["class"].values) == ["Andisols", "Entisols", "Gelisols", "Histosols", "Inceptisols",
                                         "Mollisols", "Spodosols"]
+    # one GeoBox: what xarray/odc-geo read, what the store reads back from its spatial_ref, the planned tiles
+    import odc.geo.xr  # noqa: F401 - registers .odc
+
+    from miso_mapper.grid import AlaskaGrid
+    from miso_mapper.pipeline.store import MapStore
+    from miso_mapper.plan import make_plan
+
+    grid = AlaskaGrid(wf.grid)
+    assert ds.odc.geobox == MapStore(wf.output.store, grid).geobox == grid.tiles_geobox(make_plan(wf).chunks)
     # CF decoding gives probabilities in [0, 1] with NaN for no data
     sub = pf.sel(x=slice(260_000, 270_000), y=slice(1_670_000, 1_660_000)).values
     assert np.nanmin(sub) >= 0 and np.nanmax(sub) <= 1 and np.isnan(sub).any()

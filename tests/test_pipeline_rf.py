@@ -4,6 +4,7 @@ exactly what the forest predicts from the production reader's inputs."""
 from __future__ import annotations
 
 import numpy as np
+import odc.geo.xr  # noqa: F401 - the .odc accessor
 import xarray as xr
 
 from miso_mapper.bands import COVARIATES, S2_BANDS
@@ -43,6 +44,7 @@ def test_run_with_rf11_stores_what_the_forest_predicts(served_world, tmp_path):
     assert summary.done == [chunk.id] and not summary.failed
 
     expected = model.predict_chunk(inputs, interior)
+    assert inputs.odc.geobox == chunk.halo_geobox and expected.odc.geobox == chunk.geobox
     store = xr.open_zarr(rf_wf.output.store, mask_and_scale=False)
     region = store.sel(x=expected["x"], y=expected["y"])
     pf = region["permafrost_probability"].values

@@ -9,13 +9,14 @@ loop runs in seconds on a CPU; one slow test repeats the equivalence at the real
 from __future__ import annotations
 
 import numpy as np
+import odc.geo.xr  # noqa: F401 - the .odc accessor
 import pytest
 import torch
 from pydantic import ValidationError
 
 from benchmarks.reference_demo_loop import reference_demo_loop
 from miso_mapper.errors import MisoError
-from miso_mapper.inference import Predictor
+from miso_mapper.inference import Predictor, empty_prediction
 from miso_mapper.inference.miso import (
     MisoPredictor,
     estimate_point_bytes,
@@ -457,9 +458,20 @@ def test_dataset_matches_the_predictor_contract(nets, chunk, interior, fast_out)
                                         "Mollisols", "Spodosols"]
     np.testing.assert_array_equal(ds["y"].values, chunk["y"].values[interior[0]])
     np.testing.assert_array_equal(ds["x"].values, chunk["x"].values[interior[1]])
-    a, _, c, _, e, f = ds.attrs["transform"]
-    assert c + a / 2 == pytest.approx(ds["x"].values[0]) and f + e / 2 == pytest.approx(ds["y"].values[0])
-    assert ds.attrs["crs"] == chunk.attrs["crs"]
+
+
+def test_prediction_carries_the_interior_geobox(nets, chunk, interior, fast_out):
+    halo = chunk.odc.geobox
+    assert halo.crs.epsg == 3338 and halo.shape == (N + 2 * HALO, N + 2 * HALO)
+    inner = halo[interior]
+    assert inner.affine.c == halo.affine.c + 10 * HALO and inner.shape == (N, N)
+    assert fast_out.odc.geobox == inner and not {"crs", "transform"} & set(fast_out.attrs)
+    assert empty_prediction(chunk, interior).odc.geobox == inner
+    # another interior or other inputs: the prediction follows the pixels it answers for
+    moved = (slice(HALO + 1, HALO + N + 1), interior[1])
+    assert empty_prediction(chunk, moved).odc.geobox == halo[moved] != inner
+    bare = chunk.drop_vars("spatial_ref").assign_coords(y=chunk["y"].values, x=chunk["x"].values)
+    assert empty_prediction(bare, interior).odc.crs is None  # no georeferencing in, none out
 
 
 def test_absent_network_gives_a_nan_layer(nets, chunk, interior, fast_out):

@@ -28,7 +28,7 @@ from miso_mapper.config import Workflow, load_workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.htmlpage import markdown_tables
 from miso_mapper.pipeline.manifest import Manifest
-from miso_mapper.pipeline.store import NODATA, create_store
+from miso_mapper.pipeline.store import NODATA, create_store, stored_layers
 from miso_mapper.plan import make_plan
 from miso_mapper.report import map_accuracy, write_quicklooks, write_run_report
 from miso_mapper.report.source import decimation_factor, load_run, read_preview
@@ -119,7 +119,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
         tx = np.where(np.arange(7)[:, None, None] == cls[None], 250, 0).astype(np.uint8)
         tx[:, cls == NODATA] = NODATA
         manifest.mark_running(chunk.id)
-        checksum = store.write_chunk(chunk, pf, tx, cls)
+        checksum = store.write_layers(chunk, stored_layers(chunk.geobox, pf, tx, cls))
         manifest.mark_done(chunk.id, checksum, "worker-1", read_s=1.5 + k, predict_s=10.0, write_s=0.5,
                            total_s=12.0 + k)
     failed = plan.chunks[3]

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import odc.geo.xr  # noqa: F401 - the .odc accessor
 import pytest
 import rasterio
 import xarray as xr
+import zarr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
 
+from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import load_workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid
 from miso_mapper.pipeline.manifest import Manifest, one_line_error
-from miso_mapper.pipeline.store import NODATA, MapStore, create_store, encode_prediction, to_uint8
+from miso_mapper.pipeline.store import (
+    LAYERS,
+    NODATA,
+    MapStore,
+    create_store,
+    describe_geobox,
+    encode_prediction,
+    stored_layers,
+    to_uint8,
+)
 from miso_mapper.plan import make_plan
 
 from .helpers import WORKFLOWS
@@ -31,31 +47,46 @@ def _store(tmp_path, fmt=3):
     return wf, plan, create_store(wf.output.store, wf, plan.chunks, {"map_config_hash": "x"})
 
 
-def _layers(value=100):
-    return (np.full((500, 500), value, np.uint8), np.full((7, 500, 500), 30, np.uint8),
-            np.full((500, 500), 2, np.uint8))
+def _prediction(chunk, pf=0.4, geobox=None):
+    """A predictor's output for ``chunk``: permafrost ``pf`` everywhere (100 stored at 0.4), Gelisols the most
+    probable order (0.4 -> 100, the other orders 0.1 -> 25); on ``geobox`` (default: the chunk's interior)."""
+    geobox = geobox or chunk.geobox
+    tx = np.full((7, *geobox.shape), 0.1, np.float32)
+    tx[2] = 0.4
+    return xr.Dataset({"permafrost_probability": (("y", "x"), np.full(geobox.shape, pf, np.float32)),
+                       "taxonomy_probability": (("class", "y", "x"), tx)},
+                      coords={"class": list(SOIL_ORDERS), **xr_coords(geobox, crs_coord_name="spatial_ref")})
 
 
 def test_uint8_scaling():
     p = np.array([0.0, 0.5, 1.0, np.nan, 0.0021, 1.2, -0.1], np.float32)
     assert to_uint8(p).tolist() == [0, 125, 250, 255, 1, 250, 0]
-    import xarray as xr
-
     tx = np.full((7, 1, 2), 1 / 7, np.float32)
     tx[3, 0, 0] = 0.5
     tx[:, 0, 1] = np.nan
     pred = xr.Dataset({"permafrost_probability": (("y", "x"), np.array([[0.2, np.nan]], np.float32)),
                        "taxonomy_probability": (("class", "y", "x"), tx)},
                       coords={"class": ["Andisols", "Entisols", "Gelisols", "Histosols", "Inceptisols",
-                                        "Mollisols", "Spodosols"]})
-    pf, t, cls = encode_prediction(pred)
-    assert pf.tolist() == [[50, 255]] and cls.tolist() == [[3, 255]] and t[:, 0, 1].tolist() == [255] * 7
+                                        "Mollisols", "Spodosols"], "y": [5.0], "x": [5.0, 15.0]})
+    enc = encode_prediction(pred)
+    assert enc["permafrost_probability"].values.tolist() == [[50, 255]]
+    assert enc["taxonomy_class"].values.tolist() == [[3, 255]]
+    assert enc["taxonomy_probability"].values[:, 0, 1].tolist() == [255] * 7
+    assert all(enc[name].dtype == np.uint8 for name in LAYERS)
+    np.testing.assert_array_equal(enc["x"].values, [5.0, 15.0])  # on the prediction's own coordinates
 
 
 def test_store_extent_is_whole_tiles_and_sparse(tmp_path):
     wf, plan, store = _store(tmp_path)
-    assert store.extent.height == store.extent.width == wf.grid.tile_size
-    assert store.extent.row0 % wf.grid.tile_size == 0 and store.extent.col0 % wf.grid.tile_size == 0
+    grid = AlaskaGrid(wf.grid)
+    t = wf.grid.tile_size
+    assert store.geobox == grid.tiles_geobox(plan.chunks) and store.geobox.shape == (t, t)
+    assert store.offset == grid.offset(store.geobox) and store.offset[0] % t == 0 and store.offset[1] % t == 0
+    # the on-disk georeferencing is what the store has always written
+    assert store.group["spatial_ref"].attrs["GeoTransform"] == "250000.0 10.0 0.0 1700000.0 0.0 -10.0"
+    assert (store.attrs["grid_row0"], store.attrs["grid_col0"]) == store.offset == (70_000, 245_000)
+    np.testing.assert_array_equal(store.group["x"][:3], [250_005.0, 250_015.0, 250_025.0])
+    np.testing.assert_array_equal(store.group["y"][:3], [1_699_995.0, 1_699_985.0, 1_699_975.0])
     # nothing but metadata: no chunk files before a write
     assert not [p for p in (wf.output.store / "permafrost_probability").rglob("c/*") if p.is_file()]
     assert (store.read_chunk(plan.chunks[0])[0] == NODATA).all()
@@ -66,19 +97,87 @@ def test_store_extent_is_whole_tiles_and_sparse(tmp_path):
 def test_write_is_aligned_and_checksummed(tmp_path):
     wf, plan, store = _store(tmp_path)
     chunk = plan.chunks[0]
-    checksum = store.write_chunk(chunk, *_layers())
+    checksum = store.write_chunk(chunk, _prediction(chunk))
     assert checksum == store.checksum(chunk)
-    assert (store.read_chunk(chunk)[0] == 100).all()
+    pf, tx, cls = store.read_chunk(chunk)
+    assert (pf == 100).all() and (cls == 2).all() and (tx[2] == 100).all() and (tx[[0, 1, 3, 4, 5, 6]] == 25).all()
     assert (store.read_chunk(plan.chunks[1])[0] == NODATA).all()  # the neighbour is untouched
     with pytest.raises(MisoError, match="unaligned"):
         store.grid.check_aligned(slice(10, 510), slice(0, 500))
-    with pytest.raises(MisoError, match="shape"):
-        store.write_chunk(chunk, np.zeros((10, 10), np.uint8), *_layers()[1:])
     far = store.grid.chunk(0, 0)
     with pytest.raises(MisoError, match="outside the store"):
-        store.write_chunk(far, *_layers())
+        store.write_chunk(far, _prediction(far))
+    # chosen bytes go through the same checks
+    layers = stored_layers(chunk.geobox, *_layers(7))
+    assert store.write_layers(chunk, layers) != checksum and (store.read_chunk(chunk)[0] == 7).all()
+    with pytest.raises(MisoError, match="not the chunk's"):
+        store.write_layers(plan.chunks[1], layers)
+    with pytest.raises(MisoError, match="dtype"):
+        store.write_layers(chunk, stored_layers(chunk.geobox, *(a.astype(np.float32) for a in _layers())))
     reopened = MapStore(wf.output.store, AlaskaGrid(wf.grid))
-    assert reopened.uuid == store.uuid and reopened.checksum(chunk) == checksum
+    assert reopened.uuid == store.uuid and reopened.geobox == store.geobox
+    assert reopened.checksum(chunk) == store.checksum(chunk)
+
+
+def _layers(value=100):
+    return (np.full((500, 500), value, np.uint8), np.full((7, 500, 500), 30, np.uint8),
+            np.full((500, 500), 2, np.uint8))
+
+
+def _misregistered(chunk):
+    """Predictions for ``chunk`` on grids that are not its interior, by name."""
+    gb = chunk.geobox
+    bare = _prediction(chunk).drop_vars("spatial_ref")
+    bare = bare.assign_coords(y=bare["y"].values, x=bare["x"].values)  # coordinates without any CRS
+    return {
+        "one pixel east": _prediction(chunk, geobox=gb.translate_pix(1, 0)),
+        "one pixel south": _prediction(chunk, geobox=gb.translate_pix(0, 1)),
+        "half a pixel": _prediction(chunk, geobox=gb.translate_pix(0.5, 0)),
+        "other CRS": _prediction(chunk, geobox=GeoBox(gb.shape, gb.affine, "EPSG:3413")),
+        "other shape": _prediction(chunk, geobox=gb[:250, :]),
+        "halo grid": _prediction(chunk, geobox=chunk.halo_geobox),
+        "no CRS": bare,
+        "no coordinates": _prediction(chunk).drop_vars(["spatial_ref", "y", "x"]),
+    }
+
+
+def test_misregistered_prediction_is_refused_and_nothing_written(tmp_path):
+    wf, plan, store = _store(tmp_path)
+    chunk = plan.chunks[0]
+    for name, pred in _misregistered(chunk).items():
+        with pytest.raises(MisoError) as err:
+            store.write_chunk(chunk, pred)
+        msg = str(err.value)
+        assert "\n" not in msg and f"chunk {chunk.id}" in msg, name
+        # both grids are named: the chunk's, and what the prediction brought
+        assert "500 x 500 px from x 260000, y 1670000, pixels 10 x -10, EPSG:3338" in msg, name
+        found = pred.odc.geobox if {"y", "x"} <= set(pred.dims) else None
+        assert describe_geobox(found) in msg.split("the chunk's")[0], name
+    assert "x 260005," in describe_geobox(_misregistered(chunk)["half a pixel"].odc.geobox)
+    assert "EPSG:3413" in describe_geobox(_misregistered(chunk)["other CRS"].odc.geobox)
+    assert describe_geobox(None) == "no georeferencing"
+    for pf, tx, cls in [store.read_chunk(ch) for ch in plan.chunks]:
+        assert (pf == NODATA).all() and (tx == NODATA).all() and (cls == NODATA).all()
+    assert not [p for name in LAYERS for p in (wf.output.store / name).rglob("c/*") if p.is_file()]
+    store.write_chunk(chunk, _prediction(chunk))  # the right grid is written
+    assert (store.read_chunk(chunk)[0] == 100).all()
+
+
+def test_store_off_the_workflow_grid_is_refused(tmp_path):
+    wf, plan, store = _store(tmp_path)
+    shifted = AlaskaGrid(wf.grid.model_copy(update={"origin_x": wf.grid.origin_x + 5.0}))
+    with pytest.raises(MisoError, match="not on this workflow's grid.*off the output grid's pixel lattice"):
+        MapStore(wf.output.store, shifted)
+    # a store opened on a grid whose origin is a whole tile away: its spatial_ref says where it is
+    t = wf.grid.tile_size * wf.grid.resolution
+    moved = AlaskaGrid(wf.grid.model_copy(update={"origin_x": wf.grid.origin_x - t}))
+    assert MapStore(wf.output.store, moved).offset == (store.offset[0], store.offset[1] + wf.grid.tile_size)
+    del store.group["spatial_ref"].attrs["GeoTransform"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
+        zarr.consolidate_metadata(str(wf.output.store))
+    with pytest.raises(MisoError, match="no readable CRS and GeoTransform"):
+        MapStore(wf.output.store, AlaskaGrid(wf.grid))
 
 
 @pytest.mark.parametrize("fmt", [2, 3])
@@ -86,7 +185,7 @@ def test_xarray_rioxarray_see_crs(tmp_path, fmt):
     import rioxarray  # noqa: F401
 
     wf, plan, store = _store(tmp_path, fmt)
-    store.write_chunk(plan.chunks[0], *_layers())
+    store.write_chunk(plan.chunks[0], _prediction(plan.chunks[0]))
     ds = xr.open_zarr(wf.output.store)
     assert ds["permafrost_probability"].rio.crs.to_epsg() == 3338
     t = ds["permafrost_probability"].rio.transform()
@@ -106,7 +205,7 @@ def _gdal_check(path):
 
 def test_gdal_opens_zarr_v2_store(tmp_path):
     wf, plan, store = _store(tmp_path, 2)
-    store.write_chunk(plan.chunks[0], *_layers())
+    store.write_chunk(plan.chunks[0], _prediction(plan.chunks[0]))
     _gdal_check(wf.output.store)
 
 
@@ -114,7 +213,7 @@ def test_gdal_opens_zarr_v2_store(tmp_path):
                     "3's v3 arrays (codec 'bytes', OSGeo/gdal#11787); use output.zarr_format: 2 for such GDALs")
 def test_gdal_opens_zarr_v3_store(tmp_path):
     wf, plan, store = _store(tmp_path, 3)
-    store.write_chunk(plan.chunks[0], *_layers())
+    store.write_chunk(plan.chunks[0], _prediction(plan.chunks[0]))
     _gdal_check(wf.output.store)
 
 

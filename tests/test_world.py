@@ -17,7 +17,16 @@ from shapely.geometry import Point, box, shape
 from miso_mapper.bands import COVARIATE_FILE_STEMS, COVARIATES, S2_BAND_IDS, S2_BANDS, SOIL_ORDERS
 from miso_mapper.errors import MisoError
 from miso_mapper.world import WorldManifest, create_world
-from miso_mapper.world.geometry import tile_layout
+from miso_mapper.world.geometry import (
+    ALBERS_EPSG,
+    SIM_BUFFER_M,
+    grid_from_bounds,
+    pixel_centres,
+    sim_grid,
+    tile_layout,
+    window_of,
+    world_grid,
+)
 from miso_mapper.world.spec import WorldSpec
 from tests.conftest import WORLD_TIMING
 
@@ -69,6 +78,22 @@ def test_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(RuntimeError):
         create_world(tmp_path / "w", WorldSpec(**SMALL))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_world_grids_are_geoboxes_on_one_lattice() -> None:
+    spec = WorldSpec(**SMALL)
+    sim, world = sim_grid(spec), world_grid(spec)
+    xmin, ymin, xmax, ymax = spec.world_bbox
+    assert (world.affine.c, world.affine.f, world.resolution.x) == (xmin, ymax, spec.resolution)
+    assert tuple(world.boundingbox) == spec.world_bbox and world.crs.epsg == ALBERS_EPSG
+    win = window_of(sim, world)
+    assert sim[win] == world and win[0].start == win[1].start == SIM_BUFFER_M / spec.resolution
+    x, y = pixel_centres(world)
+    assert x.shape == (world.shape[1],) and (x[0], y[0]) == (xmin + 5.0, ymax - 5.0) and x[-1] == xmax - 5.0
+    with pytest.raises(ValueError, match="not a sub-grid"):
+        window_of(sim, world.translate_pix(0.5, 0))  # half a pixel off the lattice
+    with pytest.raises(ValueError, match="not a sub-grid"):
+        window_of(sim, grid_from_bounds(32606, (400000.0, 7200000.0, 401000.0, 7201000.0), 10.0))
 
 
 def test_spec_rejects_unknown_fields() -> None:

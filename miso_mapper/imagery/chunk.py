@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
 
 from miso_mapper.bands import COVARIATES, S2_BANDS
 from miso_mapper.config import ImageryConfig
@@ -28,9 +29,12 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
     """Cloud-masked composite of ``items`` on ``geobox``, harmonised to the baseline-03 DN scale.
 
     Returns a Dataset with ``reflectance`` (band, y, x) float32 DN (NaN = no valid observation), ``valid``
-    (y, x) bool and ``count`` (y, x) uint16, bands in :data:`~miso_mapper.bands.S2_BANDS` order. With no
-    items at all every pixel is no data.
+    (y, x) bool and ``count`` (y, x) uint16, bands in :data:`~miso_mapper.bands.S2_BANDS` order, georeferenced
+    by a ``spatial_ref`` coordinate (``ds.odc.geobox == geobox``). With no items at all every pixel is no data.
+    Raises :class:`MisoError` for a ``geobox`` without a CRS.
     """
+    if geobox.crs is None:
+        raise MisoError("a grid without a CRS cannot be read")
     height, width = geobox.shape
     bands = list(S2_BANDS)
     if not items:
@@ -67,8 +71,7 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
             "valid": (("y", "x"), np.isfinite(composite).all(axis=0)),
             "count": (("y", "x"), count),
         },
-        coords=_coords(geobox, bands),
-        attrs={"crs": geobox.crs.to_wkt(), "transform": tuple(geobox.affine)[:6]},
+        coords={"band": bands, **xr_coords(geobox, crs_coord_name="spatial_ref")},
     )
 
 
@@ -80,7 +83,8 @@ def read_inputs(
 ) -> xr.Dataset:
     """Everything the model and the Random Forest need for ``geobox`` (usually a chunk's halo grid).
 
-    Variables, all on ``geobox``'s y/x pixel-centre coordinates (CRS in ``attrs['crs']``):
+    Variables, all on ``geobox``'s y/x pixel-centre coordinates with its CRS and transform in the
+    ``spatial_ref`` coordinate, so ``ds.odc.geobox == geobox``:
 
     * ``reflectance`` (s2_band, y, x) float32 harmonised DN, NaN = no data
     * ``covariates`` (cov_band, y, x) float32 physical units, NaN = no data
@@ -102,13 +106,9 @@ def read_inputs(
             "valid": (("y", "x"), s2_valid & cov_valid),
             "count": (("y", "x"), comp["count"].values),
         },
-        coords={
-            "s2_band": list(S2_BANDS),
-            "cov_band": list(COVARIATES),
-            "y": comp["y"].values,
-            "x": comp["x"].values,
-        },
-        attrs=comp.attrs | {"items": [item["id"] for item in items]},
+        coords={"s2_band": list(S2_BANDS), "cov_band": list(COVARIATES),
+                **xr_coords(geobox, crs_coord_name="spatial_ref")},
+        attrs={"items": [item["id"] for item in items]},
     )
     return ds
 
@@ -153,9 +153,3 @@ class _ObservationSpool:
         if self._file is not None:
             self._file.close()
 
-
-def _coords(geobox: GeoBox, bands: list[str]) -> dict[str, Any]:
-    """band, y and x pixel-centre coordinates of ``geobox``."""
-    if geobox.crs is None:
-        raise MisoError("a grid without a CRS cannot be read")
-    return {"band": bands, "y": geobox.coords["y"].values, "x": geobox.coords["x"].values}

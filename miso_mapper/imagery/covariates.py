@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
 
 from miso_mapper.bands import COVARIATE_FILE_STEMS, COVARIATES
 from miso_mapper.config import CovariatesConfig
@@ -121,8 +122,9 @@ def load_covariates(sources: dict[str, list[str]], geobox: GeoBox) -> xr.Dataset
     """The covariate stack on ``geobox``.
 
     Returns a Dataset with ``covariates`` (band, y, x) float32 in physical units (NaN = no data) in
-    :data:`~miso_mapper.bands.COVARIATES` order and ``valid`` (y, x) bool. Raises :class:`MisoError` naming
-    the href of a source that cannot be read.
+    :data:`~miso_mapper.bands.COVARIATES` order and ``valid`` (y, x) bool, georeferenced by a ``spatial_ref``
+    coordinate (``ds.odc.geobox == geobox``). Raises :class:`MisoError` naming the href of a source that
+    cannot be read.
     """
     import rasterio
 
@@ -139,11 +141,9 @@ def load_covariates(sources: dict[str, list[str]], geobox: GeoBox) -> xr.Dataset
                 raise MisoError(f"cannot read covariate {name} from {redact_href(href)}: {exc}") from None
             fill = np.isnan(stack[i])
             stack[i][fill] = layer[fill]
-    y, x = geobox.coords["y"].values, geobox.coords["x"].values
     return xr.Dataset(
         {"covariates": (("band", "y", "x"), stack), "valid": (("y", "x"), np.isfinite(stack).all(axis=0))},
-        coords={"band": list(COVARIATES), "y": y, "x": x},
-        attrs={"crs": geobox.crs.to_wkt()},
+        coords={"band": list(COVARIATES), **xr_coords(geobox, crs_coord_name="spatial_ref")},
     )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
-import xarray as xr
 
 from miso_mapper.bands import COVARIATES, S2_BANDS
 
@@ -93,14 +92,3 @@ def normalize_covariate_array(values: np.ndarray, valid: np.ndarray) -> np.ndarr
     out[:, ~valid] = 0.0
     return out
 
-
-def normalize_s2(composite: xr.DataArray, valid: xr.DataArray) -> xr.DataArray:
-    """Normalised model input from a (band, y, x) composite; keeps coordinates and georeferencing."""
-    data = normalize_s2_array(composite.transpose("band", "y", "x").values, valid.values)
-    return composite.copy(data=data)
-
-
-def normalize_covariates(stack: xr.DataArray, valid: xr.DataArray) -> xr.DataArray:
-    """Normalised model input from a (band, y, x) covariate stack; keeps coordinates and georeferencing."""
-    data = normalize_covariate_array(stack.transpose("band", "y", "x").values, valid.values)
-    return stack.copy(data=data)

@@ -56,6 +56,7 @@ from torch import Tensor
 
 from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS
 from miso_mapper.errors import MisoError
+from miso_mapper.inference.predictor import interior_coords
 from miso_mapper.inference.settings import PredictorConfig, auto_query_spacing
 from miso_mapper.inference.windows import Window, WindowLayout, blend_mask, interpolate_lattice
 from miso_mapper.model.config import MisoNetConfig
@@ -237,28 +238,21 @@ class MisoPredictor:
         """Probabilities over ``inputs.isel(y=interior[0], x=interior[1])`` (see :class:`Predictor`).
 
         ``inputs``: from :func:`~miso_mapper.imagery.chunk.read_inputs` on the chunk's halo grid: ``s2``
-        (s2_band, y, x) and ``cov`` (cov_band, y, x) normalised float32, ``valid`` (y, x) bool, ``x``/``y``
-        pixel centres in EPSG:3338 metres. Returns ``permafrost_probability`` (y, x) and
-        ``taxonomy_probability`` (class, y, x), float32, NaN where not valid (or where no network was given).
+        (s2_band, y, x) and ``cov`` (cov_band, y, x) normalised float32, ``valid`` (y, x) bool, georeferenced
+        (``inputs.odc.geobox``). Returns ``permafrost_probability`` (y, x) and ``taxonomy_probability``
+        (class, y, x), float32, NaN where not valid (or where no network was given), on the interior's
+        coordinates cut from the inputs' (:func:`~miso_mapper.inference.predictor.interior_coords`).
         """
         image = stack_inputs(inputs)
         valid = np.asarray(inputs["valid"].values, dtype=bool)
         maps = self.predict_arrays(image, valid, interior)
-        ys, xs = inputs["y"].values[interior[0]], inputs["x"].values[interior[1]]
-        ds = xr.Dataset(
+        return xr.Dataset(
             {
                 "permafrost_probability": (("y", "x"), maps["permafrost"][0]),
                 "taxonomy_probability": (("class", "y", "x"), maps["taxonomy"]),
             },
-            coords={"class": list(SOIL_ORDERS), "y": ys, "x": xs},
+            coords={"class": list(SOIL_ORDERS), **interior_coords(inputs, interior)},
         )
-        if "crs" in inputs.attrs:
-            ds.attrs["crs"] = inputs.attrs["crs"]
-        if "transform" in inputs.attrs:
-            a, b, c, d, e, f = inputs.attrs["transform"][:6]
-            r0, c0 = interior[0].indices(valid.shape[0])[0], interior[1].indices(valid.shape[1])[0]
-            ds.attrs["transform"] = (a, b, c + a * c0 + b * r0, d, e, f + d * c0 + e * r0)
-        return ds
 
     def predict_arrays(self, image: np.ndarray, valid: np.ndarray,
                        interior: tuple[slice, slice]) -> dict[str, np.ndarray]:

@@ -9,11 +9,14 @@ probabilities for the interior only:
   :data:`miso_mapper.bands.SOIL_ORDERS`, summing to 1 over classes;
 
 both NaN where the inputs are invalid (or where the predictor has no model for that task), with the
-interior's ``y``/``x`` pixel-centre coordinates. Scaling to uint8 and writing are the pipeline's job.
+interior's ``y``/``x`` pixel-centre coordinates and georeferencing cut from the inputs'
+(:func:`interior_coords`), so the prediction's ``.odc.geobox`` is the chunk's interior GeoBox. Scaling to
+uint8 and writing are the store's job, which refuses a prediction on any other grid.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -31,16 +34,25 @@ class Predictor(Protocol):
         ...
 
 
+def interior_coords(inputs: xr.Dataset, interior: tuple[slice, slice]) -> dict[Hashable, xr.DataArray]:
+    """``y``/``x`` and the georeferencing (``spatial_ref``) of ``inputs``' pixels ``interior``, cut by slicing.
+
+    A prediction built on them has ``.odc.geobox`` equal to the interior's GeoBox (``inputs.odc.geobox``
+    sliced by ``interior``); inputs without georeferencing give a prediction without it, which the store
+    refuses.
+    """
+    part = inputs.coords.to_dataset().isel(y=interior[0], x=interior[1])
+    return {name: coord for name, coord in part.coords.items() if set(coord.dims) <= {"y", "x"}}
+
+
 def empty_prediction(inputs: xr.Dataset, interior: tuple[slice, slice]) -> xr.Dataset:
     """An all-NaN prediction over the interior of ``inputs`` (the shape and coordinates every predictor returns)."""
-    rows, cols = interior
-    y, x = inputs["y"].values[rows], inputs["x"].values[cols]
+    coords = interior_coords(inputs, interior)
+    shape = (coords["y"].size, coords["x"].size)
     return xr.Dataset(
         {
-            "permafrost_probability": (("y", "x"), np.full((y.size, x.size), np.nan, np.float32)),
-            "taxonomy_probability": (("class", "y", "x"),
-                                     np.full((len(SOIL_ORDERS), y.size, x.size), np.nan, np.float32)),
+            "permafrost_probability": (("y", "x"), np.full(shape, np.nan, np.float32)),
+            "taxonomy_probability": (("class", "y", "x"), np.full((len(SOIL_ORDERS), *shape), np.nan, np.float32)),
         },
-        coords={"class": list(SOIL_ORDERS), "y": y, "x": x},
-        attrs={k: v for k, v in inputs.attrs.items() if k in ("crs",)},
+        coords={"class": list(SOIL_ORDERS), **coords},
     )

@@ -1,7 +1,7 @@
 """Synthetic chunk inputs and seeded MISO networks, for predictor tests and benchmarks (no data, no weights).
 
 :func:`synthetic_inputs` builds a Dataset shaped like :func:`~miso_mapper.imagery.chunk.read_inputs`'s output
-(``s2``, ``cov``, ``valid`` on EPSG:3338 pixel centres) from smooth random fields with sharp-edged patches, so
+(``s2``, ``cov``, ``valid`` on a georeferenced EPSG:3338 grid) from smooth random fields with sharp-edged patches, so
 that predictions vary in space at several scales. :func:`seeded_network` builds a randomly initialised
 network whose output head is scaled up, so its probabilities spread over [0, 1] rather than sitting near
 0.5 or 1/7 as they do at initialisation.
@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
 from scipy.ndimage import gaussian_filter
 
 from miso_mapper.bands import COVARIATES, S2_BANDS
@@ -38,8 +40,9 @@ def synthetic_inputs(rows: int, cols: int, seed: int = 0, origin: tuple[float, f
     ``s2`` (9, y, x) float32 in [0, 1] and ``cov`` (10, y, x) float32 in about [-2, 2]: each band mixes a
     shared landscape field (60 px), patchy detail (8 px) and sharp-edged "land cover" classes (a thresholded
     field), so neighbouring bands correlate like real imagery. ``valid`` is False inside ``invalid_box``
-    (row, col slices), where ``s2``/``cov`` are 0 as the real normalisation leaves them. ``x``/``y`` are pixel
-    centres in EPSG:3338 metres, ``origin`` being the grid's upper-left corner.
+    (row, col slices), where ``s2``/``cov`` are 0 as the real normalisation leaves them. Georeferenced like
+    ``read_inputs``' output: ``ds.odc.geobox`` is the ``rows x cols`` EPSG:3338 grid of ``resolution`` m
+    pixels whose upper-left corner is ``origin``.
     """
     rng = np.random.default_rng(seed)
     shape = (rows, cols)
@@ -59,16 +62,16 @@ def synthetic_inputs(rows: int, cols: int, seed: int = 0, origin: tuple[float, f
     s2[:, ~valid] = 0.0
     cov[:, ~valid] = 0.0
     x0, y0 = origin
-    xs = x0 + resolution * (np.arange(cols) + 0.5)
-    ys = y0 - resolution * (np.arange(rows) + 0.5)
+    geobox = GeoBox.from_bbox((x0, y0 - rows * resolution, x0 + cols * resolution, y0), "EPSG:3338",
+                              resolution=resolution, tight=True)
     return xr.Dataset(
         {
             "s2": (("s2_band", "y", "x"), s2),
             "cov": (("cov_band", "y", "x"), cov),
             "valid": (("y", "x"), valid),
         },
-        coords={"s2_band": list(S2_BANDS), "cov_band": list(COVARIATES), "y": ys, "x": xs},
-        attrs={"crs": "EPSG:3338", "transform": (resolution, 0.0, x0, 0.0, -resolution, y0)},
+        coords={"s2_band": list(S2_BANDS), "cov_band": list(COVARIATES),
+                **xr_coords(geobox, crs_coord_name="spatial_ref")},
     )
 
 

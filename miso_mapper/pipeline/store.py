@@ -15,11 +15,20 @@ slices and the store's Zarr chunks coincide with the grid's Zarr-chunk lattice (
 axis is one chunk). The array fill value is 255, so chunks never written (ocean, not yet run) stay absent
 on disk and read as no data.
 
-Writes: a chunk's interior is written straight into its Zarr chunks with zarr-python (never through a
-graph); :meth:`MapStore.write_chunk` refuses any region that is not a whole number of Zarr chunks of the
-full grid (:meth:`~miso_mapper.grid.AlaskaGrid.check_aligned`) *and* of the store, then re-reads what it
-wrote and returns the sha256 of those bytes (permafrost, taxonomy, class, in that order, C order) for the
-manifest. No two chunks share a Zarr chunk, so concurrent writers never race.
+Georeferencing: the store's extent is a GeoBox (:attr:`MapStore.geobox`), made by
+:meth:`~miso_mapper.grid.AlaskaGrid.tiles_geobox` at creation and read back from the store's own
+``spatial_ref`` when opened; its place in the full grid is :meth:`~miso_mapper.grid.AlaskaGrid.offset`, and
+a chunk's region in the store is the difference of the two offsets.
+
+Writes: :meth:`MapStore.write_chunk` takes a predictor's output (float probabilities on the interior's
+coordinates, see :mod:`miso_mapper.inference.predictor`) and refuses it unless its GeoBox is exactly the
+chunk's interior, so a prediction shifted by a pixel or half a pixel, on another CRS or shape, or without
+georeferencing never reaches the map. It encodes to uint8 here (:func:`encode_prediction`) and writes
+straight into the chunk's Zarr chunks with zarr-python (never through a graph), refusing any region that is
+not a whole number of Zarr chunks of the full grid (:meth:`~miso_mapper.grid.AlaskaGrid.check_aligned`)
+*and* of the store, then re-reads what it wrote and returns the sha256 of those bytes (permafrost, taxonomy,
+class, in that order, C order) for the manifest. No two chunks share a Zarr chunk, so concurrent writers
+never race.
 
 Compatibility: a store remembers ``map_config_hash``, a hash of the settings that decide its pixels (grid,
 region, imagery and covariate selection without server URLs, the model kind, checkpoint *contents* and
@@ -45,20 +54,22 @@ import json
 import shutil
 import uuid
 import warnings
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import odc.geo.xr  # noqa: F401 - registers the .odc accessor that reads a prediction's GeoBox
 import xarray as xr
 import zarr
-from pyproj import CRS
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
 
 from miso_mapper import __version__
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
-from miso_mapper.grid import AlaskaGrid, Chunk
+from miso_mapper.grid import AlaskaGrid, Chunk, geobox_from_spatial_ref, spatial_ref_attrs
 
 #: Scale of the uint8 probabilities: stored = round(p x 250).
 PROB_SCALE = 250
@@ -107,11 +118,12 @@ def to_uint8(prob: np.ndarray) -> np.ndarray:
     return out
 
 
-def encode_prediction(pred: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A predictor's output -> the three stored uint8 layers.
+def encode_prediction(pred: xr.Dataset) -> xr.Dataset:
+    """A predictor's output -> the three stored uint8 layers, on the prediction's own coordinates.
 
-    Returns ``permafrost`` (y, x), ``taxonomy`` (class, y, x) and ``class`` (y, x): argmax over the orders of
-    the float probabilities, 255 where any order probability is NaN.
+    Returns ``permafrost_probability`` (y, x) and ``taxonomy_probability`` (class, y, x) as :func:`to_uint8`,
+    and ``taxonomy_class`` (y, x): the argmax over the orders of the float probabilities, 255 where any order
+    probability is NaN. ``y``, ``x`` and ``spatial_ref`` are the prediction's, so is its GeoBox.
     """
     pf = to_uint8(pred["permafrost_probability"].transpose("y", "x").values)
     tx_f = np.asarray(pred["taxonomy_probability"].sel({"class": list(SOIL_ORDERS)})
@@ -121,7 +133,22 @@ def encode_prediction(pred: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndar
     cls = np.full(ok.shape, NODATA, np.uint8)
     if ok.any():
         cls[ok] = np.argmax(tx_f[:, ok], axis=0).astype(np.uint8)
-    return pf, tx, cls
+    coords = {name: c for name, c in pred.coords.items() if set(c.dims) <= {"y", "x"}}
+    return _layers(pf, tx, cls, coords)
+
+
+def stored_layers(geobox: GeoBox, pf: np.ndarray, tx: np.ndarray, cls: np.ndarray) -> xr.Dataset:
+    """Already encoded uint8 layers (shapes (y, x), (7, y, x), (y, x)) on ``geobox``, for
+    :meth:`MapStore.write_layers` (tests and benchmarks that write chosen bytes)."""
+    return _layers(pf, tx, cls, xr_coords(geobox, crs_coord_name="spatial_ref"))
+
+
+def _layers(pf: np.ndarray, tx: np.ndarray, cls: np.ndarray, coords: Mapping[Hashable, Any]) -> xr.Dataset:
+    return xr.Dataset(
+        {"permafrost_probability": (("y", "x"), pf), "taxonomy_probability": (("class", "y", "x"), tx),
+         "taxonomy_class": (("y", "x"), cls)},
+        coords={"class": list(SOIL_ORDERS), **coords},
+    )
 
 
 def checksum_arrays(pf: np.ndarray, tx: np.ndarray, cls: np.ndarray) -> str:
@@ -130,46 +157,6 @@ def checksum_arrays(pf: np.ndarray, tx: np.ndarray, cls: np.ndarray) -> str:
     for a in (pf, tx, cls):
         h.update(np.ascontiguousarray(a, dtype=np.uint8).tobytes())
     return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class StoreExtent:
-    """Where the store sits in the full grid: upper-left pixel (row0, col0) and (height, width), px."""
-
-    row0: int
-    col0: int
-    height: int
-    width: int
-
-    @classmethod
-    def for_chunks(cls, grid: AlaskaGrid, chunks: list[Chunk]) -> StoreExtent:
-        """The union of ``chunks`` snapped outwards to whole tiles."""
-        if not chunks:
-            raise MisoError("no chunks to make a store for")
-        t = grid.config.tile_size
-        rows = [s for ch in chunks for s in grid.chunk_slices(ch)[:1]]
-        cols = [s for ch in chunks for s in grid.chunk_slices(ch)[1:]]
-        r0 = min(s.start for s in rows) // t * t
-        c0 = min(s.start for s in cols) // t * t
-        r1 = -(-max(s.stop for s in rows) // t) * t
-        c1 = -(-max(s.stop for s in cols) // t) * t
-        return cls(r0, c0, r1 - r0, c1 - c0)
-
-    def local(self, rows: slice, cols: slice) -> tuple[slice, slice]:
-        """Full-grid slices -> slices of the store arrays."""
-        r, c = self.row0, self.col0
-        return slice(rows.start - r, rows.stop - r), slice(cols.start - c, cols.stop - c)
-
-
-def _grid_mapping_attrs(grid: AlaskaGrid, extent: StoreExtent) -> dict[str, Any]:
-    crs = CRS.from_user_input(grid.config.crs)
-    res = grid.config.resolution
-    x0 = grid.config.origin_x + extent.col0 * res
-    y0 = grid.config.origin_y - extent.row0 * res
-    attrs = {k: v for k, v in crs.to_cf().items() if isinstance(v, (str, int, float))}
-    wkt = crs.to_wkt()
-    attrs.update({"crs_wkt": wkt, "spatial_ref": wkt, "GeoTransform": f"{x0!r} {res!r} 0.0 {y0!r} 0.0 {-res!r}"})
-    return attrs
 
 
 def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance: dict[str, Any]) -> MapStore:
@@ -183,13 +170,11 @@ def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance
     if path.exists():
         raise MisoError(f"{path} already exists (use --resume to continue it or --overwrite to replace it)")
     grid = AlaskaGrid(workflow.grid)
-    extent = StoreExtent.for_chunks(grid, chunks)
-    g = workflow.grid
-    res, z = g.resolution, g.zarr_chunk
-    x = g.origin_x + res * (extent.col0 + np.arange(extent.width) + 0.5)
-    y = g.origin_y - res * (extent.row0 + np.arange(extent.height) + 0.5)
-    ny, nx, nc = extent.height, extent.width, len(SOIL_ORDERS)
-    gm = _grid_mapping_attrs(grid, extent)
+    geobox = grid.tiles_geobox(chunks)
+    row0, col0 = grid.offset(geobox)
+    z = workflow.grid.zarr_chunk
+    (ny, nx), nc = geobox.shape, len(SOIL_ORDERS)
+    gm = spatial_ref_attrs(geobox)
     gdal_crs = {"wkt": gm["crs_wkt"]}
     common = {"grid_mapping": "spatial_ref", "_CRS": gdal_crs}
     prob_attrs = common | {"units": "1", "scale_factor": np.float32(1.0 / PROB_SCALE), "add_offset": np.float32(0.0),
@@ -208,10 +193,10 @@ def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance
         coords={
             "spatial_ref": ((), np.int32(0), gm),
             "class": ("class", np.array(SOIL_ORDERS, dtype=object), {"long_name": "soil order (USDA)"}),
-            "y": ("y", y, {"standard_name": "projection_y_coordinate", "units": "m", "axis": "Y",
-                           "long_name": "pixel-centre y"}),
-            "x": ("x", x, {"standard_name": "projection_x_coordinate", "units": "m", "axis": "X",
-                           "long_name": "pixel-centre x"}),
+            "y": ("y", geobox.coords["y"].values, {"standard_name": "projection_y_coordinate", "units": "m",
+                                                   "axis": "Y", "long_name": "pixel-centre y"}),
+            "x": ("x", geobox.coords["x"].values, {"standard_name": "projection_x_coordinate", "units": "m",
+                                                   "axis": "X", "long_name": "pixel-centre x"}),
         },
     )
     first, last = workflow.imagery.date_windows()[0][0], workflow.imagery.date_windows()[-1][1]
@@ -227,8 +212,8 @@ def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance
         "store_uuid": uuid.uuid4().hex,
         "probability_scale": PROB_SCALE,
         "nodata": NODATA,
-        "grid_row0": extent.row0,
-        "grid_col0": extent.col0,
+        "grid_row0": row0,
+        "grid_col0": col0,
         "zarr_chunk": z,
     } | provenance
     encoding: dict[str, dict[str, Any]] = {
@@ -276,7 +261,12 @@ def delete_store(path: Path) -> None:
 
 
 class MapStore:
-    """An existing ``maps.zarr``: its attributes and chunk-aligned region writes and reads."""
+    """An existing ``maps.zarr``: its attributes, its GeoBox and chunk-aligned region writes and reads.
+
+    ``geobox`` is the store's grid as its own ``spatial_ref`` says (EPSG:3338 metres by default, whole tiles);
+    ``offset`` the (row, col) of its upper-left pixel in ``grid``. Opening refuses (:class:`MisoError`) a
+    store without readable georeferencing or one that is not on ``grid``'s pixel lattice.
+    """
 
     def __init__(self, path: Path, grid: AlaskaGrid) -> None:
         self.path = Path(path)
@@ -289,10 +279,23 @@ class MapStore:
         if "store_uuid" not in attrs:
             raise MisoError(f"{self.path} was not made by miso-mapper (no store_uuid attribute)")
         self.attrs = attrs
-        self.extent = StoreExtent(int(attrs["grid_row0"]), int(attrs["grid_col0"]),
-                                  *self.group["permafrost_probability"].shape)
+        self.geobox = self._read_geobox()
+        try:
+            self.offset = grid.offset(self.geobox)
+        except MisoError as exc:
+            raise MisoError(f"{self.path} is not on this workflow's grid: {exc}") from None
         if int(attrs["zarr_chunk"]) != grid.config.zarr_chunk:
             raise MisoError(f"{self.path} uses {attrs['zarr_chunk']} px Zarr chunks, the grid {grid.config.zarr_chunk}")
+
+    def _read_geobox(self) -> GeoBox:
+        try:
+            ref = dict(self.group["spatial_ref"].attrs)
+        except KeyError:
+            raise MisoError(f"{self.path} has no spatial_ref variable, so no georeferencing") from None
+        try:
+            return geobox_from_spatial_ref(ref, self.group["permafrost_probability"].shape)
+        except MisoError as exc:
+            raise MisoError(f"{self.path}: {exc}") from None
 
     @property
     def uuid(self) -> str:
@@ -301,24 +304,45 @@ class MapStore:
 
     def region(self, chunk: Chunk) -> tuple[slice, slice]:
         """The store-array slices of a chunk's interior, after refusing unaligned or out-of-store regions."""
-        rows, cols = self.grid.chunk_slices(chunk)
-        self.grid.check_aligned(rows, cols)
-        lr, lc = self.extent.local(rows, cols)
+        row, col = self.grid.offset(chunk.geobox)
+        height, width = chunk.geobox.shape
+        self.grid.check_aligned(slice(row, row + height), slice(col, col + width))
+        r0, c0 = row - self.offset[0], col - self.offset[1]
+        lr, lc = slice(r0, r0 + height), slice(c0, c0 + width)
+        n_rows, n_cols = self.geobox.shape
         z = self.grid.config.zarr_chunk
-        if lr.start < 0 or lc.start < 0 or lr.stop > self.extent.height or lc.stop > self.extent.width:
+        if lr.start < 0 or lc.start < 0 or lr.stop > n_rows or lc.stop > n_cols:
             raise MisoError(f"chunk {chunk.id} lies outside the store {self.path}")
-        if lr.start % z or lc.start % z or (lr.stop % z and lr.stop != self.extent.height) or (
-            lc.stop % z and lc.stop != self.extent.width
-        ):
+        if lr.start % z or lc.start % z or (lr.stop % z and lr.stop != n_rows) or (lc.stop % z and lc.stop != n_cols):
             raise MisoError(f"refusing an unaligned write of chunk {chunk.id}: rows {lr} cols {lc}")
         return lr, lc
 
-    def write_chunk(self, chunk: Chunk, pf: np.ndarray, tx: np.ndarray, cls: np.ndarray) -> str:
-        """Write one chunk's three uint8 layers (shapes (y, x), (7, y, x), (y, x)); return the re-read sha256."""
+    def write_chunk(self, chunk: Chunk, prediction: xr.Dataset) -> str:
+        """Encode a predictor's output for ``chunk`` (:func:`encode_prediction`), write it, return the re-read
+        sha256 (:meth:`checksum`).
+
+        Raises :class:`MisoError`, writing nothing, unless ``prediction.odc.geobox`` is exactly
+        ``chunk.geobox`` (same CRS, shape and transform), or when the region is unaligned or outside the store.
+        """
+        _refuse_misregistered(chunk, prediction)
+        return self._write(chunk, encode_prediction(prediction))
+
+    def write_layers(self, chunk: Chunk, layers: xr.Dataset) -> str:
+        """Write already encoded uint8 layers (:func:`stored_layers`) of ``chunk``, checked as
+        :meth:`write_chunk` checks a prediction; return the re-read sha256."""
+        _refuse_misregistered(chunk, layers)
+        return self._write(chunk, layers)
+
+    def _write(self, chunk: Chunk, layers: xr.Dataset) -> str:
         lr, lc = self.region(chunk)
+        pf = layers["permafrost_probability"].transpose("y", "x").values
+        tx = layers["taxonomy_probability"].transpose("class", "y", "x").values
+        cls = layers["taxonomy_class"].transpose("y", "x").values
         shape = (lr.stop - lr.start, lc.stop - lc.start)
         if pf.shape != shape or cls.shape != shape or tx.shape != (len(SOIL_ORDERS), *shape):
             raise MisoError(f"chunk {chunk.id}: layers of shape {pf.shape}/{tx.shape}/{cls.shape}, expected {shape}")
+        if not all(a.dtype == np.uint8 for a in (pf, tx, cls)):
+            raise MisoError(f"chunk {chunk.id}: layers of dtype {pf.dtype}/{tx.dtype}/{cls.dtype}, expected uint8")
         self.group["permafrost_probability"][lr, lc] = pf
         self.group["taxonomy_probability"][:, lr, lc] = tx
         self.group["taxonomy_class"][lr, lc] = cls
@@ -334,6 +358,25 @@ class MapStore:
     def checksum(self, chunk: Chunk) -> str:
         """sha256 of what is stored for ``chunk`` (see :func:`checksum_arrays`)."""
         return checksum_arrays(*self.read_chunk(chunk))
+
+
+def _refuse_misregistered(chunk: Chunk, data: xr.Dataset) -> None:
+    """Raise :class:`MisoError` naming both grids unless ``data``'s GeoBox is exactly the chunk's interior."""
+    found = data.odc.geobox if {"y", "x"} <= set(data.dims) else None
+    if found != chunk.geobox:
+        raise MisoError(f"refusing to write chunk {chunk.id}: the prediction's grid ({describe_geobox(found)}) "
+                        f"is not the chunk's ({describe_geobox(chunk.geobox)})")
+
+
+def describe_geobox(geobox: GeoBox | None) -> str:
+    """One line naming a grid: shape, upper-left corner, pixel size and CRS (or its absence)."""
+    if geobox is None:
+        return "no georeferencing"
+    a = geobox.affine
+    crs = geobox.crs
+    name = "no CRS" if crs is None else f"EPSG:{crs.epsg}" if crs.epsg else crs.proj.name
+    return (f"{geobox.shape.y} x {geobox.shape.x} px from x {a.c:.10g}, y {a.f:.10g}, "
+            f"pixels {a.a:.10g} x {a.e:.10g}, {name}")
 
 
 def open_store(path: Path, grid: AlaskaGrid) -> MapStore:

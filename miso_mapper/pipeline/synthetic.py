@@ -11,6 +11,7 @@ import xarray as xr
 from scipy.ndimage import gaussian_filter
 
 from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS
+from miso_mapper.inference.predictor import interior_coords
 
 
 class SyntheticPredictor:
@@ -47,6 +48,6 @@ class SyntheticPredictor:
         tx = np.where(valid[None], tx, np.nan).astype(np.float32)
         return xr.Dataset(
             {"permafrost_probability": (("y", "x"), pf), "taxonomy_probability": (("class", "y", "x"), tx)},
-            coords={"class": list(SOIL_ORDERS), "y": inputs["y"].values[rows], "x": inputs["x"].values[cols]},
+            coords={"class": list(SOIL_ORDERS), **interior_coords(inputs, interior)},
         )
 

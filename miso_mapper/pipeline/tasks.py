@@ -28,7 +28,7 @@ from miso_mapper.config import GridConfig, ImageryConfig
 from miso_mapper.grid import AlaskaGrid, Chunk
 from miso_mapper.pipeline.predictor_cache import get_predictor
 from miso_mapper.pipeline.predictors import PredictorSpec
-from miso_mapper.pipeline.store import MapStore, encode_prediction
+from miso_mapper.pipeline.store import MapStore
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,8 @@ def read_task(job: ChunkJob) -> xr.Dataset | None:
 
 
 def predict_write_task(inputs: xr.Dataset | None, job: ChunkJob) -> dict[str, Any]:
-    """Predict the interior, scale to uint8, write the aligned region, re-read and checksum it.
+    """Predict the interior and write it to the store (which checks its GeoBox is the chunk's, scales to uint8,
+    writes the aligned region, re-reads and checksums it).
 
     Returns a dict for the client's manifest: ``chunk``, ``checksum``, ``worker`` (host:pid), ``read_s``,
     ``predict_s``, ``write_s`` (seconds), ``predictor_loads`` (times this process loaded the predictor: 1
@@ -108,8 +109,7 @@ def predict_write_task(inputs: xr.Dataset | None, job: ChunkJob) -> dict[str, An
     t0 = time.perf_counter()
     pred = predictor.predict_chunk(inputs, interior_slices(chunk, job.grid.halo))
     t1 = time.perf_counter()
-    pf, tx, cls = encode_prediction(pred)
-    checksum = store.write_chunk(chunk, pf, tx, cls)
+    checksum = store.write_chunk(chunk, pred)
     t2 = time.perf_counter()
     entry = {"chunk": job.chunk_id, "store_uuid": job.store_uuid, "checksum": checksum, "worker": worker,
              "pid": os.getpid(), "time": time.time()}

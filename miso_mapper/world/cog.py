@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.shutil
+from odc.geo.geobox import GeoBox
 from rasterio.crs import CRS
-
-from miso_mapper.world.geometry import Grid
 
 #: Internal tile size (px) of every COG.
 BLOCKSIZE = 256
 
 
-def write_cog(path: Path, data: np.ndarray, grid: Grid, nodata: float | int | None,
+def write_cog(path: Path, data: np.ndarray, grid: GeoBox, nodata: float | int | None,
               overview_resampling: str = "average", description: str | None = None) -> None:
     """Write ``data`` (rows, cols) or (bands, rows, cols) on ``grid`` as a COG at ``path``.
 
@@ -28,7 +27,7 @@ def write_cog(path: Path, data: np.ndarray, grid: Grid, nodata: float | int | No
     path.parent.mkdir(parents=True, exist_ok=True)
     mem = f"/vsimem/miso-world-{uuid.uuid4().hex}.tif"
     profile = dict(driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-                   dtype=arr.dtype.name, crs=CRS.from_epsg(grid.epsg), transform=grid.transform,
+                   dtype=arr.dtype.name, crs=CRS.from_epsg(grid.crs.epsg), transform=grid.affine,
                    nodata=nodata, tiled=True, blockxsize=BLOCKSIZE, blockysize=BLOCKSIZE)
     try:
         with rasterio.open(mem, "w", **profile) as dst:

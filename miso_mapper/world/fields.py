@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from odc.geo.geobox import GeoBox
 from scipy import ndimage
 
 from miso_mapper.bands import SOIL_ORDERS
-from miso_mapper.world.geometry import Grid
+from miso_mapper.world.geometry import pixel_centres
 
 SOIL_INDEX = {name: i for i, name in enumerate(SOIL_ORDERS)}
 
@@ -70,28 +71,28 @@ def _sigmoid(a: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-a))).astype(np.float32)
 
 
-def _polyline_distance(grid: Grid, xy: np.ndarray) -> np.ndarray:
+def _polyline_distance(grid: GeoBox, xy: np.ndarray) -> np.ndarray:
     """Distance (m) from each pixel centre to the densely sampled polyline ``xy`` (N, 2), float32."""
     seg = []
     for a, b in zip(xy[:-1], xy[1:], strict=True):
-        n = max(2, int(np.hypot(*(b - a)) / (grid.res / 2)))
+        n = max(2, int(np.hypot(*(b - a)) / (grid.resolution.x / 2)))
         t = np.linspace(0, 1, n)[:, None]
         seg.append(a + t * (b - a))
     pts = np.concatenate(seg)
-    inv = ~grid.transform
+    inv = ~grid.affine
     cols, rows = inv * (pts[:, 0], pts[:, 1])
     rows, cols = np.floor(rows).astype(int), np.floor(cols).astype(int)
     ok = (rows >= 0) & (rows < grid.shape[0]) & (cols >= 0) & (cols < grid.shape[1])
-    mask = np.ones(grid.shape, dtype=bool)
+    mask = np.ones(tuple(grid.shape), dtype=bool)
     mask[rows[ok], cols[ok]] = False
-    return (ndimage.distance_transform_edt(mask) * grid.res).astype(np.float32)
+    return (ndimage.distance_transform_edt(mask) * grid.resolution.x).astype(np.float32)
 
 
 @dataclass
 class Latents:
     """All simulated layers on the simulation grid. Units in the field comments; all float32 unless noted."""
 
-    grid: Grid
+    grid: GeoBox
     river: np.ndarray  # river centre line, (N, 2) EPSG:3338 metres
     roads: list[np.ndarray]  # road centre lines, each (N, 2) EPSG:3338 metres
     zone_lines: list[np.ndarray]  # permafrost-zone boundaries (N, 2), north to south
@@ -114,20 +115,20 @@ def _curve_y(x: np.ndarray, y0: float, amps: list[float], lens: list[float], pha
     return y
 
 
-def simulate(grid: Grid, region: tuple[float, float, float, float], rng: np.random.Generator) -> Latents:
+def simulate(grid: GeoBox, region: tuple[float, float, float, float], rng: np.random.Generator) -> Latents:
     """Simulate terrain, climate, latents and ground truth on ``grid`` (EPSG:3338) for a ``region`` bbox (m).
 
     Returns :class:`Latents` with ``covariates`` (the 10 layers of :data:`miso_mapper.bands.COVARIATES` in
     their physical units: degrees, m, 1/m, degrees, m, unitless, m, mm, degC-months, degC), ``permafrost``
     (uint8 0/1) and ``soil_order`` (uint8 class index), each of shape ``grid.shape``.
     """
-    shape = grid.shape
-    res = grid.res
-    xs, ys = grid.centres()
+    shape = tuple(grid.shape)
+    res = grid.resolution.x
+    xs, ys = pixel_centres(grid)
     X, Y = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
     rxmin, rymin, rxmax, rymax = region
     rw, rh = rxmax - rxmin, rymax - rymin
-    gx0, gy0, gx1, gy1 = grid.bounds
+    gx0, gy0, gx1, gy1 = grid.boundingbox
     ph = rng.uniform(0, 2 * np.pi, size=16)
 
     # --- line features -------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from odc.geo.geobox import GeoBox
 from pydantic import BaseModel, ConfigDict
 from shapely.geometry import box, mapping
 
@@ -43,7 +44,6 @@ from miso_mapper.world.fields import simulate
 from miso_mapper.world.geometry import (
     ALBERS_EPSG,
     UTM_EPSG,
-    Grid,
     S2Tile,
     acquisition_dates,
     footprint_mask,
@@ -52,6 +52,7 @@ from miso_mapper.world.geometry import (
     reproject_polygon,
     sim_grid,
     tile_layout,
+    window_of,
     world_grid,
 )
 from miso_mapper.world.spec import WorldSpec
@@ -168,11 +169,11 @@ def _build(root: Path, spec: WorldSpec, progress: ProgressFn) -> WorldManifest:
     rgrid = grid_from_bounds(ALBERS_EPSG, spec.region_bbox, spec.resolution)
     progress("simulating terrain, climate and truth", 0.0)
     lat = simulate(sgrid, spec.region_bbox, rng_fields)
-    win = sgrid.window_of(wgrid)
-    rwin = sgrid.window_of(rgrid)
+    win = window_of(sgrid, wgrid)
+    rwin = window_of(sgrid, rgrid)
     jobs: list[Future[None]] = []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        def submit(rel: str, data: np.ndarray, grid: Grid, nodata: Any, resampling: str) -> None:
+        def submit(rel: str, data: np.ndarray, grid: GeoBox, nodata: Any, resampling: str) -> None:
             jobs.append(pool.submit(write_cog, root / rel, np.ascontiguousarray(data), grid, nodata, resampling))
 
         truth = {"permafrost": "truth/permafrost.tif", "soil_order": "truth/soil_order.tif"}
@@ -252,7 +253,7 @@ def _build(root: Path, spec: WorldSpec, progress: ProgressFn) -> WorldManifest:
     files = {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
     manifest = WorldManifest(
         spec=spec, crs=f"EPSG:{ALBERS_EPSG}", region_bbox=spec.region_bbox, world_bbox=spec.world_bbox,
-        shape=wgrid.shape, truth=truth, covariates=covs, tiles=[t.mgrs for t in tiles], items=item_ids,
+        shape=tuple(wgrid.shape), truth=truth, covariates=covs, tiles=[t.mgrs for t in tiles], items=item_ids,
         dates=[d.isoformat() for d in dates], points="points/points.geojson",
         permafrost_zones="vectors/permafrost_zones.geojson", mlra="vectors/mlra.geojson",
         stac_collections=[f"stac/{stac.S2_COLLECTION}/collection.json",

@@ -1,7 +1,7 @@
 """Pure geometry of the demo world: pixel grids, Sentinel-2 tile layout, acquisition dates.
 
-Nothing here touches the file system. Grids are north-up with square pixels; transforms are rasterio
-``Affine`` objects mapping pixel (col, row) corners to CRS coordinates in metres.
+Nothing here touches the file system. Grids are odc-geo ``GeoBox`` es, north-up with square pixels in
+metres: ``affine`` maps pixel (col, row) corners to CRS coordinates, ``crs.epsg`` names the CRS.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from affine import Affine
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from shapely.geometry import Polygon, box
@@ -29,56 +28,39 @@ UTM_EPSG = 32600 + UTM_ZONE
 SIM_BUFFER_M = 2000.0
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A north-up pixel grid: ``epsg`` CRS, ``transform`` (pixel corner -> metres), ``shape`` (rows, cols)."""
-
-    epsg: int
-    transform: Affine
-    shape: tuple[int, int]
-
-    @property
-    def res(self) -> float:
-        """Pixel size in metres."""
-        return float(self.transform.a)
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(xmin, ymin, xmax, ymax) in metres of the grid's CRS."""
-        x0, y1 = self.transform.c, self.transform.f
-        return (x0, y1 - self.shape[0] * self.res, x0 + self.shape[1] * self.res, y1)
-
-    @property
-    def geobox(self) -> GeoBox:
-        """The same grid as an odc-geo ``GeoBox``."""
-        return GeoBox(self.shape, self.transform, f"EPSG:{self.epsg}")
-
-    def centres(self) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel-centre coordinates: (x of each column, shape (cols,)), (y of each row, shape (rows,)), float64."""
-        x = self.transform.c + (np.arange(self.shape[1]) + 0.5) * self.res
-        y = self.transform.f - (np.arange(self.shape[0]) + 0.5) * self.res
-        return x, y
-
-    def window_of(self, other: Grid) -> tuple[slice, slice]:
-        """(row slice, col slice) of ``other`` inside this grid; both must share CRS, resolution and alignment."""
-        col = round((other.transform.c - self.transform.c) / self.res)
-        row = round((self.transform.f - other.transform.f) / self.res)
-        return slice(row, row + other.shape[0]), slice(col, col + other.shape[1])
+def grid_from_bounds(epsg: int, bounds: tuple[float, float, float, float], res: float) -> GeoBox:
+    """North-up grid of ``res`` m pixels in EPSG:``epsg`` exactly covering ``bounds`` (xmin, ymin, xmax, ymax;
+    multiples of ``res``): upper-left corner (xmin, ymax)."""
+    return GeoBox.from_bbox(bounds, f"EPSG:{epsg}", resolution=res, tight=True)
 
 
-def grid_from_bounds(epsg: int, bounds: tuple[float, float, float, float], res: float) -> Grid:
-    """Grid of pixel size ``res`` (m) exactly covering ``bounds`` (xmin, ymin, xmax, ymax; multiples of res)."""
-    xmin, ymin, xmax, ymax = bounds
-    shape = (round((ymax - ymin) / res), round((xmax - xmin) / res))
-    return Grid(epsg, Affine(res, 0.0, xmin, 0.0, -res, ymax), shape)
+def pixel_centres(grid: GeoBox) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates of a north-up ``grid``: (x of each column, shape (cols,)), (y of each row,
+    shape (rows,)), float64 in the grid's CRS units."""
+    coords = grid.coords
+    return coords["x"].values, coords["y"].values
 
 
-def world_grid(spec: WorldSpec) -> Grid:
+def window_of(outer: GeoBox, inner: GeoBox) -> tuple[slice, slice]:
+    """(row slice, col slice) of ``inner`` inside ``outer``, such that ``outer[window] == inner``.
+
+    Raises ``ValueError`` when ``inner`` is not such a sub-grid (other CRS, resolution or pixel alignment).
+    """
+    try:
+        window = outer.overlap_roi(inner)
+    except ValueError:  # odc-geo refuses grids whose pixels do not line up
+        window = None
+    if window is None or outer[window] != inner:
+        raise ValueError(f"{inner} is not a sub-grid of {outer}")
+    return window
+
+
+def world_grid(spec: WorldSpec) -> GeoBox:
     """EPSG:3338 grid of the covariate and truth rasters (region + margin) at ``spec.resolution``."""
     return grid_from_bounds(ALBERS_EPSG, spec.world_bbox, spec.resolution)
 
 
-def sim_grid(spec: WorldSpec) -> Grid:
+def sim_grid(spec: WorldSpec) -> GeoBox:
     """EPSG:3338 grid on which latent fields are simulated: world extent + :data:`SIM_BUFFER_M`."""
     xmin, ymin, xmax, ymax = spec.world_bbox
     b = SIM_BUFFER_M
@@ -107,8 +89,8 @@ class S2Tile:
     """
 
     mgrs: str
-    grid10: Grid
-    grid20: Grid
+    grid10: GeoBox
+    grid20: GeoBox
     footprint: Polygon
 
     @property
@@ -157,13 +139,13 @@ def tile_layout(spec: WorldSpec) -> list[S2Tile]:
     return tiles
 
 
-def footprint_mask(tile: S2Tile, grid: Grid) -> np.ndarray:
+def footprint_mask(tile: S2Tile, grid: GeoBox) -> np.ndarray:
     """Boolean mask (rows, cols) of ``grid`` pixels whose centre lies inside ``tile.footprint``."""
-    x, y = grid.centres()
-    gx0, gy0, gx1, gy1 = tile.grid10.bounds
+    x, y = pixel_centres(grid)
+    gx0, gy0, gx1, gy1 = tile.grid10.boundingbox
     coords = np.asarray(tile.footprint.exterior.coords)
     if len(coords) == 5 and tile.footprint.equals(box(*tile.footprint.bounds)):
-        return np.ones(grid.shape, dtype=bool)
+        return np.ones(tuple(grid.shape), dtype=bool)
     # the only non-rectangular footprint: a wedge cut by the line from (gx0, gy1) to (gx0 + wedge, gy0)
     wedge = coords[3][0] - gx0
     xx, yy = np.meshgrid(x, y)
@@ -207,23 +189,24 @@ class Sampler:
         return np.asarray(out, dtype=src.dtype).reshape(self.shape)
 
 
-def make_sampler(src: Grid, dst: Grid, bilinear: bool, src_shift_px: float = 0.0) -> Sampler:
+def make_sampler(src: GeoBox, dst: GeoBox, bilinear: bool, src_shift_px: float = 0.0) -> Sampler:
     """Sampler from ``src`` to ``dst`` at destination pixel centres (bilinear or nearest neighbour).
 
     ``src_shift_px`` is added to the source pixel coordinates (e.g. -0.5 when sampling a 2x2-block-averaged
     source whose value at (r, c) is centred on the corner (r + 1, c + 1)).
     """
-    x, y = dst.centres()
+    x, y = pixel_centres(dst)
     xx, yy = np.meshgrid(x, y)
-    sx, sy = Transformer.from_crs(dst.epsg, src.epsg, always_xy=True).transform(xx.ravel(), yy.ravel())
-    col = (sx - src.transform.c) / src.res - 0.5 + src_shift_px
-    row = (src.transform.f - sy) / src.res - 0.5 + src_shift_px
+    sx, sy = Transformer.from_crs(dst.crs.epsg, src.crs.epsg, always_xy=True).transform(xx.ravel(), yy.ravel())
+    res = src.resolution.x
+    col = (sx - src.affine.c) / res - 0.5 + src_shift_px
+    row = (src.affine.f - sy) / res - 0.5 + src_shift_px
     h, w = src.shape
     if not bilinear:
         r, c = np.rint(row).astype(np.int64), np.rint(col).astype(np.int64)
         ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
         idx = np.clip(r, 0, h - 1) * w + np.clip(c, 0, w - 1)
-        return Sampler(idx[None], ok[None].astype(np.float32), dst.shape)
+        return Sampler(idx[None], ok[None].astype(np.float32), tuple(dst.shape))
     r0, c0 = np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
     fr, fc = (row - r0).astype(np.float32), (col - c0).astype(np.float32)
     ok = (r0 >= 0) & (r0 < h - 1) & (c0 >= 0) & (c0 < w - 1)
@@ -231,4 +214,4 @@ def make_sampler(src: Grid, dst: Grid, bilinear: bool, src_shift_px: float = 0.0
     base = r0 * w + c0
     idx = np.stack([base, base + 1, base + w, base + w + 1])
     wt = np.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc]) * ok
-    return Sampler(idx, wt.astype(np.float32), dst.shape)
+    return Sampler(idx, wt.astype(np.float32), tuple(dst.shape))

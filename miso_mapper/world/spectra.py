@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from miso_mapper.world.fields import Latents, smooth_noise
+from miso_mapper.world.geometry import pixel_centres
 
 #: Endmember surface reflectance, rows: conifer, deciduous, wet moss/sedge, grass, gravel, water, burn;
 #: columns: red, green, blue, rededge1, rededge2, rededge3, nir, swir16, swir22.
@@ -46,7 +47,7 @@ def base_reflectance(lat: Latents, rng: np.random.Generator) -> tuple[np.ndarray
     """Cloud-free, date-independent reflectance (9, rows, cols) float32 and the water mask (rows, cols) bool."""
     from miso_mapper.bands import SOIL_ORDERS
 
-    shape = lat.grid.shape
+    shape = tuple(lat.grid.shape)
     cover = np.array([_CLASS_COVER[n] for n in SOIL_ORDERS], dtype=np.float32)[lat.soil_order]  # r,c,7
     cover = np.moveaxis(cover, -1, 0)
     # independent latent part: wetness -> moss, cold aspect -> conifer, hidden field -> burn scars
@@ -88,8 +89,8 @@ def observe(base: np.ndarray, water: np.ndarray, lat: Latents, rng: np.random.Ge
     blobs (a random cover of 0-40 %) plus a small persistent cloud disk around ``persistent_cloud_xy``
     (EPSG:3338 m) brighten the scene, and their shadows (displaced away from the sun) darken it.
     """
-    shape = lat.grid.shape
-    res = lat.grid.res
+    shape = tuple(lat.grid.shape)
+    res = lat.grid.resolution.x
     pheno = np.float32(rng.uniform(0.88, 1.08))
     refl = base.copy()
     refl[3:7] *= pheno
@@ -101,7 +102,7 @@ def observe(base: np.ndarray, water: np.ndarray, lat: Latents, rng: np.random.Ge
     field = 0.8 * smooth_noise(rng, shape, 60) + 0.25 * smooth_noise(rng, shape, 20)
     thr = np.quantile(field[::4, ::4], 1.0 - cover) if cover > 0 else np.inf
     tau = np.clip((field - thr) / 0.6, 0, None)
-    xs, ys = lat.grid.centres()
+    xs, ys = pixel_centres(lat.grid)
     px = (persistent_cloud_xy[0] - xs[0]) / res
     py = (ys[0] - persistent_cloud_xy[1]) / res
     rr, cc = np.ogrid[:shape[0], :shape[1]]

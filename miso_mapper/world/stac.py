@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from odc.geo.geobox import GeoBox
+
 from miso_mapper.bands import COVARIATE_FILE_STEMS, COVARIATES, S2_BAND_GSD, S2_BAND_IDS, S2_BANDS
-from miso_mapper.world.geometry import Grid
 
 S2_COLLECTION = "sentinel-2-l2a"
 COVARIATE_COLLECTION = "covariates"
@@ -50,7 +51,7 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def s2_item(item_id: str, when: dt.datetime, platform: str, tile_mgrs: str, epsg: int, grids: dict[int, Grid],
+def s2_item(item_id: str, when: dt.datetime, platform: str, tile_mgrs: str, epsg: int, grids: dict[int, GeoBox],
             geometry: dict[str, Any], bbox: list[float], cloud_cover: float, nodata_pct: float,
             baseline: str, dn_offset: int, sun_azimuth: float, sun_zenith: float) -> dict[str, Any]:
     """A Sentinel-2 L2A STAC item dict. ``grids`` maps GSD (10, 20) to the asset grid; ``geometry``/``bbox``
@@ -65,8 +66,7 @@ def s2_item(item_id: str, when: dt.datetime, platform: str, tile_mgrs: str, epsg
             "type": COG_TYPE,
             "gsd": gsd,
             "proj:shape": list(g.shape),
-            "proj:transform": [g.transform.a, g.transform.b, g.transform.c,
-                               g.transform.d, g.transform.e, g.transform.f],
+            "proj:transform": [g.affine.a, g.affine.b, g.affine.c, g.affine.d, g.affine.e, g.affine.f],
         }
         if key == "scl":
             asset["title"] = "Scene classification map (SCL)"
@@ -136,17 +136,17 @@ def s2_collection(bbox: list[float], start: dt.datetime, end: dt.datetime) -> di
     }
 
 
-def covariate_item(grid: Grid, geometry: dict[str, Any], bbox: list[float]) -> dict[str, Any]:
+def covariate_item(grid: GeoBox, geometry: dict[str, Any], bbox: list[float]) -> dict[str, Any]:
     """The single item of the ``covariates`` collection: one float32 EPSG:3338 COG asset per covariate layer
     (keys :data:`miso_mapper.bands.COVARIATES`, nodata NaN), valid for the 1991-2020 normals period."""
-    t = grid.transform
+    t = grid.affine
     assets = {
         name: {
             "href": f"covariates/{COVARIATE_FILE_STEMS[name]}.tif",
             "type": COG_TYPE,
             "title": name,
             "roles": ["data"],
-            "raster:bands": [{"nodata": "nan", "data_type": "float32", "spatial_resolution": grid.res}],
+            "raster:bands": [{"nodata": "nan", "data_type": "float32", "spatial_resolution": grid.resolution.x}],
         }
         for name in COVARIATES
     }
@@ -162,8 +162,8 @@ def covariate_item(grid: Grid, geometry: dict[str, Any], bbox: list[float]) -> d
             "datetime": None,
             "start_datetime": "1991-01-01T00:00:00Z",
             "end_datetime": "2020-12-31T23:59:59Z",
-            "proj:epsg": grid.epsg,
-            "proj:code": f"EPSG:{grid.epsg}",
+            "proj:epsg": grid.crs.epsg,
+            "proj:code": f"EPSG:{grid.crs.epsg}",
             "proj:shape": list(grid.shape),
             "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
         },

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from shapely.geometry import Polygon, box, mapping
 
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.world.fields import Latents
-from miso_mapper.world.geometry import ALBERS_EPSG, Grid
+from miso_mapper.world.geometry import ALBERS_EPSG, pixel_centres, window_of
 
 #: GeoJSON (2008) named-CRS member for EPSG:3338 layers.
 CRS_3338 = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3338"}}
@@ -75,7 +76,7 @@ def mlra_features(lat: Latents, world_bbox: tuple[float, float, float, float]) -
     return {"type": "FeatureCollection", "name": "mlra", "crs": CRS_3338, "features": feats}
 
 
-def sample_points(lat: Latents, region_grid: Grid, n: int, unlabelled: float, noise: float,
+def sample_points(lat: Latents, region_grid: GeoBox, n: int, unlabelled: float, noise: float,
                   rng: np.random.Generator) -> dict[str, Any]:
     """``n`` field points inside the region, clustered like field data, as a GeoJSON FeatureCollection.
 
@@ -86,20 +87,20 @@ def sample_points(lat: Latents, region_grid: Grid, n: int, unlabelled: float, no
     truth pixel's, flipped / replaced by another order with probability ``noise``, each missing with
     probability ``unlabelled``.
     """
-    win = lat.grid.window_of(region_grid)
+    win = window_of(lat.grid, region_grid)
     d_road, d_river = lat.d_road[win], lat.d_river[win]
-    xs, ys = region_grid.centres()
+    xs, ys = pixel_centres(region_grid)
     X, Y = np.meshgrid(xs, ys)
     camps = rng.uniform([xs[0], ys[-1]], [xs[-1], ys[0]], size=(6, 2))
-    w_camp = np.zeros(region_grid.shape)
+    w_camp = np.zeros(tuple(region_grid.shape))
     for cx, cy in camps:
         w_camp += np.exp(-((X - cx) ** 2 + (Y - cy) ** 2) / (2 * 300.0**2))
     parts = [np.exp(-((d_road / 400.0) ** 2)), np.exp(-((d_river / 500.0) ** 2)), w_camp,
-             np.ones(region_grid.shape)]
+             np.ones(tuple(region_grid.shape))]
     w = sum(f * p / p.sum() for f, p in zip((0.45, 0.30, 0.15, 0.10), parts, strict=True))
     w = w.ravel() / w.sum()
     idx = np.sort(rng.choice(w.size, size=n, replace=False, p=w))
-    r, c = np.unravel_index(idx, region_grid.shape)
+    r, c = np.unravel_index(idx, tuple(region_grid.shape))
     px = xs[c] + rng.uniform(-3, 3, n)
     py = ys[r] + rng.uniform(-3, 3, n)
     pf = lat.permafrost[win][r, c].astype(int)
