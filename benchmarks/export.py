@@ -67,13 +67,15 @@ def make_store(workflow_path: Path, over: dict) -> int:
     import numpy as np
 
     from miso_mapper.config import load_workflow
+    from miso_mapper.layout import RunLayout
     from miso_mapper.pipeline.store import create_store, stored_layers
     from miso_mapper.plan import make_plan
 
     wf = load_workflow(workflow_path, over)
     plan = make_plan(wf)
-    store = create_store(wf.output.store, wf, plan.chunks, {"map_config_hash": "bench", "model_kind": "synthetic",
-                                                            "model_checkpoints": {"synthetic": "0" * 64}})
+    provenance = {"map_config_hash": "bench", "model_kind": "synthetic",
+                  "model_checkpoints": {"synthetic": "0" * 64}}
+    store = create_store(RunLayout.of(wf).store, wf, plan.chunks, provenance)
     n = wf.grid.chunk_size
     for k, ch in enumerate(plan.chunks):
         rng = np.random.default_rng(k)

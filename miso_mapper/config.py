@@ -190,22 +190,11 @@ class ModelConfig(StrictModel):
 class OutputConfig(StrictModel):
     """Where the products go."""
 
-    directory: Path = Field(Path("out"), description="run folder: maps.zarr, manifest.sqlite, cogs/, ...")
+    directory: Path = Field(Path("out"), description="run folder: maps.zarr, manifest.sqlite, products/, ... "
+                                                     "(see miso_mapper.layout)")
     zarr_format: Literal[2, 3] = Field(
         3, description="Zarr format of maps.zarr; 2 for GDAL < 3.11, whose Zarr driver cannot read v3 arrays"
     )
-
-    # The run folder's names belong to miso_mapper.layout.RunLayout; these two aliases remain only for the
-    # modules that still read them here (pipeline, export), and a test keeps them equal to the layout's.
-    @property
-    def store(self) -> Path:
-        """The Zarr store of map layers; prefer ``RunLayout.of(workflow).store``."""
-        return self.directory / "maps.zarr"
-
-    @property
-    def manifest(self) -> Path:
-        """The SQLite run manifest beside the store; prefer ``RunLayout.of(workflow).manifest``."""
-        return self.directory / "manifest.sqlite"
 
 
 class ClusterConfig(StrictModel):

@@ -21,6 +21,7 @@ import rasterio
 import zarr
 
 from miso_mapper.demo import load_demo_workflow
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.store import LAYERS, NODATA
 
 from .helpers import WORKFLOWS, check_page_in_chromium
@@ -65,7 +66,8 @@ def demo_run(demo_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         killed: list[int] = []
         try:
             while proc.poll() is None and time.monotonic() - started < DEMO_TIMEOUT_S:
-                if not killed and workflow.output.manifest.exists() and _running_chunks(workflow.output.manifest):
+                manifest = RunLayout.of(workflow).manifest
+                if not killed and manifest.exists() and _running_chunks(manifest):
                     workers = _dask_workers(proc.pid)
                     if workers:
                         victim = max(workers, key=lambda p: p.create_time())
@@ -98,12 +100,12 @@ def test_store_is_complete(demo_run: dict) -> None:
     from miso_mapper.plan import make_plan
 
     wf = demo_run["workflow"]
-    with sqlite3.connect(wf.output.manifest) as db:
+    with sqlite3.connect(RunLayout.of(wf).manifest) as db:
         rows = dict(db.execute("SELECT id, status FROM chunks").fetchall())
         checksums = dict(db.execute("SELECT id, checksum FROM chunks").fetchall())
     assert len(rows) == 4 and set(rows.values()) == {"done"}
-    group = zarr.open_group(str(wf.output.store), mode="r")
-    store = open_store(wf.output.store, AlaskaGrid(wf.grid))
+    group = zarr.open_group(str(RunLayout.of(wf).store), mode="r")
+    store = open_store(RunLayout.of(wf).store, AlaskaGrid(wf.grid))
     for chunk in make_plan(wf).chunks:
         assert store.checksum(chunk) == checksums[chunk.id], chunk.id
         rows_, cols_ = store.region(chunk)
@@ -115,7 +117,7 @@ def test_store_is_complete(demo_run: dict) -> None:
 def test_cogs_validate_and_vrts_read(demo_run: dict) -> None:
     from rio_cogeo.cogeo import cog_validate
 
-    products = demo_run["workflow"].output.directory / "products"
+    products = RunLayout.of(demo_run["workflow"]).products
     cogs = sorted((products / "cogs").rglob("*.tif"))
     assert len(cogs) >= 3
     for path in cogs:
@@ -123,7 +125,7 @@ def test_cogs_validate_and_vrts_read(demo_run: dict) -> None:
         assert valid, (path, errors)
     vrts = sorted((products / "mosaic").glob("*.vrt"))
     assert len(vrts) >= 3
-    group = zarr.open_group(str(demo_run["workflow"].output.store), mode="r")
+    group = zarr.open_group(str(RunLayout.of(demo_run["workflow"]).store), mode="r")
     for vrt in vrts:
         with rasterio.open(vrt) as src:
             assert src.crs.to_epsg() == 3338
@@ -143,6 +145,6 @@ def test_map_agrees_with_truth_above_majority(demo_run: dict) -> None:
 
 
 def test_report_opens_in_chromium(demo_run: dict, tmp_path: Path) -> None:
-    report = demo_run["workflow"].output.directory / "report.html"
+    report = RunLayout.of(demo_run["workflow"]).report
     assert report.is_file()
     check_page_in_chromium(report, tmp_path)

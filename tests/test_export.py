@@ -25,6 +25,7 @@ from miso_mapper.errors import ConfigError, MisoError
 from miso_mapper.export import export_workflow
 from miso_mapper.export.layers import SOIL_ORDER_COLOURS
 from miso_mapper.export.run import overview_factor
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.store import create_store, stored_layers
 from miso_mapper.plan import make_plan
 
@@ -76,7 +77,7 @@ def make_store(out: Path, fmt: int = 2, products: Path | None = None):
     wf = _workflow(out, fmt, products)
     plan = make_plan(wf)
     assert plan.tiles == [*TILES, EMPTY_TILE]
-    store = create_store(wf.output.store, wf, plan.chunks, {"map_config_hash": "cafe", "model_kind": "miso",
+    store = create_store(RunLayout.of(wf).store, wf, plan.chunks, {"map_config_hash": "cafe", "model_kind": "miso",
                                                             "model_checkpoints": CHECKPOINTS, "workflow": "demo"})
     written = [ch for ch in plan.chunks if ch.tile in TILES][:-1]
     for i, ch in enumerate(written):
@@ -85,7 +86,7 @@ def make_store(out: Path, fmt: int = 2, products: Path | None = None):
 
 
 def _zarr(wf, name: str) -> np.ndarray:
-    return np.asarray(zarr.open_group(str(wf.output.store), mode="r")[name][:])
+    return np.asarray(zarr.open_group(str(RunLayout.of(wf).store), mode="r")[name][:])
 
 
 def _tile_slices(j: int) -> tuple[slice, slice]:
@@ -125,7 +126,7 @@ def test_result_lists_files_and_tiles(exported):
     wf, res = exported
     assert res.tiles == TILES and res.empty_tiles == [EMPTY_TILE]
     assert set(res.tile_seconds) == set(TILES) and all(s > 0 for s in res.tile_seconds.values())
-    assert res.products == wf.output.directory / "products"
+    assert res.products == wf.output.directory / "products"  # the path on disk did not move
     on_disk = {p for p in res.products.rglob("*") if p.is_file()}
     assert on_disk == set(res.files)  # every file reported, nothing else (no temp file) left
     assert not [p for p in res.products.rglob(".*")]
@@ -148,7 +149,7 @@ def test_cogs_are_valid_and_equal_the_store(exported):
                 assert src.block_shapes[0] == (128, 128) and src.overviews(1) == [2, 4]
                 assert src.compression.name == "zstd"
                 assert src.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"
-                assert src.tags()["MISO_STORE_UUID"] == zarr.open_group(str(wf.output.store)).attrs["store_uuid"]
+                assert src.tags()["MISO_STORE_UUID"] == zarr.open_group(str(RunLayout.of(wf).store)).attrs["store_uuid"]
                 data = src.read()
                 if layer == "taxonomy_probability":
                     assert src.count == 7 and src.descriptions == tuple(SOIL_ORDERS)
@@ -314,15 +315,15 @@ def test_bad_requests_and_stores(tmp_path):
     with pytest.raises(MisoError, match="no tile .* holds data"):
         export_workflow(wf, tiles=[EMPTY_TILE])
     # a corrupt chunk: a clear error naming the store, and nothing half-written left behind
-    chunk = wf.output.store / "taxonomy_probability" / "0.0.2"
+    chunk = RunLayout.of(wf).store / "taxonomy_probability" / "0.0.2"
     chunk.write_bytes(b"not a zarr chunk")
     with pytest.raises(MisoError, match=r"maps.zarr/taxonomy_probability: cannot read"):
         export_workflow(wf, tiles=[TILES[0]])
-    products = wf.output.directory / "products"
+    products = RunLayout.of(wf).products
     assert not [p for p in products.rglob("*") if p.is_file()]
     # corrupt metadata, then no store at all
-    (wf.output.store / ".zmetadata").write_text("{ broken")
-    (wf.output.store / ".zgroup").write_text("{ broken")
+    (RunLayout.of(wf).store / ".zmetadata").write_text("{ broken")
+    (RunLayout.of(wf).store / ".zgroup").write_text("{ broken")
     with pytest.raises(MisoError, match="not a readable map store"):
         export_workflow(wf)
     missing = _workflow(tmp_path / "nothing")
@@ -334,10 +335,10 @@ def _set_spatial_ref(wf, **attrs) -> None:
     """Edit the store's ``spatial_ref`` attributes in place (and its consolidated metadata)."""
     import warnings
 
-    zarr.open_group(str(wf.output.store), mode="r+")["spatial_ref"].attrs.update(attrs)
+    zarr.open_group(str(RunLayout.of(wf).store), mode="r+")["spatial_ref"].attrs.update(attrs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
-        zarr.consolidate_metadata(str(wf.output.store))
+        zarr.consolidate_metadata(str(RunLayout.of(wf).store))
 
 
 @pytest.mark.parametrize("fmt", [2, 3])
@@ -386,7 +387,7 @@ def test_store_off_the_workflow_grid_is_refused(tmp_path, attrs, reason):
     assert f"the store's grid ({store_grid}, " in message
     assert ("the workflow's grid (EPSG:3338, pixel size 10 x 10, upper-left (-2200000.00, 2400000.00), "
             "240000 x 370000 px)") in message
-    products = wf.output.directory / "products"
+    products = RunLayout.of(wf).products
     assert not products.exists() or not [p for p in products.rglob("*") if p.is_file()]
 
 

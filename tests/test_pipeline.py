@@ -28,6 +28,7 @@ import yaml
 
 from miso_mapper.config import Workflow, load_workflow
 from miso_mapper.errors import ConfigError, MisoError
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.commands import run_command, status_command
 from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
@@ -120,14 +121,14 @@ def baseline(served_world, client, baseline_progress, tmp_path_factory):
     out = tmp_path_factory.mktemp("baseline")
     wf = demo_workflow(served_world, out)
     summary = run_workflow(wf, client=client, progress=baseline_progress)
-    return wf, summary, store_arrays(wf.output.store)
+    return wf, summary, store_arrays(RunLayout.of(wf).store)
 
 
 def test_run_fills_every_chunk(baseline):
     wf, summary, arrays = baseline
     assert sorted(summary.done) == ["r0146c0492", "r0146c0493", "r0147c0492", "r0147c0493"]
     assert not summary.failed
-    with Manifest(wf.output.manifest) as m:
+    with Manifest(RunLayout.of(wf).manifest) as m:
         rows = m.rows()
         assert [r.status for r in rows] == ["done"] * 4
         assert all(r.checksum and r.items and r.covariates and r.attempts == 1 for r in rows)
@@ -137,7 +138,7 @@ def test_run_fills_every_chunk(baseline):
     # the 10 km region (1000 x 1000 px) is filled; the rest of the tile stays absent (no data, no chunk files)
     pf = arrays["permafrost_probability"]
     g = wf.grid
-    xr_ds = xr.open_zarr(wf.output.store, mask_and_scale=False)
+    xr_ds = xr.open_zarr(RunLayout.of(wf).store, mask_and_scale=False)
     x = xr_ds["x"].values
     y = xr_ds["y"].values
     cols = np.flatnonzero((x > 260_000) & (x < 270_000))
@@ -148,7 +149,7 @@ def test_run_fills_every_chunk(baseline):
     outside = pf.copy()
     outside[rows_[0]:rows_[-1] + 1, cols[0]:cols[-1] + 1] = NODATA
     assert (outside == NODATA).all()
-    n_chunk_files = sum(1 for p in (wf.output.store / "permafrost_probability").rglob("*") if p.is_file()
+    n_chunk_files = sum(1 for p in (RunLayout.of(wf).store / "permafrost_probability").rglob("*") if p.is_file()
                         and p.name not in ("zarr.json", ".zarray", ".zattrs"))
     assert n_chunk_files == (1000 // g.zarr_chunk) ** 2
     assert arrays["taxonomy_probability"].shape[0] == 7
@@ -166,7 +167,7 @@ def test_run_reports_every_chunk_through_the_callbacks(baseline, baseline_progre
     reports = [event for kind, event in baseline_progress.events if kind == "chunk_finished"]
     assert sorted(r.chunk_id for r in reports) == sorted(summary.done)
     assert [r.chunk_id for r in reports] == summary.done  # reported in the order they were recorded
-    with Manifest(wf.output.manifest) as m:
+    with Manifest(RunLayout.of(wf).manifest) as m:
         checksums = {r.id: r.checksum for r in m.rows()}
     for r in reports:
         assert (r.status, r.attempt, r.error) == ("done", 1, None)
@@ -183,8 +184,8 @@ def test_checksums_match_store(baseline):
     from miso_mapper.pipeline.store import MapStore
 
     wf, _, _ = baseline
-    store = MapStore(wf.output.store, AlaskaGrid(wf.grid))
-    with Manifest(wf.output.manifest) as m:
+    store = MapStore(RunLayout.of(wf).store, AlaskaGrid(wf.grid))
+    with Manifest(RunLayout.of(wf).manifest) as m:
         for r in m.rows():
             assert store.checksum(store.grid.chunk_by_id(r.id)) == r.checksum
 
@@ -193,7 +194,7 @@ def test_store_opens_with_crs_and_transform(baseline):
     import rioxarray  # noqa: F401 - registers .rio
 
     wf, _, arrays = baseline
-    ds = xr.open_zarr(wf.output.store)
+    ds = xr.open_zarr(RunLayout.of(wf).store)
     pf = ds["permafrost_probability"]
     assert ds.rio.crs.to_epsg() == 3338
     assert pf.rio.crs.to_epsg() == 3338
@@ -211,7 +212,7 @@ def test_store_opens_with_crs_and_transform(baseline):
     from miso_mapper.plan import make_plan
 
     grid = AlaskaGrid(wf.grid)
-    assert ds.odc.geobox == MapStore(wf.output.store, grid).geobox == grid.tiles_geobox(make_plan(wf).chunks)
+    assert ds.odc.geobox == MapStore(RunLayout.of(wf).store, grid).geobox == grid.tiles_geobox(make_plan(wf).chunks)
     # CF decoding gives probabilities in [0, 1] with NaN for no data
     sub = pf.sel(x=slice(260_000, 270_000), y=slice(1_670_000, 1_660_000)).values
     assert np.nanmin(sub) >= 0 and np.nanmax(sub) <= 1 and np.isnan(sub).any()
@@ -237,7 +238,7 @@ def _edge_vs_elsewhere(a: np.ndarray, axis: int, edges: list[int]) -> tuple[floa
 
 def test_no_seam_across_chunk_edges(baseline):
     wf, _, arrays = baseline
-    ds = xr.open_zarr(wf.output.store, mask_and_scale=False)
+    ds = xr.open_zarr(RunLayout.of(wf).store, mask_and_scale=False)
     c0 = int(np.flatnonzero(ds["x"].values > 260_000)[0])
     r0 = int(np.flatnonzero(ds["y"].values < 1_670_000)[0])
     n = wf.grid.chunk_size
@@ -256,7 +257,7 @@ def test_resume_after_complete_run_does_nothing(baseline, client):
     summary = run_workflow(wf, resume=True, client=client, progress=progress)
     assert summary.done == [] and summary.skipped == 4 and summary.todo == 0
     assert progress.events == [("finished", summary)]  # nothing started, no chunk reported
-    assert all(np.array_equal(arrays[k], v) for k, v in store_arrays(wf.output.store).items())
+    assert all(np.array_equal(arrays[k], v) for k, v in store_arrays(RunLayout.of(wf).store).items())
 
 
 def test_status_command(baseline, tmp_path, capsys):
@@ -289,10 +290,10 @@ def test_worker_killed_midway_resumes_to_same_bytes(served_world, client, baseli
     if summary.failed:  # a worker death that exhausted Dask's retries: the manifest says so; resume finishes
         summary = run_workflow(wf, resume=True, client=client)
     assert not summary.failed
-    with Manifest(wf.output.manifest) as m:
+    with Manifest(RunLayout.of(wf).manifest) as m:
         assert [r.status for r in m.rows()] == ["done"] * 4
     assert write_counts(wf) == {cid: 1 for cid in ("r0146c0492", "r0146c0493", "r0147c0492", "r0147c0493")}
-    got = store_arrays(wf.output.store)
+    got = store_arrays(RunLayout.of(wf).store)
     assert all(np.array_equal(expected[k], got[k]) for k in LAYERS)
     client.wait_for_workers(2, timeout=60)
 
@@ -324,9 +325,9 @@ def test_client_killed_midway_resumes_to_same_bytes(served_world, client, baseli
         done = 0
         while time.monotonic() < deadline and proc.poll() is None:
             children = _children(proc.pid) or children
-            if wf.output.manifest.exists():
+            if RunLayout.of(wf).manifest.exists():
                 try:
-                    with sqlite3.connect(wf.output.manifest, timeout=5) as db:
+                    with sqlite3.connect(RunLayout.of(wf).manifest, timeout=5) as db:
                         done = db.execute("SELECT COUNT(*) FROM chunks WHERE status = 'done'").fetchone()[0]
                 except sqlite3.OperationalError:
                     done = 0
@@ -345,17 +346,17 @@ def test_client_killed_midway_resumes_to_same_bytes(served_world, client, baseli
         gone, alive = psutil.wait_procs(children, timeout=20)
         for p in alive:  # worker processes of the killed client that did not notice their parent's death
             p.kill()
-    with Manifest(wf.output.manifest) as m:
+    with Manifest(RunLayout.of(wf).manifest) as m:
         before = {r.id: r.status for r in m.rows()}
     assert "done" in before.values() and set(before.values()) != {"done"}
     wf2 = load_workflow(path)
     summary = run_workflow(wf2, resume=True, client=client)
     assert not summary.failed
     assert sorted(summary.done + summary.recovered) == sorted(c for c, s in before.items() if s != "done")
-    with Manifest(wf.output.manifest) as m:
+    with Manifest(RunLayout.of(wf).manifest) as m:
         assert [r.status for r in m.rows()] == ["done"] * 4
     assert write_counts(wf) == {cid: 1 for cid in before}
-    got = store_arrays(wf.output.store)
+    got = store_arrays(RunLayout.of(wf).store)
     assert all(np.array_equal(expected[k], got[k]) for k in LAYERS)
 
 
@@ -401,7 +402,7 @@ def test_store_of_another_config_stops_before_work(served_world, baseline, tmp_p
     other = demo_workflow(served_world, wf.output.directory, model={"synthetic": {"seed": 1}})
     for resume in (False, True):
         _run_expect_error(other, tmp_path, "was made by another config", resume=resume)
-    assert all(np.array_equal(arrays[k], v) for k, v in store_arrays(wf.output.store).items())
+    assert all(np.array_equal(arrays[k], v) for k, v in store_arrays(RunLayout.of(wf).store).items())
 
 
 def test_existing_store_needs_overwrite(served_world, client, baseline, tmp_path):
@@ -410,13 +411,13 @@ def test_existing_store_needs_overwrite(served_world, client, baseline, tmp_path
     shutil.copytree(wf0.output.directory, out)
     wf = demo_workflow(served_world, out)
     _run_expect_error(wf, tmp_path, "already exists: use --resume .* or --overwrite")
-    assert all(np.array_equal(arrays[k], v) for k, v in store_arrays(wf.output.store).items())
+    assert all(np.array_equal(arrays[k], v) for k, v in store_arrays(RunLayout.of(wf).store).items())
     # --overwrite replaces it: a new store in which only the chunk run now is written
     summary = run_workflow(wf, overwrite=True, only=["r0146c0492"], client=client)
     assert summary.done == ["r0146c0492"]
-    got = store_arrays(wf.output.store)
+    got = store_arrays(RunLayout.of(wf).store)
     assert (got["permafrost_probability"] != NODATA).sum() < (arrays["permafrost_probability"] != NODATA).sum()
-    with Manifest(wf.output.manifest) as m:
+    with Manifest(RunLayout.of(wf).manifest) as m:
         assert m.counts()["done"] == 1 and m.counts()["pending"] == 3
     assert write_counts(wf) == {"r0146c0492": 1}
 

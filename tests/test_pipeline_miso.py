@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.run import run_workflow
 from miso_mapper.pipeline.store import NODATA
@@ -26,9 +27,9 @@ def test_run_with_seeded_miso_checkpoints(served_world, tmp_path):
     summary = run_workflow(wf, only=["r0146c0492", "r0146c0493"])
     assert sorted(summary.done) == ["r0146c0492", "r0146c0493"] and not summary.failed
     assert all(r["predictor_loads"] == 1 for r in summary.results)
-    pf = store_arrays(wf.output.store)["permafrost_probability"]
+    pf = store_arrays(RunLayout.of(wf).store)["permafrost_probability"]
     written = pf[pf != NODATA]
     assert written.size > 0.9 * 2 * 500 * 500 and written.max() <= 250
     assert np.unique(written).size > 10
-    with Manifest(wf.output.manifest) as m:
+    with Manifest(RunLayout.of(wf).manifest) as m:
         assert m.counts() == {"pending": 2, "running": 0, "done": 2, "failed": 0}

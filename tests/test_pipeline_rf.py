@@ -12,6 +12,7 @@ from miso_mapper.baseline.rf import RFModel, features_from_inputs, save_rf
 from miso_mapper.imagery.chunk import read_inputs
 from miso_mapper.imagery.covariates import find_covariate_sources
 from miso_mapper.imagery.search import search_items
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.run import run_workflow
 from miso_mapper.pipeline.store import NODATA, to_uint8
 from miso_mapper.plan import make_plan
@@ -45,7 +46,7 @@ def test_run_with_rf11_stores_what_the_forest_predicts(served_world, tmp_path):
 
     expected = model.predict_chunk(inputs, interior)
     assert inputs.odc.geobox == chunk.halo_geobox and expected.odc.geobox == chunk.geobox
-    store = xr.open_zarr(rf_wf.output.store, mask_and_scale=False)
+    store = xr.open_zarr(RunLayout.of(rf_wf).store, mask_and_scale=False)
     region = store.sel(x=expected["x"], y=expected["y"])
     pf = region["permafrost_probability"].values
     np.testing.assert_array_equal(pf, to_uint8(expected["permafrost_probability"].values))

@@ -27,6 +27,7 @@ from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow, load_workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.htmlpage import markdown_tables
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.store import NODATA, create_store, stored_layers
 from miso_mapper.plan import make_plan
@@ -100,8 +101,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
         "model": {"kind": "synthetic"}, "world": {"directory": str(world)}})
     plan = make_plan(wf)
     assert len(plan.chunks) == 4
-    store = create_store(wf.output.store, wf, plan.chunks, {"map_config_hash": "test"})
-    manifest = Manifest(wf.output.manifest)
+    store = create_store(RunLayout.of(wf).store, wf, plan.chunks, {"map_config_hash": "test"})
+    manifest = Manifest(RunLayout.of(wf).manifest)
     manifest.add_chunks(plan.chunks)
     cs = wf.grid.chunk_size
     for k, chunk in enumerate(plan.chunks[:3]):
@@ -126,7 +127,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
     manifest.mark_running(failed.id)
     manifest.mark_failed(failed.id, FAILED_ERROR, final=True)
     manifest.close()
-    with sqlite3.connect(wf.output.manifest) as db:  # a run of exactly one hour: 75 km² done -> 75 km²/h
+    with sqlite3.connect(RunLayout.of(wf).manifest) as db:  # a run of exactly one hour: 75 km² done -> 75 km²/h
         db.execute("UPDATE chunks SET started = '2024-06-01T00:00:00+00:00', "
                    "finished = '2024-06-01T00:20:00+00:00' WHERE status = 'done'")
         db.execute("UPDATE chunks SET finished = '2024-06-01T01:00:00+00:00' WHERE id = ?",
@@ -142,7 +143,7 @@ def _store_corner(group: zarr.Group) -> tuple[float, float]:
 
 def _map_and_truth(made: Made) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, slice, slice]:
     """The whole stored layers and the truth, cut to the region (1000 x 1000 px, same pixels)."""
-    g = zarr.open_group(str(made.workflow.output.store), mode="r")
+    g = zarr.open_group(str(RunLayout.of(made.workflow).store), mode="r")
     x0, y0 = _store_corner(g)
     row0, col0 = int((y0 - 1_670_000) / RES), int((260_000 - x0) / RES)
     rs, cs = slice(row0, row0 + 1000), slice(col0, col0 + 1000)
@@ -228,12 +229,12 @@ def _moved_copy(made: Made, out: Path, dx: float) -> Workflow:
 
     shutil.copytree(made.workflow.output.directory, out)
     wf = made.workflow.model_copy(update={"output": made.workflow.output.model_copy(update={"directory": out})})
-    group = zarr.open_group(str(wf.output.store), mode="r+")
+    group = zarr.open_group(str(RunLayout.of(wf).store), mode="r+")
     x0, y0 = _store_corner(group)
     group["spatial_ref"].attrs["GeoTransform"] = f"{x0 + dx!r} {RES!r} 0.0 {y0!r} 0.0 {-RES!r}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
-        zarr.consolidate_metadata(str(wf.output.store))
+        zarr.consolidate_metadata(str(RunLayout.of(wf).store))
     return wf
 
 
@@ -243,7 +244,7 @@ def test_store_is_read_where_its_spatial_ref_says(made: Made, tmp_path: Path) ->
     preview = read_preview(load_run(moved), max_px=1000)
     assert preview.factor == 1
     *_, rs, cs = _map_and_truth(made)
-    pf = np.asarray(zarr.open_group(str(moved.output.store), mode="r")["permafrost_probability"][
+    pf = np.asarray(zarr.open_group(str(RunLayout.of(moved).store), mode="r")["permafrost_probability"][
         rs, cs.start + 1:cs.stop + 1]).astype(np.float32)
     expected = np.where(pf == NODATA, np.nan, pf / 250)
     expected[500:, 500:] = np.nan  # the failed chunk is not read

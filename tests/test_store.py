@@ -17,6 +17,7 @@ from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import load_workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.manifest import Manifest, one_line_error
 from miso_mapper.pipeline.store import (
     LAYERS,
@@ -44,7 +45,7 @@ def _workflow(tmp_path, fmt=3):
 def _store(tmp_path, fmt=3):
     wf = _workflow(tmp_path, fmt)
     plan = make_plan(wf)
-    return wf, plan, create_store(wf.output.store, wf, plan.chunks, {"map_config_hash": "x"})
+    return wf, plan, create_store(RunLayout.of(wf).store, wf, plan.chunks, {"map_config_hash": "x"})
 
 
 def _prediction(chunk, pf=0.4, geobox=None):
@@ -88,10 +89,10 @@ def test_store_extent_is_whole_tiles_and_sparse(tmp_path):
     np.testing.assert_array_equal(store.group["x"][:3], [250_005.0, 250_015.0, 250_025.0])
     np.testing.assert_array_equal(store.group["y"][:3], [1_699_995.0, 1_699_985.0, 1_699_975.0])
     # nothing but metadata: no chunk files before a write
-    assert not [p for p in (wf.output.store / "permafrost_probability").rglob("c/*") if p.is_file()]
+    assert not [p for p in (RunLayout.of(wf).store / "permafrost_probability").rglob("c/*") if p.is_file()]
     assert (store.read_chunk(plan.chunks[0])[0] == NODATA).all()
     with pytest.raises(MisoError, match="already exists"):
-        create_store(wf.output.store, wf, plan.chunks, {})
+        create_store(RunLayout.of(wf).store, wf, plan.chunks, {})
 
 
 def test_write_is_aligned_and_checksummed(tmp_path):
@@ -114,7 +115,7 @@ def test_write_is_aligned_and_checksummed(tmp_path):
         store.write_layers(plan.chunks[1], layers)
     with pytest.raises(MisoError, match="dtype"):
         store.write_layers(chunk, stored_layers(chunk.geobox, *(a.astype(np.float32) for a in _layers())))
-    reopened = MapStore(wf.output.store, AlaskaGrid(wf.grid))
+    reopened = MapStore(RunLayout.of(wf).store, AlaskaGrid(wf.grid))
     assert reopened.uuid == store.uuid and reopened.geobox == store.geobox
     assert reopened.checksum(chunk) == store.checksum(chunk)
 
@@ -158,7 +159,7 @@ def test_misregistered_prediction_is_refused_and_nothing_written(tmp_path):
     assert describe_geobox(None) == "no georeferencing"
     for pf, tx, cls in [store.read_chunk(ch) for ch in plan.chunks]:
         assert (pf == NODATA).all() and (tx == NODATA).all() and (cls == NODATA).all()
-    assert not [p for name in LAYERS for p in (wf.output.store / name).rglob("c/*") if p.is_file()]
+    assert not [p for name in LAYERS for p in (RunLayout.of(wf).store / name).rglob("c/*") if p.is_file()]
     store.write_chunk(chunk, _prediction(chunk))  # the right grid is written
     assert (store.read_chunk(chunk)[0] == 100).all()
 
@@ -167,17 +168,17 @@ def test_store_off_the_workflow_grid_is_refused(tmp_path):
     wf, plan, store = _store(tmp_path)
     shifted = AlaskaGrid(wf.grid.model_copy(update={"origin_x": wf.grid.origin_x + 5.0}))
     with pytest.raises(MisoError, match="not on this workflow's grid.*off the output grid's pixel lattice"):
-        MapStore(wf.output.store, shifted)
+        MapStore(RunLayout.of(wf).store, shifted)
     # a store opened on a grid whose origin is a whole tile away: its spatial_ref says where it is
     t = wf.grid.tile_size * wf.grid.resolution
     moved = AlaskaGrid(wf.grid.model_copy(update={"origin_x": wf.grid.origin_x - t}))
-    assert MapStore(wf.output.store, moved).offset == (store.offset[0], store.offset[1] + wf.grid.tile_size)
+    assert MapStore(RunLayout.of(wf).store, moved).offset == (store.offset[0], store.offset[1] + wf.grid.tile_size)
     del store.group["spatial_ref"].attrs["GeoTransform"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
-        zarr.consolidate_metadata(str(wf.output.store))
+        zarr.consolidate_metadata(str(RunLayout.of(wf).store))
     with pytest.raises(MisoError, match="no readable CRS and GeoTransform"):
-        MapStore(wf.output.store, AlaskaGrid(wf.grid))
+        MapStore(RunLayout.of(wf).store, AlaskaGrid(wf.grid))
 
 
 @pytest.mark.parametrize("fmt", [2, 3])
@@ -186,7 +187,7 @@ def test_xarray_rioxarray_see_crs(tmp_path, fmt):
 
     wf, plan, store = _store(tmp_path, fmt)
     store.write_chunk(plan.chunks[0], _prediction(plan.chunks[0]))
-    ds = xr.open_zarr(wf.output.store)
+    ds = xr.open_zarr(RunLayout.of(wf).store)
     assert ds["permafrost_probability"].rio.crs.to_epsg() == 3338
     t = ds["permafrost_probability"].rio.transform()
     assert (t.a, t.e, t.c, t.f) == (10.0, -10.0, 250_000.0, 1_700_000.0)
@@ -206,7 +207,7 @@ def _gdal_check(path):
 def test_gdal_opens_zarr_v2_store(tmp_path):
     wf, plan, store = _store(tmp_path, 2)
     store.write_chunk(plan.chunks[0], _prediction(plan.chunks[0]))
-    _gdal_check(wf.output.store)
+    _gdal_check(RunLayout.of(wf).store)
 
 
 @pytest.mark.skipif(GDAL_VERSION < (3, 11), reason=f"GDAL {rasterio.__gdal_version__} < 3.11 cannot read zarr-python "
@@ -214,12 +215,12 @@ def test_gdal_opens_zarr_v2_store(tmp_path):
 def test_gdal_opens_zarr_v3_store(tmp_path):
     wf, plan, store = _store(tmp_path, 3)
     store.write_chunk(plan.chunks[0], _prediction(plan.chunks[0]))
-    _gdal_check(wf.output.store)
+    _gdal_check(RunLayout.of(wf).store)
 
 
 def test_manifest_rows_and_redaction(tmp_path):
     wf, plan, _ = _store(tmp_path)
-    with Manifest(wf.output.manifest) as m:
+    with Manifest(RunLayout.of(wf).manifest) as m:
         m.add_chunks(plan.chunks)
         m.add_chunks(plan.chunks)  # idempotent
         assert m.counts() == {"pending": 4, "running": 0, "done": 0, "failed": 0}

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from miso_mapper.config import load_workflow
 from miso_mapper.errors import MisoError
+from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
 
 console = Console()
@@ -46,7 +47,7 @@ def status_command(config: Path) -> None:
     from miso_mapper.pipeline.manifest import Manifest
 
     workflow = load_workflow(config)
-    path = workflow.output.manifest
+    path = RunLayout.of(workflow).manifest
     if not path.exists():
         raise MisoError(f"no run manifest at {path}: the workflow has not been run (miso-mapper run {config})")
     with Manifest(path) as manifest:
@@ -68,7 +69,7 @@ def status_command(config: Path) -> None:
             if r.status == "failed" or (r.last_error and r.status != "done"):
                 console.print(f"[red]{r.status} {r.id}[/] ({r.attempts} attempts): {r.last_error}",
                               highlight=False, soft_wrap=True)
-        console.print(f"store: {workflow.output.store}")
+        console.print(f"store: {RunLayout.of(workflow).store}")
 
 
 class RichRunProgress(RunProgress):

@@ -49,7 +49,7 @@ from miso_mapper.plan import make_plan
 
 def search_dir(workflow: Workflow) -> Path:
     """Folder of the per-chunk STAC search records."""
-    return workflow.output.directory / "search"
+    return RunLayout.of(workflow).search
 
 
 def write_log_dir(workflow: Workflow) -> Path:
@@ -124,7 +124,7 @@ def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = N
     """Steps 1-5 of the module doc. Raises :class:`MisoError` before any work for bad input."""
     if resume and overwrite:
         raise MisoError("give --resume or --overwrite, not both")
-    out = workflow.output
+    out = RunLayout.of(workflow)
     spec = resolve_spec(workflow.model, workflow.grid, torch_threads=workflow.cluster.threads_per_worker)
     plan = make_plan(workflow)
     grid = plan.grid
@@ -216,7 +216,7 @@ def execute(p: Prepared, progress: RunProgress | None = None, max_chunks: int | 
     """
     progress = progress or RunProgress()
     wf = p.workflow
-    summary = RunSummary(wf.output.store, len(p.chunks), len(p.selected))
+    summary = RunSummary(RunLayout.of(wf).store, len(p.chunks), len(p.selected))
     summary.recovered = recover_interrupted(p, p.selected)
     status = {r.id: r.status for r in p.manifest.rows()}
     todo = [ch for ch in p.grid.iter_chunks(p.selected) if status[ch.id] != "done"]
@@ -227,7 +227,7 @@ def execute(p: Prepared, progress: RunProgress | None = None, max_chunks: int | 
     if not todo:
         return summary
     if client is None:
-        with open_client(wf.cluster, wf.output.directory / "logs") as own:
+        with open_client(wf.cluster, RunLayout.of(wf).logs) as own:
             return _drive(p, own, todo, summary, progress)
     return _drive(p, client, todo, summary, progress)
 

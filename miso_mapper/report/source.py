@@ -73,7 +73,7 @@ class RunData:
         (r, c), (r0, c0) = self.grid.offset(chunk), self.grid.offset(self.store_geobox)
         (h, w), (height, width) = chunk.shape, self.store_geobox.shape
         if not (0 <= r - r0 <= height - h and 0 <= c - c0 <= width - w):
-            raise MisoError(f"chunk {row.id} lies outside the store {self.workflow.output.store}")
+            raise MisoError(f"chunk {row.id} lies outside the store {RunLayout.of(self.workflow).store}")
         return slice(r - r0, r - r0 + h), slice(c - c0, c - c0 + w)
 
 
