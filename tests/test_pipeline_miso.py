@@ -15,13 +15,16 @@ from .test_pipeline import demo_workflow, store_arrays
 
 @pytest.mark.slow
 def test_run_with_seeded_miso_checkpoints(served_world, tmp_path):
-    from miso_mapper.inference.synthetic import seeded_network
+    from miso_mapper.inference.synthetic import seeded_network, synthetic_inputs
     from miso_mapper.model import save_checkpoint
 
+    # Calibrated: an uncalibrated random head answers ~0.5 everywhere (2 distinct stored values), which would
+    # not show a misplaced window or interior.
+    calibration = synthetic_inputs(300, 300, seed=3)
     paths = {}
     for task in ("permafrost", "taxonomy"):
-        paths[f"{task}_checkpoint"] = str(save_checkpoint(seeded_network(task, "tiny", seed=3),
-                                                          tmp_path / f"{task}.safetensors"))
+        net = seeded_network(task, "tiny", seed=3, calibrate_on=calibration)
+        paths[f"{task}_checkpoint"] = str(save_checkpoint(net, tmp_path / f"{task}.safetensors"))
     wf = demo_workflow(served_world, tmp_path / "out", grid={"halo": 175},
                        model={"kind": "miso", "size": "tiny", **paths})
     summary = run_workflow(wf, only=["r0146c0492", "r0146c0493"])
