@@ -36,6 +36,8 @@ app = typer.Typer(
 )
 world_app = typer.Typer(help="Create and serve the synthetic demo world.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
+rf_app = typer.Typer(help="RF-11 baseline model files.", no_args_is_help=True)
+app.add_typer(rf_app, name="rf")
 
 REPO_WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
@@ -79,10 +81,16 @@ def _root(
 @app.command()
 @user_errors
 def validate(config: ConfigArg) -> None:
-    """Check a workflow file and print its resolved settings as JSON."""
+    """Check a workflow file and print its resolved settings as JSON.
+
+    Checks what plan and run would refuse, offline: the settings, the region (file, tile ids, inside the grid),
+    the covariate folder, the points file and the model files (readable, right task and size, no pickles).
+    """
+    from miso_mapper.checks import check_workflow
     from miso_mapper.config import load_workflow
 
     workflow = load_workflow(config)
+    check_workflow(workflow, str(config))
     console.print_json(json.dumps(workflow.model_dump(mode="json")))
     err_console.print(f"[green]ok:[/] {config} is valid (config hash {workflow.config_hash()[:12]})")
 
@@ -103,6 +111,9 @@ def plan(
 
     workflow = load_workflow(config)
     the_plan = make_plan(workflow)
+    for warning in the_plan.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning} (validate and run refuse this)", highlight=False,
+                          soft_wrap=True)
     if as_json:
         console.print_json(json.dumps(plan_summary(the_plan, list_chunks)))
     else:
@@ -124,6 +135,7 @@ def plan_summary(the_plan: Any, with_chunks: bool = False) -> dict[str, Any]:
         "flop": the_plan.flop,
         "gpu_hours": round(the_plan.gpu_hours, 3),
         "tile_ids": the_plan.tiles,
+        "warnings": list(the_plan.warnings),
     }
     if with_chunks:
         summary["chunk_ids"] = [ch.id for ch in the_plan.chunks]
@@ -276,8 +288,11 @@ def run(
     Plans the chunks, records the STAC items of each in the run manifest (SQLite beside the store), then
     reads, predicts and writes chunk by chunk in a bounded window. A killed run continues with --resume.
     """
+    from miso_mapper.checks import check_run_arguments
+    from miso_mapper.config import load_workflow
     from miso_mapper.pipeline.commands import run_command
 
+    check_run_arguments(load_workflow(config), only, max_chunks)
     run_command(config, resume=resume, only=only, max_chunks=max_chunks, overwrite=overwrite)
 
 
@@ -335,6 +350,26 @@ def export(
     from miso_mapper.export.command import export_command
 
     export_command(config, tiles=tiles, overwrite=overwrite)
+
+
+@rf_app.command("convert")
+@user_errors
+def rf_convert(
+    old: Annotated[Path, typer.Argument(help="RF-11 model pickled by an earlier version (.joblib, card beside it)")],
+    new: Annotated[Path, typer.Argument(help="the skops file to write, e.g. rf11.skops (card written beside it)")],
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="unpickle OLD: only for a file you made "
+                                               "yourself, since reading a pickle runs any code in it")] = False,
+) -> None:
+    """Convert an RF-11 model pickled by an earlier version into the skops format run and validate accept."""
+    from miso_mapper.errors import UsageError
+
+    if not trust_pickle:
+        raise UsageError(f"refusing to unpickle {old}: reading a pickle runs any code in it; if you made this "
+                         "file yourself, add --trust-pickle")
+    from miso_mapper.baseline.rf_file import convert_pickled_rf
+
+    path, card = convert_pickled_rf(old, new)
+    console.print(f"[green]✓ rf convert[/] {path} (card {card})")
 
 
 def _progress() -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator, model_validator
 
 from miso_mapper.bands import COVARIATES, WINDOW_PX
 from miso_mapper.errors import ConfigError
@@ -31,6 +31,19 @@ class StrictModel(BaseModel):
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
+def known_crs(value: str) -> str:
+    """``value`` if pyproj knows the CRS (``EPSG:3338``, WKT, PROJ), else ValueError: an unknown EPSG code
+    would otherwise only fail when the region is built."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(value)
+    except CRSError:
+        raise ValueError(f"{value!r} is not a CRS pyproj knows (e.g. EPSG:3338)") from None
+    return value
+
+
 class GridConfig(StrictModel):
     """The output grid and how it is cut into tiles, processing chunks and Zarr chunks.
 
@@ -39,9 +52,9 @@ class GridConfig(StrictModel):
     """
 
     crs: str = "EPSG:3338"
-    resolution: float = Field(10.0, gt=0, description="pixel size in CRS units (metres)")
-    origin_x: float = Field(-2_200_000.0, description="x of the grid's upper-left corner")
-    origin_y: float = Field(2_400_000.0, description="y of the grid's upper-left corner")
+    resolution: FiniteFloat = Field(10.0, gt=0, description="pixel size in CRS units (metres)")
+    origin_x: FiniteFloat = Field(-2_200_000.0, description="x of the grid's upper-left corner")
+    origin_y: FiniteFloat = Field(2_400_000.0, description="y of the grid's upper-left corner")
     tiles_x: PositiveInt = Field(74, description="number of tile columns (H)")
     tiles_y: PositiveInt = Field(48, description="number of tile rows (V)")
     tile_size: PositiveInt = Field(5000, description="tile edge in pixels")
@@ -54,6 +67,8 @@ class GridConfig(StrictModel):
     halo: int = Field(PredictorConfig().required_halo(), ge=0,
                       description="context read around each chunk, pixels: half a window plus one predictor "
                                   "stride (125 + 50), what the default MISO predictor needs")
+
+    _crs = field_validator("crs")(known_crs)
 
     @model_validator(mode="after")
     def _check_alignment(self) -> GridConfig:
@@ -73,13 +88,15 @@ class GridConfig(StrictModel):
 class RegionConfig(StrictModel):
     """The area to map: exactly one of a bounding box, a vector file or a list of tile ids."""
 
-    bbox: tuple[float, float, float, float] | None = Field(
+    bbox: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] | None = Field(
         None, description="(xmin, ymin, xmax, ymax) in bbox_crs"
     )
     bbox_crs: str = "EPSG:3338"
     vector: Path | None = Field(None, description="any OGR-readable polygon file; its own CRS is used")
     layer: str | None = None
     tiles: list[str] | None = None
+
+    _bbox_crs = field_validator("bbox_crs")(known_crs)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RegionConfig:

@@ -11,6 +11,10 @@ Formulas (all per task network unless stated; ``T`` = number of tasks, 2 for per
 * input bytes ``= chunks · (scenes · 10 bands · Ph · 2 B (uint16) + 10 covariates · Ph · 4 B (float32))``,
   an upper bound: 20 m bands and cloud-free scene caps make the real reads smaller
 * output bytes (uncompressed) ``= chunks · P · (1 + 7 + 1) B`` (permafrost, 7 order probabilities, class)
+
+A region that cannot be built (missing file, unknown tile id, outside the grid) stops the plan; problems with
+the files a run reads (:func:`miso_mapper.checks.input_problems`: covariates, points, model files) do not, and
+are listed in :attr:`Plan.warnings`, so a statewide workflow plans on a machine without its data.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from shapely.geometry.base import BaseGeometry
 
 from miso_mapper.bands import COVARIATES, SOIL_ORDERS
+from miso_mapper.checks import input_problems
 from miso_mapper.config import Workflow
 from miso_mapper.grid import AlaskaGrid, Chunk
 from miso_mapper.inference.settings import auto_query_spacing, checked_predictor_config
@@ -46,6 +51,8 @@ class Plan:
     output_bytes: float
     flop: float
     gpu_hours: float
+    warnings: tuple[str, ...] = ()
+    """what ``validate`` and ``run`` would refuse in the files the run reads, one line each (``field: problem``)"""
 
     @property
     def area_km2(self) -> float:
@@ -94,8 +101,9 @@ def make_plan(workflow: Workflow) -> Plan:
     output_bytes = n * pixels * OUTPUT_BYTES_PER_PIXEL
     flop = n * cost.tasks * (windows * cost.encoder_flop_per_window + queries * cost.query_flop)
     gpu_hours = flop / (cost.gpu_sustained_tflops * 1e12) / 3600
+    warnings = tuple(str(p) for p in input_problems(workflow))
     return Plan(workflow, grid, region, tiles, chunks, windows, queries / pixels, input_bytes, output_bytes, flop,
-                gpu_hours)
+                gpu_hours, warnings)
 
 
 def human_bytes(n: float) -> str:

@@ -61,7 +61,7 @@ def test_rf_learns_a_synthetic_signal_and_maps_a_chunk(tmp_path):
     assert np.isnan(out["permafrost_probability"].values[0, 0]) and np.isfinite(out["permafrost_probability"][1, 1])
     assert np.allclose(np.nansum(out["taxonomy_probability"].values, axis=0)[1:, 1:], 1, atol=1e-5)
     # save / load round trip
-    path, card = save_rf(model, tmp_path / "rf11.joblib")
+    path, card = save_rf(model, tmp_path / "rf11.skops")
     again = load_rf(path)
     assert np.allclose(again.predict_proba("permafrost", feats[300:]), p)
     assert again.card["features"] == list(FEATURE_NAMES)

@@ -8,7 +8,7 @@ import odc.geo.xr  # noqa: F401 - the .odc accessor
 import xarray as xr
 
 from miso_mapper.bands import COVARIATES, S2_BANDS
-from miso_mapper.baseline.rf import RFModel, features_from_inputs, save_rf
+from miso_mapper.baseline import RFModel, features_from_inputs, save_rf
 from miso_mapper.imagery.chunk import read_inputs
 from miso_mapper.imagery.covariates import find_covariate_sources
 from miso_mapper.imagery.search import search_items
@@ -38,7 +38,7 @@ def test_run_with_rf11_stores_what_the_forest_predicts(served_world, tmp_path):
     nir = x[:, S2_BANDS.index("nir")]
     model = RFModel.fit("permafrost", x, (elevation > np.median(elevation)).astype(int), trees=20)
     model = RFModel.fit("taxonomy", x, np.digitize(nir, np.quantile(nir, [0.25, 0.5, 0.75])), trees=20, model=model)
-    path, _ = save_rf(model, tmp_path / "rf11.joblib")
+    path, _ = save_rf(model, tmp_path / "rf11.skops")
 
     rf_wf = demo_workflow(served_world, tmp_path / "out", model={"kind": "rf", "rf_model": str(path)})
     summary = run_workflow(rf_wf, only=[chunk.id])

@@ -6,9 +6,8 @@ from miso_mapper.baseline.rf import (
     features_from_inputs,
     features_from_raw,
     features_from_samples,
-    load_rf,
-    save_rf,
 )
+from miso_mapper.baseline.rf_file import convert_pickled_rf, load_rf, save_rf
 
 __all__ = ["FEATURE_NAMES", "RFModel", "features_from_inputs", "features_from_raw",
-           "features_from_samples", "load_rf", "save_rf"]
+           "features_from_samples", "convert_pickled_rf", "load_rf", "save_rf"]

@@ -7,16 +7,13 @@ layer's point sampler (:func:`miso_mapper.imagery.sample.sample_pixels`), the sa
 
 :class:`RFModel` holds one forest per task and implements the
 :class:`~miso_mapper.inference.predictor.Predictor` interface, so the pipeline can map it like MISO.
-Saved as ``<name>.joblib`` (the forests; pickle, so load only files you made) plus ``<name>.json`` (a card:
-features, classes, trees, training-data hash, metrics, versions).
+Saved and loaded without pickle by :mod:`miso_mapper.baseline.rf_file` (``<name>.skops`` plus a ``<name>.json``
+card).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,43 +117,3 @@ class RFModel:
                 result["taxonomy_probability"].values[...] = probs.T.reshape(width, h, w)
         return result
 
-
-def save_rf(model: RFModel, path: Path) -> tuple[Path, Path]:
-    """Write ``path`` (.joblib, the forests) and its card ``path.with_suffix('.json')``; returns both."""
-    import joblib
-    import sklearn
-
-    from miso_mapper import __version__
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    joblib.dump(model.forests, tmp, compress=3)
-    os.replace(tmp, path)
-    card = dict(model.card) | {"format": "rf11", "sklearn_version": sklearn.__version__,
-                               "software_version": __version__, "class_names": {"taxonomy": list(SOIL_ORDERS)}}
-    card_path = path.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=1))
-    return path, card_path
-
-
-def load_rf(path: Path) -> RFModel:
-    """Read a model written by :func:`save_rf` (MisoError for a missing or foreign file)."""
-    import joblib
-
-    path = Path(path)
-    card_path = path.with_suffix(".json")
-    if not path.is_file() or not card_path.is_file():
-        raise MisoError(f"RF-11 model {path} (or its card {card_path.name}) does not exist")
-    try:
-        card = json.loads(card_path.read_text())
-        if card.get("format") != "rf11" or card.get("features") != list(FEATURE_NAMES):
-            raise MisoError(f"{card_path} is not an RF-11 card with the 21 features in order")
-        forests = joblib.load(path)
-    except MisoError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
-        raise MisoError(f"cannot read RF-11 model {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(forests, dict) or not all(isinstance(v, RandomForestClassifier) for v in forests.values()):
-        raise MisoError(f"{path} does not hold RF-11 forests")
-    return RFModel(forests, card)

@@ -3,11 +3,13 @@
 Our format is one ``.safetensors`` file: the full state dict (parameters and persistent buffers, float32
 or as saved) and, in the safetensors header metadata under ``miso_model_card``, the JSON
 :class:`ModelCard` (network config, input band order, normalisation, class names, training-data hash,
-metrics). One file means one hash for provenance. :func:`read_model_card` reads the card without the weights.
+metrics). One file means one hash for provenance. :func:`read_model_card` reads the card without the weights
+and :func:`check_checkpoint` checks task and size from it (both torch-free, in :mod:`miso_mapper.model.card`).
 
 Every failure a user can cause (missing, truncated or foreign file, wrong keys or shapes) raises
 :class:`miso_mapper.errors.MisoError` naming the file and the first offending keys with counts.
-Pickled files are only read with ``torch.load(weights_only=True)``.
+Our own checkpoints are never pickles: a ``.pth`` given as one is refused by its first bytes. Reference and
+SatlasPretrain weights (pickles) are only read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -21,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
 
-from miso_mapper.bands import COVARIATES, S2_BANDS
 from miso_mapper.errors import MisoError
+from miso_mapper.model.card import CARD_KEY, FORMAT_VERSION, ModelCard, check_checkpoint, read_model_card
 from miso_mapper.model.config import MisoNetConfig, Task
 from miso_mapper.model.location import GridCellEncoding
 from miso_mapper.model.network import MisoNet
@@ -36,28 +37,12 @@ from miso_mapper.model.swin_cov import SwinBlock, WindowAttention
 
 log = logging.getLogger(__name__)
 
-CARD_KEY = "miso_model_card"
-FORMAT_VERSION = 1
+# the card's names stay importable from here, where they lived before model.card
+__all__ = ["CARD_KEY", "FORMAT_VERSION", "ModelCard", "check_checkpoint", "load_checkpoint",
+           "load_reference_checkpoint", "load_satlas_backbone", "read_model_card", "reset_derived_buffers",
+           "save_checkpoint"]
+
 _SHOW = 5  # keys listed per category in error messages
-
-
-class ModelCard(BaseModel):
-    """What a checkpoint is: the network config and what its inputs and outputs mean."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    format_version: int = FORMAT_VERSION
-    config: MisoNetConfig = Field(default_factory=MisoNetConfig)
-    sat_bands: tuple[str, ...] = S2_BANDS
-    covariates: tuple[str, ...] = COVARIATES
-    normalisation: str = Field("reference", description="name of the input normalisation the weights expect")
-    class_names: tuple[str, ...] = ()
-    training_data_hash: str | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
-    source: str = Field("", description="where the weights came from (training run id, imported file)")
-    created: str = ""
-    software_version: str = ""
-    extra: dict[str, Any] = Field(default_factory=dict)
 
 
 def save_checkpoint(model: MisoNet, path: str | os.PathLike[str], card: ModelCard | None = None) -> Path:
@@ -85,22 +70,6 @@ def save_checkpoint(model: MisoNet, path: str | os.PathLike[str], card: ModelCar
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def read_model_card(path: str | os.PathLike[str]) -> ModelCard:
-    """The :class:`ModelCard` stored in a checkpoint written by :func:`save_checkpoint` (weights not read)."""
-    path = _existing(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise MisoError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
-    if CARD_KEY not in meta:
-        raise MisoError(f"{path}: safetensors file has no MISO model card (metadata key {CARD_KEY!r})")
-    try:
-        return ModelCard.model_validate_json(meta[CARD_KEY])
-    except ValidationError as exc:
-        raise MisoError(f"{path}: invalid model card: {exc}") from None
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> MisoNet:

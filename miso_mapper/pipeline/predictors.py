@@ -2,13 +2,15 @@
 
 * ``miso``: :func:`miso_mapper.inference.miso.load_predictor` on ``model.permafrost_checkpoint`` and/or
   ``model.taxonomy_checkpoint`` with ``model.predictor`` (:class:`~miso_mapper.inference.settings.PredictorConfig`)
-* ``rf``: the RF-11 baseline saved at ``model.rf_model`` (:func:`miso_mapper.baseline.rf.load_rf`)
+* ``rf``: the RF-11 baseline saved at ``model.rf_model`` (:func:`miso_mapper.baseline.rf_file.load_rf`)
 * ``synthetic``: :class:`~miso_mapper.pipeline.synthetic.SyntheticPredictor` with ``model.synthetic``, a
   deterministic stand-in for tests, benchmarks of the pipeline and the demo. **It is not a model.**
 
-The client resolves a spec once (checking that files exist and hashing them, so a missing checkpoint stops the
-run before any work); workers build from it through the per-process cache
-(:func:`~miso_mapper.pipeline.predictor_cache.get_predictor`), so each worker loads the model once.
+The client resolves a spec once, checking the model files as ``validate`` does
+(:func:`miso_mapper.checks.model_file_problems`: readable, the right task and size, no pickle) and hashing
+them, so a bad model file stops the run before the store is created or any imagery read; workers build from it
+through the per-process cache (:func:`~miso_mapper.pipeline.predictor_cache.get_predictor`), so each worker
+loads the model once.
 """
 
 from __future__ import annotations
@@ -44,35 +46,28 @@ class PredictorSpec:
 
 
 def resolve_spec(model: ModelConfig, grid: GridConfig, torch_threads: int | None = None) -> PredictorSpec:
-    """Check the model files of a workflow and hash them, and (MISO) that the predictor's windows fit the grid's
-    halo and chunk size; raises :class:`MisoError` naming a missing file or the bad setting."""
+    """Check the model files of a workflow (:func:`~miso_mapper.checks.model_file_problems`) and hash them, and
+    (MISO) that the predictor's windows fit the grid's halo and chunk size; raises :class:`MisoError` with one
+    line per bad file (``field: path: problem``) or naming the bad setting."""
+    from miso_mapper.checks import model_file_problems
     from miso_mapper.pipeline.store import sha256_file
 
+    problems = model_file_problems(model, required=True)
+    if problems:
+        raise MisoError("\n".join(str(p) for p in problems))
     files: dict[str, Path] = {}
     options: dict[str, Any] = {}
     if model.kind == "miso":
         for role, path in (("permafrost", model.permafrost_checkpoint), ("taxonomy", model.taxonomy_checkpoint)):
             if path is not None:
                 files[role] = path
-        if not files:
-            raise MisoError("model.kind is 'miso' but neither model.permafrost_checkpoint nor "
-                            "model.taxonomy_checkpoint is set")
         options = checked_predictor_config(model.predictor, grid.chunk_size, grid.halo).model_dump(mode="json")
-    elif model.kind == "rf":
-        if model.rf_model is None:
-            raise MisoError("model.kind is 'rf' but model.rf_model is not set")
+    elif model.kind == "rf" and model.rf_model is not None:
         files["rf"] = model.rf_model
     elif model.kind == "synthetic":
         options = model.synthetic.model_dump(mode="json")
-    _check_files(files)
     hashes = {role: sha256_file(Path(p)) for role, p in files.items()}
     return PredictorSpec(model.kind, {r: str(p) for r, p in files.items()}, hashes, options, torch_threads)
-
-
-def _check_files(files: dict[str, Path]) -> None:
-    for role, path in files.items():
-        if not Path(path).is_file():
-            raise MisoError(f"model {role} file not found: {path}")
 
 
 def build_predictor(spec: PredictorSpec) -> Predictor:
@@ -88,7 +83,7 @@ def build_predictor(spec: PredictorSpec) -> Predictor:
         return load_predictor(spec.files.get("permafrost"), spec.files.get("taxonomy"),
                               PredictorConfig(**spec.options))
     if spec.kind == "rf":
-        from miso_mapper.baseline.rf import load_rf
+        from miso_mapper.baseline.rf_file import load_rf
 
         return load_rf(Path(spec.files["rf"]))
     if spec.kind == "synthetic":

@@ -1,0 +1,139 @@
+"""Everything about a workflow that can be checked offline, beyond what its pydantic models check alone.
+
+* the region: its file exists and is readable, its tile ids are the grid's, it lies inside the grid
+  (:func:`region_problems`, through :func:`~miso_mapper.region.region_geometry`, the function ``plan`` and
+  ``run`` build the region with);
+* the files a run or a training reads (:func:`input_problems`): the covariate folder with its layers (source
+  ``folder``), the labelled-points file (when set), and the model files (:func:`model_file_problems`: a MISO
+  checkpoint is a readable safetensors file whose card says the right task and ``model.size``; an RF-11 file
+  is a skops file made only of forests, never a pickle).
+
+Who refuses what: ``validate`` refuses every problem (:func:`check_workflow`, exit 2); ``plan`` refuses region
+problems and lists the rest as warnings, so a statewide workflow plans on a laptop without its data
+(:func:`~miso_mapper.plan.make_plan`); ``run`` refuses the model files before any work
+(:func:`~miso_mapper.pipeline.predictors.resolve_spec`), the region through the same plan, and the covariates
+when it searches, before the store exists. Torch is never imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from miso_mapper.config import ModelConfig, Workflow
+from miso_mapper.errors import MisoError, UsageError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a workflow: the field (``model.rf_model``) and what is wrong, in one line."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def region_problems(workflow: Workflow) -> list[Problem]:
+    """The region as ``plan`` and ``run`` build it: a missing or unreadable vector file, an unknown tile id, a
+    region outside the grid or empty."""
+    from miso_mapper.grid import AlaskaGrid
+    from miso_mapper.region import region_geometry
+
+    region = workflow.region
+    field = "region.bbox" if region.bbox is not None else "region.vector" if region.vector is not None else \
+        "region.tiles"
+    try:
+        region_geometry(region, AlaskaGrid(workflow.grid))
+    except MisoError as exc:
+        return [Problem(field, str(exc))]
+    return []
+
+
+def model_file_problems(model: ModelConfig, required: bool = False) -> list[Problem]:
+    """The model files set for the predictor ``model.kind`` names: each exists and is a model this package
+    loads for that role and size (MISO: :func:`~miso_mapper.model.card.check_checkpoint`; RF-11:
+    :func:`~miso_mapper.baseline.rf_file.check_rf_file`). No weights are read, nothing is unpickled.
+
+    ``required`` (``run``): the kind's files must also be set. A workflow may leave them out for ``train``,
+    ``evaluate`` and ``demo``, which make them, so ``validate`` and ``plan`` do not ask for them.
+    """
+    if model.kind == "miso":
+        from miso_mapper.model.card import check_checkpoint
+
+        roles = {"permafrost": model.permafrost_checkpoint, "taxonomy": model.taxonomy_checkpoint}
+        if required and all(path is None for path in roles.values()):
+            return [Problem("model", "kind is 'miso' but neither permafrost_checkpoint nor taxonomy_checkpoint "
+                                     "is set")]
+        return [Problem(f"model.{role}_checkpoint", str(exc))
+                for role, path in roles.items() if path is not None
+                for exc in _raised(check_checkpoint, path, role, model.size)]
+    if model.kind == "rf":
+        if model.rf_model is None:
+            return [Problem("model.rf_model", "not set (model.kind is 'rf')")] if required else []
+        from miso_mapper.baseline.rf_file import check_rf_file
+
+        return [Problem("model.rf_model", str(exc)) for exc in _raised(check_rf_file, model.rf_model)]
+    return []
+
+
+def input_problems(workflow: Workflow) -> list[Problem]:
+    """The files a run or a training reads: covariate folder and layers, points file, model files."""
+    problems = []
+    cov = workflow.covariates
+    if cov.source == "folder":
+        from miso_mapper.imagery.covariates import folder_sources
+
+        if cov.path is None:
+            problems.append(Problem("covariates.path", "not set (covariates.source is 'folder')"))
+        else:
+            problems += [Problem("covariates.path", str(exc))
+                         for exc in _raised(folder_sources, cov.path, cov.derive_missing)]
+    for key in ("path", "permafrost_zones", "mlra"):
+        path = getattr(workflow.points, key)
+        if path is not None and not path.is_file():
+            problems.append(Problem(f"points.{key}", f"file not found: {path}"))
+    return problems + model_file_problems(workflow.model)
+
+
+def workflow_problems(workflow: Workflow) -> list[Problem]:
+    """Every problem :mod:`miso_mapper.checks` finds, region first."""
+    return region_problems(workflow) + input_problems(workflow)
+
+
+def check_workflow(workflow: Workflow, source: str = "<workflow>") -> None:
+    """Raise :class:`UsageError` (exit 2) with one line per problem, ``source: field: problem``, if any."""
+    problems = workflow_problems(workflow)
+    if problems:
+        raise UsageError("\n".join(f"{source}: {p}" for p in problems))
+
+
+def check_run_arguments(workflow: Workflow, only: list[str] | None, max_chunks: int | None) -> None:
+    """``run``'s options: ``--max-chunks`` at least 1 and every ``--only`` id a chunk of the planned region;
+    :class:`UsageError` (exit 2) otherwise."""
+    if max_chunks is not None and max_chunks < 1:
+        raise UsageError(f"--max-chunks must be at least 1, got {max_chunks}")
+    if not only:
+        return
+    from miso_mapper.grid import AlaskaGrid
+    from miso_mapper.region import region_geometry
+
+    grid = AlaskaGrid(workflow.grid)
+    planned = {ch.id for ch in grid.chunks_in(region_geometry(workflow.region, grid))}  # the plan's chunks
+    for chunk_id in only:
+        try:
+            grid.chunk_by_id(chunk_id)
+        except MisoError as exc:
+            raise UsageError(f"--only: {exc}") from None
+        if chunk_id not in planned:
+            raise UsageError(f"--only: chunk {chunk_id} is not in the planned region of {workflow.name!r}")
+
+
+def _raised(check: Callable[..., object], *args: object) -> list[MisoError]:
+    """[the MisoError ``check(*args)`` raised] or []."""
+    try:
+        check(*args)
+    except MisoError as exc:
+        return [exc]
+    return []
