@@ -4,15 +4,15 @@
   (:func:`region_problems`, through :func:`~miso_mapper.region.region_geometry`, the function ``plan`` and
   ``run`` build the region with);
 * the files a run or a training reads (:func:`input_problems`): the covariate folder with its layers (source
-  ``folder``), the labelled-points file (when set), and the model files (:func:`model_file_problems`: a MISO
-  checkpoint is a readable safetensors file whose card says the right task and ``model.size``; an RF-11 file
-  is a skops file made only of forests, never a pickle).
+  ``folder``), the labelled-points files (when set), and the model files ``model.kind`` maps with, when set
+  (:func:`model_file_problems`: a MISO checkpoint is a readable safetensors file whose card says the right
+  task and ``model.size``; an RF-11 file is a skops file made only of forests, never a pickle).
 
 Who refuses what: ``validate`` refuses every problem (:func:`check_workflow`, exit 2); ``plan`` refuses region
 problems and lists the rest as warnings, so a statewide workflow plans on a laptop without its data
-(:func:`~miso_mapper.plan.make_plan`); ``run`` refuses the model files before any work
-(:func:`~miso_mapper.pipeline.predictors.resolve_spec`), the region through the same plan, and the covariates
-when it searches, before the store exists. Torch is never imported here.
+(:func:`~miso_mapper.plan.make_plan`); ``run`` refuses the model files, which it also needs set, before any
+work (:func:`~miso_mapper.pipeline.predictors.resolve_spec`), the region through the same plan, and the
+covariates when it searches, before the store exists. Torch is never imported here.
 """
 
 from __future__ import annotations
@@ -42,12 +42,11 @@ def region_problems(workflow: Workflow) -> list[Problem]:
     from miso_mapper.region import region_geometry
 
     region = workflow.region
-    field = "region.bbox" if region.bbox is not None else "region.vector" if region.vector is not None else \
-        "region.tiles"
+    given = next(key for key in ("bbox", "vector", "tiles") if getattr(region, key) is not None)
     try:
         region_geometry(region, AlaskaGrid(workflow.grid))
     except MisoError as exc:
-        return [Problem(field, str(exc))]
+        return [Problem(f"region.{given}", str(exc))]
     return []
 
 

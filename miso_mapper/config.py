@@ -195,7 +195,8 @@ class ModelConfig(StrictModel):
         description="predictor `run` maps with: miso (the checkpoints above), rf (RF-11, `rf_model`) or "
         "synthetic (a deterministic stand-in for tests and the demo; NOT a model)",
     )
-    rf_model: Path | None = Field(None, description="RF-11 model file saved by miso_mapper.baseline (kind: rf)")
+    rf_model: Path | None = Field(None, description="RF-11 model file (.skops) written by miso_mapper.baseline.save_rf "
+                                                    "(kind: rf); pickles are refused (`miso-mapper rf convert`)")
     predictor: PredictorConfig = Field(
         PredictorConfig(), description="how the MISO predictor tiles, batches and blends (kind: miso)"
     )

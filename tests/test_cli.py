@@ -134,12 +134,8 @@ def test_plan_alaska_offline_prints_the_figures():
     assert summary["gpu_hours"] > 0
 
 
-def test_validate_prints_resolved_paths():
-    proc = run_cli("validate", str(WORKFLOWS / "alaska-10m.yaml"))
-    assert proc.returncode == 0, proc.stderr
-    resolved = json.loads(proc.stdout)
-    assert resolved["region"]["vector"] == str((WORKFLOWS / "regions" / "alaska.geojson").resolve())
-    assert resolved["imagery"]["profile"] == "earth-search-v1"
+# validate's resolved paths (and that alaska-10m.yaml does not validate on a machine without its data):
+# tests/test_validate.py
 
 
 def test_status_without_a_run_is_one_line_error(tmp_path):

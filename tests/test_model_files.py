@@ -25,7 +25,6 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from miso_mapper.baseline import RFModel, load_rf, save_rf
-from miso_mapper.baseline.rf_file import TRUSTED_TYPES
 from miso_mapper.errors import MisoError
 from miso_mapper.layout import RunLayout
 from miso_mapper.model import MisoNetConfig, build_model, save_checkpoint
@@ -82,6 +81,8 @@ def _crafted_pickles(tmp_path: Path, model: RFModel) -> list[tuple[Path, Path]]:
 
 
 def test_rf11_round_trip_through_skops_predicts_identically(rf_model, tmp_path):
+    from miso_mapper.baseline.rf_file import TRUSTED_TYPES  # new with the skops format
+
     path, card = save_rf(rf_model, tmp_path / "rf11.skops")
     assert zipfile.is_zipfile(path) and "schema.json" in zipfile.ZipFile(path).namelist()  # skops, not pickle
     assert path.read_bytes()[:1] != b"\x80"

@@ -88,8 +88,12 @@ def test_checked_predictor_config_takes_settings_or_a_dict():
 
 
 def test_spec_carries_the_typed_settings_to_the_worker(tmp_path):
-    ckpt = tmp_path / "pf.safetensors"
-    ckpt.write_bytes(b"weights")
+    from safetensors.numpy import save_file
+
+    from miso_mapper.model.card import CARD_KEY, ModelCard
+
+    ckpt = tmp_path / "pf.safetensors"  # the client reads the card only: one stand-in tensor is enough here
+    save_file({"w": np.zeros(2, np.float32)}, str(ckpt), metadata={CARD_KEY: ModelCard().model_dump_json()})
     model = ModelConfig(permafrost_checkpoint=ckpt, predictor=PredictorConfig(query_spacing=10, batch_size=2))
     spec = resolve_spec(model, GridConfig(chunk_size=500, zarr_chunk=250))
     assert PredictorConfig(**spec.options) == model.predictor
