@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
@@ -55,23 +56,28 @@ def interrupt_line(exc: KeyboardInterrupt) -> str:
     return "interrupted (Ctrl-C)"
 
 
+UNWIND_GRACE_S = 30.0
+
+
 @contextlib.contextmanager
-def unwind_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+def unwind_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+                      grace_s: float = UNWIND_GRACE_S) -> Iterator[None]:
     """Within the block, the first of ``signums`` raises in the main thread: KeyboardInterrupt for SIGINT,
-    :class:`Terminated` for any other. Later ones are ignored while the block unwinds, so a second Ctrl-C
-    cannot cut short the stopping of servers and pools (keep that bounded). The previous handlers come back
-    when the block exits. Outside the main thread (where Python cannot install handlers) it does nothing.
+    :class:`Terminated` for any other. Further ones in the next ``grace_s`` seconds are ignored, so that a
+    second Ctrl-C cannot cut short the stopping of servers and pools (keep that bounded); one after that
+    raises again (the first was swallowed, or the stopping hangs). The previous handlers come back when the
+    block exits. Outside the main thread (where Python cannot install handlers) it does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    raised = False
+    raised_at: float | None = None
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal raised
-        if raised:
+        nonlocal raised_at
+        if raised_at is not None and time.monotonic() - raised_at < grace_s:
             return
-        raised = True
+        raised_at = time.monotonic()
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
     previous = {signum: signal.signal(signum, handler) for signum in signums}

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from miso_mapper.config import load_workflow
+from miso_mapper.signals import Terminated, exit_status, unwind_on_signals
 from tests.helpers import REPO, WORKFLOWS
 
 #: one 5 km chunk of the demo region, so that reading its chips takes seconds
@@ -108,6 +109,23 @@ def _serve_folders(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "tmp").glob(SERVE_PREFIX + "*"))
 
 
+def test_sigterm_raises_once_in_the_block_and_the_handlers_come_back() -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    unwound = []
+    with pytest.raises(Terminated) as raised, unwind_on_signals():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # not reached: the handler raises as soon as the signal arrives
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)  # while unwinding: ignored
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+            unwound.append(True)
+    assert unwound == [True]
+    assert exit_status(raised.value) == 143 and exit_status(KeyboardInterrupt()) == 130
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
 @pytest.mark.parametrize(("signum", "status", "line"), [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
                                                          (signal.SIGINT, 130, "interrupted (Ctrl-C)")])
 def test_world_serve_stops_its_servers_and_temp_folder(demo_world: Path, tmp_path: Path, signum: int,
@@ -179,6 +197,8 @@ def test_train_sigint_stops_worker_processes_within_seconds_and_resumes(demo_wor
         assert len(run.watched) >= 2  # two trainings (and multiprocessing's resource tracker)
         sent = time.monotonic()
         run.proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        run.proc.send_signal(signal.SIGINT)  # pressed twice: no traceback either
         assert run.proc.wait(timeout=60) == 130, run.stderr()[-3000:]
         took = time.monotonic() - sent
         assert took < 10, f"train took {took:.1f} s to stop"
