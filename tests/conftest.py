@@ -34,6 +34,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """Restore the SIGTERM handler pytest started with."""
     config.stash[_SIGTERM_HANDLER].close()
 
+
 #: Seconds the default world took to generate in this session (for tests/test_world.py).
 WORLD_TIMING: dict[str, float] = {}
 

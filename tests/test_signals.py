@@ -44,7 +44,7 @@ class Run:
         with self.out.open("w") as out, self.err.open("w") as err:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=tmp_path, env=_env(tmp_path) | env)
         self.pid = self.proc.pid
-        self.watched: list[int] = []
+        self.watched: list[psutil.Process] = []
         """processes the test saw this run start (killed at the end of the test if still alive)."""
 
     @classmethod
@@ -73,28 +73,34 @@ class Run:
 
     def kill(self) -> None:
         """Test cleanup: SIGKILL the command and every process it was seen to start, if still running."""
-        for pid in [p.pid for p in self.descendants()] + self.watched:
+        for p in self.descendants() + self.watched:
             with contextlib.suppress(psutil.NoSuchProcess):
-                if _alive(pid):
-                    psutil.Process(pid).kill()
+                p.kill()  # psutil checks it is still the same process, not a reused pid
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
 
 
-def _alive(pid: int) -> bool:
+def _alive(p: psutil.Process) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 
 
-def _left_after(pids: list[int], timeout: float = 10.0) -> list[int]:
-    """The ``pids`` still running after up to ``timeout`` seconds."""
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:  # ended meanwhile
+        return []
+
+
+def _left_after(procs: list[psutil.Process], timeout: float = 10.0) -> list[int]:
+    """The pids of ``procs`` still running after up to ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(_alive(p) for p in procs) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return [p for p in pids if _alive(p)]
+    return [p.pid for p in procs if _alive(p)]
 
 
 def _one_line(stderr: str, expected: str) -> None:
@@ -133,7 +139,7 @@ def test_world_serve_stops_its_servers_and_temp_folder(demo_world: Path, tmp_pat
     run = Run.cli(tmp_path, "serve", "world", "serve", str(demo_world), "--stac-port", "0", "--asset-port", "0")
     try:
         run.wait_for("served world", lambda: "Press Ctrl-C" in run.stdout(), 60)
-        run.watched = [p.pid for p in run.descendants()]
+        run.watched = run.descendants()
         assert len(run.watched) == 2 and len(_serve_folders(tmp_path)) == 1
         run.proc.send_signal(signum)
         assert run.proc.wait(timeout=30) == status
@@ -160,9 +166,8 @@ def test_train_sigterm_while_serving_the_world_stops_servers(demo_world: Path, t
     run = Run.cli(tmp_path, "train", "train", str(_train_yaml(tmp_path, demo_world, 1, 32)))
     try:
         def serving() -> bool:
-            kids = run.descendants()
-            names = " ".join(" ".join(k.cmdline()) for k in kids)
-            run.watched = [k.pid for k in kids]
+            run.watched = run.descendants()
+            names = " ".join(" ".join(_cmdline(k)) for k in run.watched)
             return "rustac" in names and "miso_mapper.world.assets" in names
 
         run.wait_for("demo-world servers", serving, 180)
@@ -193,7 +198,7 @@ def test_train_sigint_stops_worker_processes_within_seconds_and_resumes(demo_wor
     run = Run.cli(tmp_path, "train", "train", config)
     try:
         run.wait_for("a saved epoch", lambda: any(out.glob("train/runs/*/state.pt")), 400)
-        run.watched = [p.pid for p in run.descendants()]
+        run.watched = run.descendants()
         assert len(run.watched) >= 2  # two trainings (and multiprocessing's resource tracker)
         sent = time.monotonic()
         run.proc.send_signal(signal.SIGINT)
@@ -249,7 +254,7 @@ def test_sigterm_of_pytest_tears_down_the_served_world(demo_world: Path, tmp_pat
     try:
         run.wait_for("served world", pids.exists, 120)
         time.sleep(0.2)
-        run.watched = json.loads(pids.read_text())
+        run.watched = [psutil.Process(pid) for pid in json.loads(pids.read_text())]
         assert len(run.watched) == 2 and all(_alive(p) for p in run.watched) and _serve_folders(tmp_path)
         run.proc.send_signal(signal.SIGTERM)
         assert run.proc.wait(timeout=60) == pytest.ExitCode.INTERRUPTED, run.stdout()[-3000:]
