@@ -28,8 +28,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 # resolved here, in the parent: a child between fork and exec should call it, not load libraries
@@ -72,20 +73,33 @@ def unwind_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
         yield
         return
     raised_at: float | None = None
+    owner = os.getpid()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         nonlocal raised_at
+        if os.getpid() != owner:  # a forked child inherited the handler: the signal does what it did before
+            signal.signal(signum, previous[signum])
+            os.kill(os.getpid(), signum)
+            return
         if raised_at is not None and time.monotonic() - raised_at < grace_s:
             return
         raised_at = time.monotonic()
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    previous = {signum: _handler_now(signum) for signum in signums}
+    for signum in signums:
+        signal.signal(signum, handler)
     try:
         yield
     finally:
         for signum, old in previous.items():
-            signal.signal(signum, signal.SIG_DFL if old is None else old)  # None: set outside Python
+            signal.signal(signum, old)
+
+
+def _handler_now(signum: int) -> Callable[[int, FrameType | None], Any] | int:
+    """The current handler of ``signum``; SIG_DFL for one set outside Python (it cannot be put back)."""
+    handler = signal.getsignal(signum)
+    return signal.SIG_DFL if handler is None else handler
 
 
 def die_with_parent(parent_pid: int) -> None:

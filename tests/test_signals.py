@@ -150,6 +150,20 @@ def test_world_serve_stops_its_servers_and_temp_folder(demo_world: Path, tmp_pat
         run.kill()
 
 
+def test_servers_end_with_a_sigkilled_parent(demo_world: Path, tmp_path: Path) -> None:
+    """Nothing can stop them then but the kernel (Linux ``PR_SET_PDEATHSIG``); the temp folder is left."""
+    run = Run.cli(tmp_path, "serve", "world", "serve", str(demo_world), "--stac-port", "0", "--asset-port", "0")
+    try:
+        run.wait_for("served world", lambda: "Press Ctrl-C" in run.stdout(), 60)
+        run.watched = run.descendants()
+        assert len(run.watched) == 2
+        run.proc.kill()
+        assert run.proc.wait(timeout=30) == -signal.SIGKILL
+        assert _left_after(run.watched) == []
+    finally:
+        run.kill()
+
+
 def _train_yaml(tmp_path: Path, world: Path, epochs: int, chips_per_epoch: int) -> Path:
     """The demo workflow on one chunk of ``world`` (served by ``train`` itself), output under ``tmp_path``."""
     wf = load_workflow(WORKFLOWS / "demo.yaml", {
