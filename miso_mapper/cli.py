@@ -60,6 +60,29 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def interruptible(func: F) -> F:
+    """Run a command inside :func:`miso_mapper.signals.unwind_on_signals`: Ctrl-C or SIGTERM stops the
+    servers, pools and temporary folders it started, prints one line and exits 130 / 143."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import signal
+
+        from miso_mapper.signals import exit_status, interrupt_line, unwind_on_signals
+
+        try:
+            with unwind_on_signals():
+                return func(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            # what the command started is stopped; a repeated signal must not break the exit with a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            err_console.print(f"[yellow]{interrupt_line(exc)}[/]", highlight=False)
+            raise typer.Exit(exit_status(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 ConfigArg = Annotated[Path, typer.Argument(help="workflow YAML file, e.g. workflows/alaska-10m.yaml")]
 
 
@@ -169,6 +192,7 @@ def print_plan(the_plan: Any, list_chunks: bool = False) -> None:
 
 @world_app.command("create")
 @user_errors
+@interruptible
 def world_create(
     directory: Annotated[Path, typer.Argument(help="folder to write the world into (must be empty or new)")],
     seed: Annotated[int, typer.Option(help="random seed: same seed, same world")] = 0,
@@ -193,6 +217,7 @@ def world_create(
 
 @world_app.command("serve")
 @user_errors
+@interruptible
 def world_serve(
     directory: Annotated[Path, typer.Argument(help="a folder written by `world create`")],
     stac_port: Annotated[int, typer.Option(help="STAC API port (0: any free port)")] = 7822,
@@ -206,6 +231,7 @@ def world_serve(
 
 @app.command()
 @user_errors
+@interruptible
 def demo(
     out: Annotated[Path | None, typer.Option(help="output folder (default: the workflow's)")] = None,
     config: Annotated[Path, typer.Option(help="demo workflow file")] = REPO_WORKFLOWS / "demo.yaml",
@@ -225,6 +251,7 @@ TaskOption = Annotated[
 
 @app.command()
 @user_errors
+@interruptible
 def train(
     config: ConfigArg,
     task: TaskOption = None,
@@ -251,6 +278,7 @@ def train(
 
 @app.command()
 @user_errors
+@interruptible
 def evaluate(
     config: ConfigArg,
     quick: Annotated[bool, typer.Option("--quick", help="evaluate.quick_folds folds, evaluate.quick_epochs epochs")]

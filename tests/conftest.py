@@ -1,16 +1,39 @@
-"""Shared pytest fixtures. World/server fixtures: ``demo_world``, ``demo_manifest``, ``served_world``."""
+"""Shared pytest fixtures. World/server fixtures: ``demo_world``, ``demo_manifest``, ``served_world``.
+
+SIGTERM of pytest (a CI job's timeout, a scheduler) ends the session like Ctrl-C does, running every
+fixture's finalizer, so no served world or temporary folder outlives the session.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from miso_mapper.signals import unwind_on_signals
 from miso_mapper.world import ServedWorld, WorldManifest, create_world, serve_world
 from miso_mapper.world.spec import WorldSpec
+
+_SIGTERM_HANDLER = pytest.StashKey[contextlib.ExitStack]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM raises a KeyboardInterrupt (:class:`miso_mapper.signals.Terminated`): pytest then stops the
+    session and tears fixtures down, where by default it would die at once and leave servers running."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(unwind_on_signals((signal.SIGTERM,)))
+    config.stash[_SIGTERM_HANDLER] = stack
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Restore the SIGTERM handler pytest started with."""
+    config.stash[_SIGTERM_HANDLER].close()
+
 
 #: Seconds the default world took to generate in this session (for tests/test_world.py).
 WORLD_TIMING: dict[str, float] = {}

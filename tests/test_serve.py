@@ -153,9 +153,8 @@ def test_serve_forever_stops_on_sigterm(demo_world: Path) -> None:
     import sys
     import time
 
-    code = ("import sys; from miso_mapper.world import serve_forever; "
-            "serve_forever(sys.argv[1], 0, 0)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(demo_world)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "miso_mapper.cli", "world", "serve", str(demo_world),
+                             "--stac-port", "0", "--asset-port", "0"], stdout=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
         assert lines[0].startswith("STAC API:") and lines[1].startswith("assets:")
@@ -165,7 +164,7 @@ def test_serve_forever_stops_on_sigterm(demo_world: Path) -> None:
                                                    text=True).stdout.split()]
         assert len(children) == 2
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=15) == 143  # the servers are stopped, then SIGTERM is the exit status
         time.sleep(0.2)
         for pid in children:
             with pytest.raises(ProcessLookupError):

@@ -4,6 +4,11 @@ On a small CPU a tiny network's kernels do not keep two cores busy: two 1-thread
 finish about 1.7x sooner than the same two trainings one after the other with 2 threads each (measured on the
 2-core demo machine). Workers are spawned (never forked: torch and GDAL threads do not survive a fork), each
 re-opens the chip cache once, and every training keeps its resumable state file exactly as in-process.
+
+Stopping: the workers ignore Ctrl-C (a terminal sends it to them too); when the ``with`` block of
+:func:`training_pool` ends by an exception (Ctrl-C, SIGTERM under :func:`miso_mapper.signals.unwind_on_signals`,
+an error), they are terminated mid-epoch instead of finishing their trainings. A state file is written only
+after a whole epoch (atomically), so the interrupted trainings resume from their last complete epoch.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import multiprocessing
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,17 +50,48 @@ def threads_per_worker(cfg: TrainConfig, workers: int) -> int:
     return max(1, (cfg.num_threads or torch.get_num_threads()) // max(workers, 1))
 
 
+STOP_TIMEOUT_S = 5.0
+
+
 @contextlib.contextmanager
 def training_pool(workers: int) -> Iterator[concurrent.futures.ProcessPoolExecutor | None]:
-    """A pool of ``workers`` spawned processes, or None (train in this process) when ``workers`` is 1."""
+    """A pool of ``workers`` spawned processes, or None (train in this process) when ``workers`` is 1.
+
+    Leaving the block normally waits for the submitted trainings; leaving it by an exception terminates the
+    workers at once (within :data:`STOP_TIMEOUT_S` seconds, then SIGKILL)."""
     if workers <= 1:
         yield None
         return
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_init_worker, initargs=(os.getpid(),))
     try:
         yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        _stop_now(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _init_worker(parent_pid: int) -> None:
+    from miso_mapper.signals import die_with_parent
+
+    # Ctrl-C is the parent's to handle: it terminates us; a KeyboardInterrupt here would print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
+
+
+def _stop_now(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the workers without waiting for their trainings."""
+    # the executor has no public way to end running calls before Python 3.14 (terminate_workers)
+    processes = list((pool._processes or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.join(STOP_TIMEOUT_S)
+        if p.is_alive():
+            p.kill()
+            p.join(STOP_TIMEOUT_S)
 
 
 _WORKER_CHIPS: dict[str, ChipSet] = {}

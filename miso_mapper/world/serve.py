@@ -9,20 +9,24 @@ What the rustac (0.9, memory backend) STAC API supports, as checked by ``tests/t
 start/end_datetime match by overlap), ``limit`` with ``next`` paging, GET and POST ``/search``. It does NOT
 advertise or implement the Query, Filter (CQL2) or Sort extensions: a search with ``query`` or ``filter``
 returns NO items (silently), and ``sortby`` is ignored. Filter ``eo:cloud_cover`` client-side.
+
+Lifetime: the servers and their temporary folder go with the ``with`` block (or :meth:`ServedWorld.stop`), on
+exceptions and Ctrl-C too, on SIGTERM inside :func:`miso_mapper.signals.unwind_on_signals`, and at interpreter
+exit. On Linux a server also ends when the thread that started it does, even by SIGKILL (its temporary folder
+is left then): call :func:`serve_world` from a thread that outlives the servers.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +36,7 @@ from types import TracebackType
 from typing import Any
 
 from miso_mapper.errors import MisoError
+from miso_mapper.signals import die_with_parent, unwind_on_signals
 from miso_mapper.world.generate import load_manifest
 
 HOST = "127.0.0.1"
@@ -183,6 +188,15 @@ def _wait_ready(proc: subprocess.Popen[bytes], what: str, check: Any, timeout: f
     raise MisoError(f"{what} did not answer within {timeout:.0f} s")
 
 
+def _start(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start one server: stderr piped (its last line explains a failed start), in a session of its own so a
+    terminal's Ctrl-C reaches only us (we stop it in order), ended by the kernel if we die without stopping it.
+    """
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
+                            preexec_fn=functools.partial(die_with_parent, os.getpid()))  # noqa: PLW1509
+
+
 def serve_world(world_dir: Path, stac_port: int = 0, asset_port: int = 0,
                 timeout_s: float = START_TIMEOUT_S) -> ServedWorld:
     """Start the STAC API and the asset server for ``world_dir`` on 127.0.0.1 and wait until both answer.
@@ -202,19 +216,15 @@ def serve_world(world_dir: Path, stac_port: int = 0, asset_port: int = 0,
     atexit.register(served.stop)
     try:
         served.faults_path.write_text('{"rules": []}')
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        assets = subprocess.Popen(
+        assets = _start(
             [sys.executable, "-m", "miso_mapper.world.assets", "--root", str(world_dir), "--host", HOST,
-             "--port", str(asset_port), "--faults", str(served.faults_path), "--log", str(served.log_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+             "--port", str(asset_port), "--faults", str(served.faults_path), "--log", str(served.log_path)])
         served._procs.append(assets)
         _wait_ready(assets, f"asset server on port {asset_port}",
                     lambda: _get(served.asset_url + "world.json")[0] == 200, timeout_s)
         served.log_path.write_text("")  # the readiness probe is not a client request
         files = _served_items(world_dir, served.asset_url, tmp)
-        stac = subprocess.Popen(
-            [_rustac_exe(), "serve", *map(str, files), "--addr", f"{HOST}:{stac_port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+        stac = _start([_rustac_exe(), "serve", *map(str, files), "--addr", f"{HOST}:{stac_port}"])
         served._procs.append(stac)
         n_coll = sum(1 for f in files if f.name.startswith("collection-"))
 
@@ -233,27 +243,15 @@ def serve_forever(world_dir: Path, stac_port: int = DEFAULT_STAC_PORT,
                   asset_port: int = DEFAULT_ASSET_PORT) -> None:
     """Serve ``world_dir`` until Ctrl-C or SIGTERM (used by ``miso-mapper world serve DIR``).
 
-    Prints the STAC API and asset URLs, then waits; stops both servers cleanly on exit. Raises
-    :class:`MisoError` if a server cannot start or dies while serving.
+    Prints the STAC API and asset URLs, then waits. Ctrl-C or SIGTERM stops both servers, removes their
+    temporary folder and then propagates as KeyboardInterrupt or :class:`miso_mapper.signals.Terminated`
+    (exit status 130 / 143 in the CLI). Raises :class:`MisoError` if a server cannot start or dies while
+    serving.
     """
-    stop = threading.Event()
-
-    def _term(signum: int, frame: Any) -> None:
-        stop.set()
-
-    old = signal.signal(signal.SIGTERM, _term) if threading.current_thread() is threading.main_thread() else None
-    try:
-        with serve_world(world_dir, stac_port, asset_port) as served:
-            print(f"STAC API:  {served.stac_url}", flush=True)
-            print(f"assets:    {served.asset_url}", flush=True)
-            print("Press Ctrl-C to stop.", flush=True)
-            try:
-                while not stop.wait(0.5):
-                    if not served.alive():
-                        raise MisoError("a demo-world server exited unexpectedly")
-            except KeyboardInterrupt:
-                pass
-            print("stopping", flush=True)
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+    with unwind_on_signals(), serve_world(world_dir, stac_port, asset_port) as served:
+        print(f"STAC API:  {served.stac_url}", flush=True)
+        print(f"assets:    {served.asset_url}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        while served.alive():
+            time.sleep(0.5)
+        raise MisoError("a demo-world server exited unexpectedly")
