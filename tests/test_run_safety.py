@@ -39,7 +39,7 @@ CLI = [sys.executable, "-m", "miso_mapper.cli"]
 PY_TRACEBACK = "Traceback (most recent call last)"
 CHUNKS = ("r0146c0492", "r0146c0493", "r0147c0492", "r0147c0493")
 #: one worker, one chunk in flight: a CLI run is slow enough to be caught midway, and light on 2 shared cores
-ONE_AT_A_TIME = {"cluster": {"n_workers": 1, "window": 1}}
+ONE_AT_A_TIME = {"cluster": {"n_workers": 1, "window": 1, "memory_limit": "3GB"}}  # 1.5 GB can pause a worker
 
 
 @pytest.fixture(scope="module")
@@ -422,7 +422,7 @@ def test_disk_full_is_one_line_and_leaves_no_running_row(served_world, baseline,
 
 
 def test_a_failing_chunk_reports_its_error_once_unwrapped(served_world, baseline, tmp_path):
-    wf = demo_workflow(served_world, tmp_path / "out", cluster={"n_workers": 1, "max_attempts": 1})
+    wf = demo_workflow(served_world, tmp_path / "out", cluster={**ONE_AT_A_TIME["cluster"], "max_attempts": 1})
     search = RunLayout.of(wf).search
     shutil.copytree(RunLayout.of(baseline[0]).search, search)
     record = search / "r0146c0492.json"  # the chunk's recorded scenes now point at a port nobody serves
@@ -438,3 +438,13 @@ def test_a_failing_chunk_reports_its_error_once_unwrapped(served_world, baseline
     assert error_lines(proc.stderr) == ["error: 1 chunk(s) failed after 1 attempt(s): r0146c0492; fix the cause and "
                                         "rerun with --resume"]
 
+
+
+def test_help_says_how_locks_and_signals_work():
+    run_help = cli("run", "--help")
+    assert run_help.returncode == 0 and "--verify" in run_help.stdout
+    for needle in ("miso-mapper unlock CONFIG", "SIGTERM", "143", "shutdown_grace", "lock_stale_after"):
+        assert needle in " ".join(run_help.stdout.split()), needle
+    assert "--verify" in cli("status", "--help").stdout
+    unlock_help = cli("unlock", "--help")
+    assert unlock_help.returncode == 0 and "stale lock" in unlock_help.stdout

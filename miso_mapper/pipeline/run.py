@@ -2,11 +2,11 @@
 
 Order of events (everything that can be wrong with the input is found before any work):
 
-0. the run folder's lock is taken (:mod:`miso_mapper.runlock`): one writer per store, so no second run
-   and no ``--overwrite`` touches a store while another command works in it;
 1. the predictor's files exist and are hashed (:func:`~miso_mapper.pipeline.predictors.resolve_spec`);
 2. the plan: the grid's chunks that intersect the region (an empty region stops here), narrowed by
-   ``--only`` ids;
+   ``--only`` ids (:func:`check_inputs`; nothing is written so far);
+   then the run folder's lock is taken (:mod:`miso_mapper.runlock`): one writer per store, so no second run
+   and no ``--overwrite`` touches a store while another command works in it;
 3. an existing store must have been made by the same map configuration (else stop: "made by another
    config"), and is continued only with ``--resume`` or replaced only with ``--overwrite``;
 4. the STAC search of every chunk (threads), each recorded in ``search/<chunk>.json`` by
@@ -134,20 +134,39 @@ def _search_all(workflow: Workflow, chunks: list[Chunk], records: Path,
     return items, covs, times
 
 
-def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = None,
-            overwrite: bool = False, verify: bool = False, progress: RunProgress | None = None) -> Prepared:
-    """Steps 1-5 of the module doc (the caller holds the lock). Raises :class:`MisoError` before any work for
-    bad input; tells ``progress`` of every done chunk sent back to pending."""
-    if resume and overwrite:
-        raise MisoError("give --resume or --overwrite, not both")
-    out = RunLayout.of(workflow)
+@dataclass(frozen=True)
+class Inputs:
+    """What a run is to map, checked without writing anything: the predictor, the grid, the planned chunks and
+    those selected by ``--only``."""
+
+    spec: PredictorSpec
+    grid: AlaskaGrid
+    chunks: list[Chunk]
+    selected: list[Chunk]
+
+
+def check_inputs(workflow: Workflow, only: list[str] | None = None) -> Inputs:
+    """Steps 1-2 of the module doc; :class:`MisoError` for a missing model file, an empty region or an unknown
+    ``--only`` chunk."""
     spec = resolve_spec(workflow.model, workflow.grid, torch_threads=workflow.cluster.threads_per_worker)
     plan = make_plan(workflow)
-    grid = plan.grid
     if not plan.chunks:
         raise MisoError(f"the region of workflow {workflow.name!r} contains no chunk of the grid "
                         "(check region and grid; is it outside the grid or empty?)")
-    selected = _select(plan.chunks, only, grid)
+    return Inputs(spec, plan.grid, plan.chunks, _select(plan.chunks, only, plan.grid))
+
+
+def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = None,
+            overwrite: bool = False, verify: bool = False, progress: RunProgress | None = None,
+            inputs: Inputs | None = None) -> Prepared:
+    """Steps 1-5 of the module doc (the caller holds the lock; ``inputs``: steps 1-2 done already). Raises
+    :class:`MisoError` before any work for bad input; tells ``progress`` of every done chunk sent back to
+    pending."""
+    if resume and overwrite:
+        raise MisoError("give --resume or --overwrite, not both")
+    out = RunLayout.of(workflow)
+    inputs = inputs or check_inputs(workflow, only)
+    spec, grid, chunks, selected = inputs.spec, inputs.grid, inputs.chunks, inputs.selected
     key = map_config_hash(workflow, spec.hashes)
     exists = out.store.exists()
     if exists and not overwrite:
@@ -164,7 +183,7 @@ def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = N
     if overwrite and exists:
         fresh = records.with_name(records.name + ".new")
         shutil.rmtree(fresh, ignore_errors=True)
-        items, covs, times = _search_all(workflow, plan.chunks, fresh)  # the API works before anything is deleted
+        items, covs, times = _search_all(workflow, chunks, fresh)  # the API works before anything is deleted
         delete_store(out.store)
         out.manifest.unlink(missing_ok=True)
         for suffix in ("-wal", "-shm"):
@@ -177,10 +196,10 @@ def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = N
         if not exists:  # a manifest or write log without its store describes nothing
             out.manifest.unlink(missing_ok=True)
             shutil.rmtree(write_log_dir(workflow), ignore_errors=True)
-        items, covs, times = _search_all(workflow, plan.chunks, records)
+        items, covs, times = _search_all(workflow, chunks, records)
     if not exists:
         checkpoints = {role: h for role, h in spec.hashes.items()}
-        store = create_store(out.store, workflow, plan.chunks, {
+        store = create_store(out.store, workflow, chunks, {
             "map_config_hash": key, "model_kind": spec.kind, "model_checkpoints": checkpoints,
             "workflow": workflow.name,
         })
@@ -195,8 +214,8 @@ def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = N
                       store=str(out.store), workflow=workflow.name)
     if manifest.get_meta("created") is None:
         manifest.set_meta(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    manifest.add_chunks(plan.chunks)
-    for ch in plan.chunks:
+    manifest.add_chunks(chunks)
+    for ch in chunks:
         manifest.record_inputs(ch.id, [i["id"] for i in items[ch.id]], covs[ch.id], times[ch.id])
     if exists:
         findings = audit_done(manifest, store, verify=verify)
@@ -204,7 +223,7 @@ def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = N
         for finding in findings:
             (progress or RunProgress()).notice(finding.line())
     manifest.compact()  # the rows' pages in the database file, so a disk that fills later can still free the WAL
-    return Prepared(workflow, grid, plan.chunks, selected, spec, store, manifest, items, covs)
+    return Prepared(workflow, grid, chunks, selected, spec, store, manifest, items, covs)
 
 
 def _job(p: Prepared, chunk: Chunk) -> ChunkJob:
@@ -398,12 +417,15 @@ def run_workflow(workflow: Workflow, resume: bool = False, only: list[str] | Non
         raise MisoError("--max-chunks must be at least 1")
     if verify and not resume:
         raise MisoError("--verify checks the done chunks of an existing run: give it with --resume")
+    if resume and overwrite:
+        raise MisoError("give --resume or --overwrite, not both")
     progress = progress or RunProgress()
+    inputs = check_inputs(workflow, only)
     command = " ".join(["run", *(["--resume"] if resume else []), *(["--verify"] if verify else []),
                         *(["--overwrite"] if overwrite else [])])
     with exclusive_writer(workflow, command, hint="continue with `miso-mapper run CONFIG --resume`") as (stop, lock):
         prepared = prepare(workflow, resume=resume, only=only, overwrite=overwrite, verify=verify,
-                           progress=progress)
+                           progress=progress, inputs=inputs)
         try:
             summary = execute(prepared, progress, max_chunks=max_chunks, client=client, stop=stop, lock=lock)
             summary.manifest_counts = prepared.manifest.counts()
