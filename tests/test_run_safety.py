@@ -261,6 +261,26 @@ def test_the_heartbeat_keeps_the_lock_fresh_and_notices_its_loss(served_world, t
     assert not layout.lock.exists()
 
 
+def test_a_run_whose_lock_is_taken_away_stops(served_world, baseline, client, tmp_path):
+    from miso_mapper.errors import MisoError
+    from miso_mapper.pipeline.progress import RunProgress
+
+    wf = demo_workflow(served_world, tmp_path / "out", output={"lock_stale_after": 0.4}, cluster={"window": 1})
+    layout = RunLayout.of(wf)
+
+    class ClearTheLock(RunProgress):
+        """Someone runs `unlock` (or deletes run.lock) while the run maps its first chunk."""
+
+        def started(self, start) -> None:
+            layout.lock.unlink()
+
+    with pytest.raises(MisoError, match=f"the run lock {layout.lock} was removed or taken by another command"):
+        run_workflow(wf, client=client, progress=ClearTheLock())
+    assert "running" not in statuses(wf).values()
+    summary = run_workflow(wf, resume=True, client=client)
+    assert not summary.failed and same_as_baseline(wf, baseline)
+
+
 # ---- resume and status look at the store ------------------------------------------------------------------
 def test_a_deleted_zarr_chunk_goes_back_to_pending_and_is_rewritten(served_world, baseline, client, tmp_path):
     wf, _ = copy_of_baseline(served_world, baseline, tmp_path / "out")
@@ -448,3 +468,24 @@ def test_help_says_how_locks_and_signals_work():
     assert "--verify" in cli("status", "--help").stdout
     unlock_help = cli("unlock", "--help")
     assert unlock_help.returncode == 0 and "stale lock" in unlock_help.stdout
+
+
+@pytest.mark.parametrize(("fmt", "key"), [(3, "permafrost_probability/c/{r}/{c}"),
+                                          (2, "permafrost_probability/{r}.{c}")])
+def test_a_write_names_the_zarr_chunks_it_left_absent(tmp_path, fmt, key):
+    from miso_mapper.pipeline.store import NODATA, stored_layers
+
+    from .test_store import _store
+
+    _, plan, store = _store(tmp_path, fmt)
+    chunk = plan.chunks[0]
+    keys = store.zarr_chunk_keys(chunk)
+    r, c = (i // 250 for i in (store.region(chunk)[0].start, store.region(chunk)[1].start))
+    assert len(keys) == 3 * 4 and keys[0] == key.format(r=r, c=c)
+    assert store.absent_keys(chunk) == keys and store.stored_keys() == set()
+    pf = np.full(chunk.geobox.shape, 100, np.uint8)
+    pf[:250, :250] = NODATA  # the chunk's first Zarr chunk of this layer holds only no data
+    tx, cls = np.full((7, *chunk.geobox.shape), 25, np.uint8), np.zeros(chunk.geobox.shape, np.uint8)
+    store.write_layers(chunk, stored_layers(chunk.geobox, pf, tx, cls))
+    assert store.absent_keys(chunk) == [keys[0]]  # zarr writes no file for a chunk of fill values
+    assert store.stored_keys() == set(keys[1:])

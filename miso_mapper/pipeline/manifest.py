@@ -168,7 +168,7 @@ class Manifest:
         """Record the item ids and covariate sources chosen for a chunk by the planning search."""
         with self._sql() as db:
             db.execute("UPDATE chunks SET items = ?, covariates = ?, search_s = ? WHERE id = ?",
-                            (json.dumps(items), json.dumps(covariates), search_s, chunk_id))
+                       (json.dumps(items), json.dumps(covariates), search_s, chunk_id))
 
     def mark_running(self, chunk_id: str) -> None:
         """A new attempt was submitted: status running, attempts + 1, timings of the last attempt cleared."""

@@ -269,10 +269,11 @@ def execute(p: Prepared, progress: RunProgress | None = None, max_chunks: int | 
     if not todo:
         return summary
     driver = _Driver(p, todo, summary, progress, stop or StopSignals(), lock)
-    if client is None:
-        with open_client(wf.cluster, RunLayout.of(wf).logs) as own:
-            return driver.run(own)
-    return driver.run(client)
+    with driver.stop.deferred():  # a signal while the cluster starts is answered once it runs (or failed to)
+        if client is None:
+            with open_client(wf.cluster, RunLayout.of(wf).logs) as own:
+                return driver.run(own)
+        return driver.run(client)
 
 
 class _Driver:
@@ -291,7 +292,8 @@ class _Driver:
         self.finished_in_grace = 0
 
     def run(self, client: Any) -> RunSummary:
-        """Map every chunk of the queue; :class:`~miso_mapper.interrupt.Interrupted` when a signal stopped it."""
+        """Map every chunk of the queue (inside ``stop.deferred()``); :class:`~miso_mapper.interrupt.Interrupted`
+        when a signal stopped it."""
         from distributed import as_completed
 
         wf = self.p.workflow
@@ -302,11 +304,10 @@ class _Driver:
         started = time.perf_counter()
         self.progress.started(RunStart(wf.name, len(self.queue), area, self.summary.dashboard))
         try:
-            with self.stop.deferred():
+            self._fill()
+            while self.futures and (fut := self._next_back()) is not None:
+                self._take(fut)
                 self._fill()
-                while self.futures and (fut := self._next_back()) is not None:
-                    self._take(fut)
-                    self._fill()
         finally:
             self._abandon()
         self.summary.seconds = time.perf_counter() - started

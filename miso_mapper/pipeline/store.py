@@ -77,6 +77,8 @@ PROB_SCALE = 250
 #: No-data value of every layer (also the Zarr fill value: unwritten chunks read as no data).
 NODATA = 255
 LAYERS = ("permafrost_probability", "taxonomy_probability", "taxonomy_class")
+#: Files of a Zarr array's folder that are not chunks (v3, then v2).
+_METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zmetadata"})
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -384,7 +386,7 @@ class MapStore:
         for name in LAYERS:
             for folder, _, files in os.walk(self.path / name):
                 rel = Path(folder).relative_to(self.path).as_posix()
-                found.update(f"{rel}/{f}" for f in files)
+                found.update(f"{rel}/{f}" for f in files if f not in _METADATA_FILES)
         return found
 
 
