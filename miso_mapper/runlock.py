@@ -118,7 +118,7 @@ def _guard(layout: RunLayout) -> Iterator[None]:
 
 
 class RunLock:
-    """The run lock of ``layout`` held by this process for ``command`` (e.g. ``'run wf.yaml --resume'``).
+    """The run lock of ``layout`` held by this process for ``command`` (e.g. ``'run --resume'``).
 
     Use it as a context manager: entering takes the lock or raises :class:`MisoError` naming the holder (live)
     or saying how to clear it (stale); a daemon thread then touches the record every ``heartbeat`` seconds;
@@ -175,7 +175,7 @@ class RunLock:
                     self.lost = True
                     return
                 os.utime(self.path)  # the heartbeat is the mtime: touching needs no free space on a full disk
-            except OSError:
+            except (OSError, MisoError):
                 continue  # a file-system hiccup: the next beat tries again, a long outage makes the lock stale
 
     def _mine(self) -> bool:
