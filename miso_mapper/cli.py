@@ -310,27 +310,56 @@ def run(
     only: Annotated[list[str] | None, typer.Option("--only", help="map only this chunk id (repeatable)")] = None,
     max_chunks: Annotated[int | None, typer.Option("--max-chunks", help="stop after this many chunks")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing store and manifest")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="with --resume: re-read every done chunk and compare "
+                                         "it with its recorded checksum")] = False,
 ) -> None:
     """Map the workflow's region into its Zarr store on the configured Dask cluster.
 
     Plans the chunks, records the STAC items of each in the run manifest (SQLite beside the store), then
-    reads, predicts and writes chunk by chunk in a bounded window. A killed run continues with --resume.
+    reads, predicts and writes chunk by chunk in a bounded window. A killed run continues with --resume, which
+    first sends back to pending every done chunk whose Zarr chunk files are gone (--verify: whose bytes changed).
+
+    One writer per run folder: run and export hold its lock (run.lock: host, pid, command, heartbeat); a second
+    one is refused, naming the holder. A stale lock (dead pid, or no heartbeat for output.lock_stale_after s) is
+    cleared with `miso-mapper unlock CONFIG`. SIGTERM / SIGINT: no new chunks, cluster.shutdown_grace s for those
+    in flight, the rest back to pending, exit 143 / 130.
     """
     from miso_mapper.checks import check_run_arguments
     from miso_mapper.config import load_workflow
     from miso_mapper.pipeline.commands import run_command
 
     check_run_arguments(load_workflow(config), only, max_chunks)
-    run_command(config, resume=resume, only=only, max_chunks=max_chunks, overwrite=overwrite)
+    run_command(config, resume=resume, only=only, max_chunks=max_chunks, overwrite=overwrite, verify=verify)
 
 
 @app.command()
 @user_errors
-def status(config: ConfigArg) -> None:
-    """Show a run's progress from its manifest: chunks per status, area done, failures with their errors."""
+def status(
+    config: ConfigArg,
+    verify: Annotated[bool, typer.Option("--verify", help="re-read every done chunk and compare it with its "
+                                         "recorded checksum")] = False,
+) -> None:
+    """Show a run's progress from its manifest: chunks per status, area done, failures with their errors, lock.
+
+    Every done chunk whose Zarr chunk files are gone (--verify: whose bytes changed) first goes back to pending,
+    with a line saying why. Exits 1 when the store is missing.
+    """
     from miso_mapper.pipeline.commands import status_command
 
-    status_command(config)
+    status_command(config, verify=verify)
+
+
+@app.command()
+@user_errors
+def unlock(config: ConfigArg) -> None:
+    """Remove the stale lock of a workflow's run folder (left by a run or export that died or lost its node).
+
+    Refuses a lock whose holder is alive (its pid runs on this host, or its heartbeat is younger than
+    output.lock_stale_after seconds): stop that command first.
+    """
+    from miso_mapper.pipeline.commands import unlock_command
+
+    unlock_command(config)
 
 
 @app.command()
@@ -374,6 +403,8 @@ def export(
     """Write per-tile COGs, VRT mosaics, statewide overviews and a STAC collection from the workflow's store.
 
     Products go to export.directory (default: output.directory/products); see miso_mapper.export for the layout.
+    Holds the run folder's lock like run (refused while a run or export works there); SIGTERM / SIGINT stop it
+    with no half-written product, exit 143 / 130.
     """
     from miso_mapper.export.command import export_command
 

@@ -213,6 +213,10 @@ class OutputConfig(StrictModel):
     zarr_format: Literal[2, 3] = Field(
         3, description="Zarr format of maps.zarr; 2 for GDAL < 3.11, whose Zarr driver cannot read v3 arrays"
     )
+    lock_stale_after: float = Field(
+        300.0, gt=0, description="seconds without a heartbeat after which the run lock of `run`/`export` is stale "
+                                 "(reported, cleared with `miso-mapper unlock`)"
+    )
 
 
 class ClusterConfig(StrictModel):
@@ -225,6 +229,10 @@ class ClusterConfig(StrictModel):
     address: str | None = Field(None, description="scheduler address (kind: address)")
     window: PositiveInt = Field(8, description="chunk tasks in flight at once")
     max_attempts: PositiveInt = Field(3, description="attempts per chunk and run before it is reported failed")
+    shutdown_grace: float = Field(
+        30.0, ge=0, description="on SIGTERM/SIGINT, seconds `run` waits for chunks in flight before it returns them "
+                                "to pending and stops"
+    )
     gpus_per_worker: int = Field(
         0, ge=0, description="GPUs per worker (slurm/pbs); >0 gives workers the resource GPU=1 for prediction"
     )

@@ -127,6 +127,17 @@ class RunLayout:
         return self.directory / "write-log"
 
     @property
+    def lock(self) -> Path:
+        """The run lock: a JSON record naming the command that writes into the run folder now
+        (:mod:`miso_mapper.runlock`); its modification time is the holder's heartbeat."""
+        return self.directory / "run.lock"
+
+    @property
+    def lock_guard(self) -> Path:
+        """The OS-locked file that makes taking, breaking and dropping :attr:`lock` one step each."""
+        return self.directory / "run.lock.guard"
+
+    @property
     def search(self) -> Path:
         """Folder of the per-chunk STAC search records."""
         return self.directory / "search"

@@ -34,6 +34,7 @@ from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
 from miso_mapper.pipeline.run import run_workflow, write_log_dir
 from miso_mapper.pipeline.store import LAYERS, NODATA
+from miso_mapper.runlock import unlock
 
 from .helpers import WORKFLOWS
 
@@ -350,6 +351,10 @@ def test_client_killed_midway_resumes_to_same_bytes(served_world, client, baseli
         before = {r.id: r.status for r in m.rows()}
     assert "done" in before.values() and set(before.values()) != {"done"}
     wf2 = load_workflow(path)
+    # a client killed with SIGKILL cannot release the run lock: the next run names it stale until it is cleared
+    with pytest.raises(MisoError, match=f"stale lock .*: pid {proc.pid} is not running on this host"):
+        run_workflow(wf2, resume=True, client=client)
+    assert unlock(RunLayout.of(wf2), wf2.output.lock_stale_after).pid == proc.pid
     summary = run_workflow(wf2, resume=True, client=client)
     assert not summary.failed
     assert sorted(summary.done + summary.recovered) == sorted(c for c, s in before.items() if s != "done")

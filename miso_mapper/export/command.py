@@ -3,17 +3,26 @@
 Exports on the workflow's Dask cluster (``cluster:``), shows a progress bar on stderr and prints a summary;
 problems are :class:`~miso_mapper.errors.MisoError` (exit code 1), invalid workflows
 :class:`~miso_mapper.errors.ConfigError` (exit code 2).
+
+The export holds the run folder's lock (:func:`~miso_mapper.writer.exclusive_writer`), so it never reads a
+store a run is writing, and no run or second export starts under it. SIGTERM or SIGINT raise
+:class:`~miso_mapper.interrupt.Interrupted` (exit 143 / 130) where the export is: products are published by
+renaming finished files, so none is left half written; the cluster and the lock are let go on the way out, and
+the hidden temporaries of workers killed in the middle of a product are removed.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from miso_mapper.config import load_workflow
+from miso_mapper.export.atomic import remove_temporaries
 from miso_mapper.layout import RunLayout
+from miso_mapper.writer import exclusive_writer
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,7 +37,7 @@ def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool
     workflow = load_workflow(config)
     layout = RunLayout.of(workflow)
     wanted = [t for arg in tiles or [] for t in arg.split(",") if t] or None
-    open_group(layout.store)  # a missing store fails before a cluster is started
+    open_group(layout.store)  # a missing store fails before a cluster is started (and before a lock is written)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), console=err_console, transient=False)
     tasks: dict[str, int] = {}
@@ -38,8 +47,18 @@ def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool
             tasks[stage] = progress.add_task(f"export {stage}", total=total)
         progress.update(tasks[stage], completed=done, total=total)
 
-    with open_client(workflow.cluster, layout.logs) as client, progress:
-        result = export_workflow(workflow, client=client, tiles=wanted, overwrite=overwrite, progress=report)
+    command = "export" + (" --overwrite" if overwrite else "")
+    hint = "no product was left half written; run `miso-mapper export CONFIG` again"
+    with exclusive_writer(workflow, command, hint=hint):
+        started = time.time()
+        try:
+            with open_client(workflow.cluster, layout.logs) as client, progress:
+                result = export_workflow(workflow, client=client, tiles=wanted, overwrite=overwrite,
+                                         progress=report)
+        except BaseException:
+            if layout.products.exists():  # the workers are gone: sweep what a killed one left half written
+                remove_temporaries(layout.products, started)
+            raise
     per_tile = sorted(result.tile_seconds.values())
     median = per_tile[len(per_tile) // 2] if per_tile else 0.0
     size_mb = sum(p.stat().st_size for p in result.files if p.exists()) / 1e6

@@ -1,10 +1,11 @@
-"""The ``miso-mapper run`` and ``miso-mapper status`` commands (registered in :mod:`miso_mapper.cli`), and how a
+"""The ``miso-mapper run``, ``status`` and ``unlock`` commands (registered in :mod:`miso_mapper.cli`), and how a
 run is shown: :class:`RichRunProgress` draws the progress bar (chunks, km², km²/h, failures, elapsed time and
 ETA) and the summary table from the engine's callbacks.
 
-Both commands raise :class:`~miso_mapper.errors.MisoError` for user errors (exit code 1; invalid workflow files
+The commands raise :class:`~miso_mapper.errors.MisoError` for user errors (exit code 1; invalid workflow files
 raise :class:`~miso_mapper.errors.ConfigError`, exit code 2); ``run`` also raises one, after printing its
-summary, when any chunk failed, so a batch job's exit status says whether the map is complete.
+summary, when any chunk failed, so a batch job's exit status says whether the map is complete, and
+:class:`~miso_mapper.interrupt.Interrupted` (exit 143 / 130) when SIGTERM / SIGINT stopped it.
 """
 
 from __future__ import annotations
@@ -17,24 +18,28 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from miso_mapper.config import load_workflow
+from miso_mapper.config import Workflow, load_workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.layout import RunLayout
+from miso_mapper.pipeline.audit import Finding
+from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
+from miso_mapper.runlock import RunLock, read_holder, unlock
+from miso_mapper.writer import os_errors_as_one_line
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def run_command(config: Path, resume: bool = False, only: list[str] | None = None, max_chunks: int | None = None,
-                overwrite: bool = False) -> None:
+                overwrite: bool = False, verify: bool = False) -> None:
     """Map a workflow's region into its Zarr store (see :mod:`miso_mapper.pipeline.run`)."""
     from miso_mapper.pipeline.run import run_workflow
 
     workflow = load_workflow(config)
     with RichRunProgress(err_console) as progress:
         summary = run_workflow(workflow, resume=resume, only=only or None, max_chunks=max_chunks,
-                               overwrite=overwrite, progress=progress)
+                               overwrite=overwrite, progress=progress, verify=verify)
     if summary.failed:
         raise MisoError(f"{len(summary.failed)} chunk(s) failed after {workflow.cluster.max_attempts} attempt(s): "
                         f"{', '.join(summary.failed)}; fix the cause and rerun with --resume")
@@ -42,15 +47,19 @@ def run_command(config: Path, resume: bool = False, only: list[str] | None = Non
                   f"store {summary.store}")
 
 
-def status_command(config: Path) -> None:
-    """Print the run manifest of a workflow: chunks per status, area, failures with their last error."""
-    from miso_mapper.pipeline.manifest import Manifest
-
+def status_command(config: Path, verify: bool = False) -> None:
+    """Print the run manifest of a workflow: chunks per status, area, failures with their last error, the run
+    lock's holder. First every done chunk is checked against the store (``verify``: re-read to its checksum,
+    see :mod:`miso_mapper.pipeline.audit`); one that fails goes back to pending, with a line saying why.
+    Raises :class:`MisoError` when there is no manifest, or when the store is missing."""
     workflow = load_workflow(config)
-    path = RunLayout.of(workflow).manifest
+    layout = RunLayout.of(workflow)
+    path = layout.manifest
     if not path.exists():
         raise MisoError(f"no run manifest at {path}: the workflow has not been run (miso-mapper run {config})")
-    with Manifest(path) as manifest:
+    with os_errors_as_one_line(layout.directory), Manifest(path) as manifest:
+        for line in _check_done_chunks(workflow, manifest, config, verify):
+            console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
         rows = manifest.rows()
         counts = manifest.counts()
         table = Table(title=f"{workflow.name}: {path}")
@@ -69,7 +78,56 @@ def status_command(config: Path) -> None:
             if r.status == "failed" or (r.last_error and r.status != "done"):
                 console.print(f"[red]{r.status} {r.id}[/] ({r.attempts} attempts): {r.last_error}",
                               highlight=False, soft_wrap=True)
-        console.print(f"store: {RunLayout.of(workflow).store}")
+        console.print(f"store: {layout.store}")
+        holder = read_holder(layout.lock)
+        if holder is not None:
+            reason = holder.stale_reason(workflow.output.lock_stale_after)
+            state = f"stale ({reason}; clear it with `miso-mapper unlock {config}`)" if reason else "held"
+            console.print(f"lock: {state} by {holder.describe()}", highlight=False, soft_wrap=True)
+
+
+def _check_done_chunks(workflow: Workflow, manifest: Manifest, config: Path, verify: bool) -> list[str]:
+    """Check the done chunks against the store and send those that fail back to pending under the run lock;
+    one line per chunk. A live or stale lock leaves them as they are (the lines say so)."""
+    from miso_mapper.grid import AlaskaGrid
+    from miso_mapper.pipeline.audit import audit_done, return_to_pending
+    from miso_mapper.pipeline.store import MapStore
+
+    layout = RunLayout.of(workflow)
+    if not layout.store.exists():
+        raise MisoError(f"the store {layout.store} is missing, yet the manifest {layout.manifest} records "
+                        f"{manifest.counts()['done']} chunk(s) done: map the region again with "
+                        f"`miso-mapper run {config}`")
+    findings = audit_done(manifest, MapStore(layout.store, AlaskaGrid(workflow.grid)), verify=verify)
+    if not findings:
+        return []
+    lock = RunLock(layout, "status", workflow.output.lock_stale_after)
+    try:
+        lock.acquire()
+    except MisoError as exc:
+        return [_left_as_is(f, str(exc)) for f in findings]
+    try:
+        return_to_pending(manifest, findings)
+    finally:
+        lock.release()
+    return [f.line() for f in findings]
+
+
+def _left_as_is(finding: Finding, why: str) -> str:
+    return f"chunk {finding.chunk_id} fails the check ({finding.reason}); left as is: {why}"
+
+
+def unlock_command(config: Path) -> None:
+    """Remove the stale run lock of a workflow's run folder (see :mod:`miso_mapper.runlock`); refuses a live one."""
+    workflow = load_workflow(config)
+    layout = RunLayout.of(workflow)
+    holder = unlock(layout, workflow.output.lock_stale_after)
+    if holder is None:
+        console.print(f"no lock on {layout.directory}")
+        return
+    reason = holder.stale_reason(workflow.output.lock_stale_after)
+    console.print(f"[green]✓ unlock[/] removed the stale lock of {holder.describe()} ({reason})", highlight=False,
+                  soft_wrap=True)
 
 
 class RichRunProgress(RunProgress):
@@ -92,6 +150,10 @@ class RichRunProgress(RunProgress):
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._stop()
+
+    def notice(self, line: str) -> None:
+        """Print a remark of the engine in yellow."""
+        self.console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
 
     def started(self, start: RunStart) -> None:
         """Start the bar (and show the Dask dashboard's address)."""

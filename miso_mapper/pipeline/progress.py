@@ -1,8 +1,9 @@
 """What a run reports while it maps: the events the engine sends and the callbacks that receive them.
 
 The engine (:mod:`miso_mapper.pipeline.run`) renders nothing itself. It calls a :class:`RunProgress`:
-``started`` once before the first chunk is submitted (not at all when every chunk is already done),
-``chunk_finished`` each time a chunk attempt comes back, and ``finished`` once with the :class:`RunSummary`.
+``notice`` for each one-line remark before the mapping (a done chunk sent back to pending), ``started`` once
+before the first chunk is submitted (not at all when every chunk is already done), ``chunk_finished`` each
+time a chunk attempt comes back, and ``finished`` once with the :class:`RunSummary`.
 The base class does nothing; the command line renders a progress bar and a summary table
 (:class:`miso_mapper.pipeline.commands.RichRunProgress`). Areas are in km², times in seconds.
 """
@@ -71,6 +72,9 @@ class ChunkReport:
 
 class RunProgress:
     """Callbacks of a run; each does nothing here. Override the ones you need."""
+
+    def notice(self, line: str) -> None:
+        """A one-line remark for the user (e.g. a done chunk whose store files are gone goes back to pending)."""
 
     def started(self, start: RunStart) -> None:
         """The first chunks are about to be submitted."""

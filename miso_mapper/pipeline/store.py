@@ -51,6 +51,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import uuid
 import warnings
@@ -76,6 +77,8 @@ PROB_SCALE = 250
 #: No-data value of every layer (also the Zarr fill value: unwritten chunks read as no data).
 NODATA = 255
 LAYERS = ("permafrost_probability", "taxonomy_probability", "taxonomy_class")
+#: Files of a Zarr array's folder that are not chunks (v3, then v2).
+_METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zmetadata"})
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -358,6 +361,33 @@ class MapStore:
     def checksum(self, chunk: Chunk) -> str:
         """sha256 of what is stored for ``chunk`` (see :func:`checksum_arrays`)."""
         return checksum_arrays(*self.read_chunk(chunk))
+
+    def zarr_chunk_keys(self, chunk: Chunk) -> list[str]:
+        """Store-relative keys of every Zarr chunk of every layer in ``chunk``'s region, as zarr names them
+        (``'taxonomy_class/c/3/4'`` in Zarr v3, ``'taxonomy_class/3.4'`` in v2). Each is a file of the store once
+        written; it stays absent while never written, and when all its pixels are no data."""
+        lr, lc = self.region(chunk)
+        z = self.grid.config.zarr_chunk
+        rows, cols = range(lr.start // z, -(-lr.stop // z)), range(lc.start // z, -(-lc.stop // z))
+        keys = []
+        for name in LAYERS:
+            array = self.group[name]
+            lead = (0,) * (array.ndim - 2)  # the class axis is one Zarr chunk
+            keys += [f"{name}/{array.metadata.encode_chunk_key((*lead, i, j))}" for i in rows for j in cols]
+        return keys
+
+    def absent_keys(self, chunk: Chunk) -> list[str]:
+        """The keys of :meth:`zarr_chunk_keys` that have no file in the store."""
+        return [key for key in self.zarr_chunk_keys(chunk) if not (self.path / key).is_file()]
+
+    def stored_keys(self) -> set[str]:
+        """Every chunk file of the layers, as store-relative keys (one walk of the layers' folders)."""
+        found: set[str] = set()
+        for name in LAYERS:
+            for folder, _, files in os.walk(self.path / name):
+                rel = Path(folder).relative_to(self.path).as_posix()
+                found.update(f"{rel}/{f}" for f in files if f not in _METADATA_FILES)
+        return found
 
 
 def _refuse_misregistered(chunk: Chunk, data: xr.Dataset) -> None:
