@@ -377,7 +377,7 @@ def _run_expect_error(wf: Workflow, tmp_path: Path, match: str, **kwargs: Any) -
 def test_missing_checkpoint_stops_before_work(served_world, tmp_path):
     wf = demo_workflow(served_world, tmp_path / "out", grid={"halo": 175},
                        model={"kind": "miso", "permafrost_checkpoint": str(tmp_path / "nope.safetensors")})
-    _run_expect_error(wf, tmp_path, r"model permafrost file not found: .*nope\.safetensors")
+    _run_expect_error(wf, tmp_path, r"model\.permafrost_checkpoint: checkpoint .*nope\.safetensors does not exist")
     assert not (tmp_path / "out").exists()
 
 
