@@ -1,7 +1,7 @@
 """The envelope of a command that writes into a run folder (``run``, ``export``).
 
 :func:`exclusive_writer` holds the run folder's lock (:mod:`miso_mapper.runlock`), answers SIGTERM and SIGINT
-(:mod:`miso_mapper.interrupt`) and turns the client's own OS errors (disk full, permission denied, a vanished
+(:mod:`miso_mapper.signals`) and turns the client's own OS errors (disk full, permission denied, a vanished
 folder) into one line naming the path (:func:`os_errors_as_one_line`); every exit path releases the lock.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
-from miso_mapper.interrupt import StopSignals
 from miso_mapper.layout import RunLayout
 from miso_mapper.runlock import RunLock
+from miso_mapper.signals import StopSignals
 
 
 def describe_os_error(exc: OSError, where: Path) -> str:

@@ -6,7 +6,7 @@ problems are :class:`~miso_mapper.errors.MisoError` (exit code 1), invalid workf
 
 The export holds the run folder's lock (:func:`~miso_mapper.writer.exclusive_writer`), so it never reads a
 store a run is writing, and no run or second export starts under it. SIGTERM or SIGINT raise
-:class:`~miso_mapper.interrupt.Interrupted` (exit 143 / 130) where the export is: products are published by
+:class:`~miso_mapper.signals.Interrupted` (exit 143 / 130) where the export is: products are published by
 renaming finished files, so none is left half written; the cluster and the lock are let go on the way out, and
 the hidden temporaries of workers killed in the middle of a product are removed.
 """

@@ -5,7 +5,7 @@ ETA) and the summary table from the engine's callbacks.
 The commands raise :class:`~miso_mapper.errors.MisoError` for user errors (exit code 1; invalid workflow files
 raise :class:`~miso_mapper.errors.ConfigError`, exit code 2); ``run`` also raises one, after printing its
 summary, when any chunk failed, so a batch job's exit status says whether the map is complete, and
-:class:`~miso_mapper.interrupt.Interrupted` (exit 143 / 130) when SIGTERM / SIGINT stopped it.
+:class:`~miso_mapper.signals.Interrupted` (exit 143 / 130) when SIGTERM / SIGINT stopped it.
 """
 
 from __future__ import annotations

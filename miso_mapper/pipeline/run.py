@@ -26,7 +26,7 @@ left ``running`` by a killed client are checked against the write log so a compl
 
 SIGTERM or SIGINT while chunks are mapped stops the submissions; chunks in flight get
 ``cluster.shutdown_grace`` seconds to come back and are recorded, the rest go back to pending, the cluster is
-closed, the lock released, and :class:`~miso_mapper.interrupt.Interrupted` says what was left (exit 143 or
+closed, the lock released, and :class:`~miso_mapper.signals.Interrupted` says what was left (exit 143 or
 130). On every way out, including a manifest that can no longer be written (disk full), the rows this client
 marked ``running`` go back to pending (best effort) and the lock is released.
 
@@ -48,7 +48,6 @@ from typing import Any
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid, Chunk
-from miso_mapper.interrupt import StopSignals
 from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.audit import audit_done, return_to_pending
 from miso_mapper.pipeline.clusters import cluster_has_gpus, open_client
@@ -59,6 +58,7 @@ from miso_mapper.pipeline.store import MapStore, create_store, delete_store, map
 from miso_mapper.pipeline.tasks import ChunkJob, logged_write, predict_write_task, read_task
 from miso_mapper.plan import make_plan
 from miso_mapper.runlock import RunLock
+from miso_mapper.signals import StopSignals
 from miso_mapper.writer import exclusive_writer
 
 
@@ -292,7 +292,7 @@ class _Driver:
         self.finished_in_grace = 0
 
     def run(self, client: Any) -> RunSummary:
-        """Map every chunk of the queue (inside ``stop.deferred()``); :class:`~miso_mapper.interrupt.Interrupted`
+        """Map every chunk of the queue (inside ``stop.deferred()``); :class:`~miso_mapper.signals.Interrupted`
         when a signal stopped it."""
         from distributed import as_completed
 
@@ -412,7 +412,7 @@ def run_workflow(workflow: Workflow, resume: bool = False, only: list[str] | Non
 
     ``verify`` (with ``resume``): re-read every done chunk and compare it with its recorded checksum.
     Raises :class:`MisoError` for bad input, a run folder locked by another command, or a client-side failure
-    (one line naming the path), and :class:`~miso_mapper.interrupt.Interrupted` when stopped by a signal.
+    (one line naming the path), and :class:`~miso_mapper.signals.Interrupted` when stopped by a signal.
     """
     if max_chunks is not None and max_chunks < 1:
         raise MisoError("--max-chunks must be at least 1")
