@@ -81,3 +81,16 @@ def served_world(demo_world: Path) -> Iterator[ServedWorld]:
         while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(_pid_alive(p) for p in pids), f"leaked server processes {pids}"
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One Dask LocalCluster of 2 worker processes shared by a test module's in-process runs (a run given no
+    client starts its own)."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1.5GB",
+                           dashboard_address=":0")
+    with Client(cluster) as c:
+        yield c
+    cluster.close()

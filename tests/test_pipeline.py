@@ -99,18 +99,6 @@ class Recorder(RunProgress):
 
 
 @pytest.fixture(scope="module")
-def client():
-    """One LocalCluster of 2 worker processes for the module (the run itself starts its own otherwise)."""
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1.5GB",
-                           dashboard_address=":0")
-    with Client(cluster) as c:
-        yield c
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def baseline_progress() -> Recorder:
     """The callbacks :func:`baseline`'s run made."""
     return Recorder()

@@ -43,18 +43,6 @@ ONE_AT_A_TIME = {"cluster": {"n_workers": 1, "window": 1, "memory_limit": "3GB"}
 
 
 @pytest.fixture(scope="module")
-def client():
-    """One LocalCluster of 2 worker processes for the in-process runs of the module."""
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1.5GB",
-                           dashboard_address=":0")
-    with Client(cluster) as c:
-        yield c
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def baseline(served_world, client, tmp_path_factory) -> tuple[Workflow, dict[str, np.ndarray]]:
     """An uninterrupted run: (workflow, the store's raw layers)."""
     wf = demo_workflow(served_world, tmp_path_factory.mktemp("baseline"))
