@@ -108,27 +108,6 @@ def check_workflow(workflow: Workflow, source: str = "<workflow>") -> None:
         raise UsageError("\n".join(f"{source}: {p}" for p in problems))
 
 
-def check_run_arguments(workflow: Workflow, only: list[str] | None, max_chunks: int | None) -> None:
-    """``run``'s options: ``--max-chunks`` at least 1 and every ``--only`` id a chunk of the planned region;
-    :class:`UsageError` (exit 2) otherwise."""
-    if max_chunks is not None and max_chunks < 1:
-        raise UsageError(f"--max-chunks must be at least 1, got {max_chunks}")
-    if not only:
-        return
-    from miso_mapper.grid import AlaskaGrid
-    from miso_mapper.region import region_geometry
-
-    grid = AlaskaGrid(workflow.grid)
-    planned = {ch.id for ch in grid.chunks_in(region_geometry(workflow.region, grid))}  # the plan's chunks
-    for chunk_id in only:
-        try:
-            grid.chunk_by_id(chunk_id)
-        except MisoError as exc:
-            raise UsageError(f"--only: {exc}") from None
-        if chunk_id not in planned:
-            raise UsageError(f"--only: chunk {chunk_id} is not in the planned region of {workflow.name!r}")
-
-
 def _raised(check: Callable[..., object], *args: object) -> list[MisoError]:
     """[the MisoError ``check(*args)`` raised] or []."""
     try:

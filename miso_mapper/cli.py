@@ -324,11 +324,8 @@ def run(
     cleared with `miso-mapper unlock CONFIG`. SIGTERM / SIGINT: no new chunks, cluster.shutdown_grace s for those
     in flight, the rest back to pending, exit 143 / 130.
     """
-    from miso_mapper.checks import check_run_arguments
-    from miso_mapper.config import load_workflow
     from miso_mapper.pipeline.commands import run_command
 
-    check_run_arguments(load_workflow(config), only, max_chunks)
     run_command(config, resume=resume, only=only, max_chunks=max_chunks, overwrite=overwrite, verify=verify)
 
 

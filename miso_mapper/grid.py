@@ -30,6 +30,7 @@ import shapely
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from pyproj import CRS
+from pyproj.exceptions import CRSError
 from shapely.geometry.base import BaseGeometry
 
 from miso_mapper.config import GridConfig
@@ -281,6 +282,17 @@ def geobox_from_spatial_ref(attrs: Mapping[str, Any], shape: tuple[int, int]) ->
         crs = CRS.from_wkt(attrs.get("crs_wkt") or attrs["spatial_ref"])
         numbers = [float(v) for v in str(attrs["GeoTransform"]).split()]
         transform = Affine.from_gdal(*numbers)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, CRSError) as exc:
         raise MisoError(f"the spatial_ref variable has no readable CRS and GeoTransform ({exc})") from None
     return GeoBox(shape, transform, crs)
+
+
+def describe_geobox(geobox: GeoBox | None) -> str:
+    """One line naming a grid: shape, upper-left corner, pixel size and CRS (or its absence)."""
+    if geobox is None:
+        return "no georeferencing"
+    a = geobox.affine
+    crs = geobox.crs
+    name = "no CRS" if crs is None else f"EPSG:{crs.epsg}" if crs.epsg else crs.proj.name
+    return (f"{geobox.shape.y} x {geobox.shape.x} px from x {a.c:.10g}, y {a.f:.10g}, "
+            f"pixels {a.a:.10g} x {a.e:.10g}, {name}")

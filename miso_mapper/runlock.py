@@ -59,9 +59,10 @@ class Holder:
                 f"heartbeat {age:.0f} s ago)")
 
     def stale_reason(self, stale_after: float) -> str | None:
-        """Why this holder is gone (its PID is not running here, or its heartbeat stopped), or None when live."""
-        if self.host == socket.gethostname() and not _running(self.pid, self.pid_started):
-            return f"pid {self.pid} is not running on this host"
+        """Why this holder is gone, or None when live. On this host the PID decides (a suspended or slow holder
+        is still alive); for a holder on another host only the heartbeat can tell."""
+        if self.host == socket.gethostname():
+            return None if _running(self.pid, self.pid_started) else f"pid {self.pid} is not running on this host"
         age = time.time() - self.heartbeat
         if age > stale_after:
             return f"no heartbeat for {age:.0f} s (output.lock_stale_after: {stale_after:g} s)"

@@ -32,7 +32,7 @@ from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.commands import run_command, status_command
 from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
-from miso_mapper.pipeline.run import run_workflow, write_log_dir
+from miso_mapper.pipeline.run import run_workflow
 from miso_mapper.pipeline.store import LAYERS, NODATA
 from miso_mapper.runlock import unlock
 
@@ -76,7 +76,7 @@ def store_arrays(store: Path) -> dict[str, np.ndarray]:
 def write_counts(workflow: Workflow) -> dict[str, int]:
     """Completed writes per chunk, from the write log."""
     counts: dict[str, int] = {}
-    for f in write_log_dir(workflow).glob("*.json"):
+    for f in RunLayout.of(workflow).write_log.glob("*.json"):
         cid = f.name.split("--")[0]
         counts[cid] = counts.get(cid, 0) + 1
     return counts

@@ -47,8 +47,8 @@ def test_one_window_size():
     assert PredictorConfig().window == MisoNetConfig().crop_size == TrainConfig().crop_size == WINDOW_PX
     assert inspect.signature(cut_windows).parameters["size"].default == WINDOW_PX
     assert inspect.signature(sample_points).parameters["window"].default == WINDOW_PX
-    assert PredictorConfig().stride == WINDOW_PX // 5  # the reference's interval 5
-    assert GridConfig().halo == PredictorConfig().required_halo() == WINDOW_PX // 2 + 50
+    assert PredictorConfig().stride == 50  # the reference's 250 // 5
+    assert GridConfig().halo == PredictorConfig().required_halo() == 175  # half the window + one stride
 
 
 def test_auto_query_spacing_of_the_presets():

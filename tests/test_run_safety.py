@@ -249,6 +249,20 @@ def test_the_heartbeat_keeps_the_lock_fresh_and_notices_its_loss(served_world, t
     assert not layout.lock.exists()
 
 
+def test_a_live_holder_on_this_host_is_never_stale(served_world, tmp_path):
+    """A suspended or slowed holder (Ctrl-Z, a scheduler's suspend, slow NFS) stops beating but is still alive:
+    on its own host the PID decides, so `unlock` (which removes only stale locks) cannot take it away."""
+    from miso_mapper.runlock import RunLock, read_holder
+
+    layout = RunLayout.of(demo_workflow(served_world, tmp_path / "out"))
+    with RunLock(layout, "run", stale_after=3600):  # beats every 30 s: not during this test
+        hour_ago = time.time() - 3600
+        os.utime(layout.lock, (hour_ago, hour_ago))
+        holder = read_holder(layout.lock)
+        assert holder is not None and holder.pid == os.getpid() and holder.heartbeat < time.time() - 3000
+        assert holder.stale_reason(300) is None  # the code before this test called it stale ("no heartbeat")
+
+
 def test_a_run_whose_lock_is_taken_away_stops(served_world, baseline, client, tmp_path):
     from miso_mapper.errors import MisoError
     from miso_mapper.pipeline.progress import RunProgress

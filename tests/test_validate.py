@@ -123,7 +123,7 @@ def test_statewide_workflow_plans_here_but_does_not_validate():
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--only", "bogus"], "--only: 'bogus' is not a chunk id"),
-    (["--only", "r0001c0001"], "--only: chunk r0001c0001 is not in the planned region"),
+    (["--only", "r0001c0001"], "--only: chunk(s) r0001c0001 are not in the planned region"),
     (["--max-chunks", "0"], "--max-chunks must be at least 1, got 0"),
     (["--max-chunks", "-3"], "--max-chunks must be at least 1, got -3"),
 ])

@@ -80,6 +80,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     from miso_mapper.train.chips import ChipGeometry, build_chips
     from miso_mapper.train.loop import net_config
     from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, training_pool
+    from miso_mapper.train.progress import progress_bars
     from miso_mapper.train.source import ensure_world_exists
     from miso_mapper.train.splits import load_split, make_folds, save_split, scheme_distance, validation_split
     from miso_mapper.train.state import discard_state
@@ -147,7 +148,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     workers = min(cfg.workers, max(len(jobs), 1))
     threads = threads_per_worker(cfg, workers)
     ref = ChipCacheRef.of(chips, layout.train.chips)
-    progress = _progress(console)
+    progress = progress_bars(console)
     t_miso = t_rf = 0.0
     with progress if progress is not None else contextlib.nullcontext(), training_pool(workers) as pool:
         overall = progress.add_task("evaluate", total=len(jobs)) if progress is not None else None
@@ -255,15 +256,6 @@ def _regions(workflow: Workflow, points: PointSet) -> dict[str, dict[str, str]]:
         names = assign_regions(points.x, points.y, path, fld, workflow.grid.crs)
         out["zone" if kind == "zones" else "mlra"] = dict(zip(points.ids.tolist(), names.tolist(), strict=True))
     return out
-
-
-def _progress(console: Any) -> Any:
-    if console is None:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
 
 
 def evaluation_json(ev: Evaluation) -> dict[str, Any]:

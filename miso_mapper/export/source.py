@@ -24,7 +24,7 @@ from odc.geo.geobox import GeoBox
 
 from miso_mapper.config import GridConfig
 from miso_mapper.errors import MisoError
-from miso_mapper.grid import AlaskaGrid, geobox_from_spatial_ref
+from miso_mapper.grid import AlaskaGrid, describe_geobox, geobox_from_spatial_ref
 from miso_mapper.pipeline.store import LAYERS as STORE_LAYERS
 
 
@@ -55,14 +55,6 @@ def store_geobox(group: Any, path: Path) -> GeoBox:
         raise MisoError(f"{path}: {exc}") from None
 
 
-def describe(geobox: GeoBox) -> str:
-    """A grid in a few words: CRS, pixel size (CRS units), upper-left corner and (rows x cols)."""
-    crs = f"EPSG:{geobox.crs.epsg}" if geobox.crs.epsg else geobox.crs.proj.name
-    a = geobox.affine
-    return (f"{crs}, pixel size {a.a:g} x {-a.e:g}, upper-left ({a.c:.2f}, {a.f:.2f}), "
-            f"{geobox.shape.y} x {geobox.shape.x} px")
-
-
 class StoreReader:
     """A map store opened for export: attributes, GeoBox, tiles (id -> GeoBox) and block reads."""
 
@@ -79,8 +71,8 @@ class StoreReader:
             self.tiles: dict[str, GeoBox] = dict(self.grid.tile_ids(self.geobox))
             """Every tile of the store, row-major (north to south, west to east): id -> the tile's grid."""
         except MisoError as exc:
-            raise MisoError(f"{self.path}: the store's grid ({describe(self.geobox)}) is not on the workflow's "
-                            f"grid ({describe(self.grid.geobox)}): {exc}; export it with the workflow that "
+            raise MisoError(f"{self.path}: the store's grid ({describe_geobox(self.geobox)}) is not on the workflow's "
+                            f"grid ({describe_geobox(self.grid.geobox)}): {exc}; export it with the workflow that "
                             "made it") from None
         if int(self.attrs.get("zarr_chunk", -1)) != grid.zarr_chunk:
             raise MisoError(f"{self.path} uses {self.attrs.get('zarr_chunk')} px Zarr chunks, the grid "

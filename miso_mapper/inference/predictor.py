@@ -20,7 +20,9 @@ from collections.abc import Hashable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import odc.geo.xr  # noqa: F401 - registers the .odc accessor
 import xarray as xr
+from odc.geo.xr import xr_coords
 
 from miso_mapper.bands import SOIL_ORDERS
 
@@ -35,12 +37,16 @@ class Predictor(Protocol):
 
 
 def interior_coords(inputs: xr.Dataset, interior: tuple[slice, slice]) -> dict[Hashable, xr.DataArray]:
-    """``y``/``x`` and the georeferencing (``spatial_ref``) of ``inputs``' pixels ``interior``, cut by slicing.
+    """``y``/``x`` and the georeferencing (``spatial_ref``) of ``inputs``' pixels ``interior``.
 
     A prediction built on them has ``.odc.geobox`` equal to the interior's GeoBox (``inputs.odc.geobox``
-    sliced by ``interior``); inputs without georeferencing give a prediction without it, which the store
-    refuses.
+    sliced by ``interior``), and its ``spatial_ref`` (GeoTransform included) describes that slice, not the halo
+    grid: slicing a Dataset keeps a scalar coordinate as it is. Inputs without georeferencing give a
+    prediction without it, which the store refuses.
     """
+    geobox = inputs.odc.geobox if "spatial_ref" in inputs.coords else None
+    if geobox is not None:
+        return dict(xr_coords(geobox[interior], crs_coord_name="spatial_ref"))
     part = inputs.coords.to_dataset().isel(y=interior[0], x=interior[1])
     return {name: coord for name, coord in part.coords.items() if set(coord.dims) <= {"y", "x"}}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from miso_mapper.bands import WINDOW_PX
 from miso_mapper.errors import MisoError
@@ -120,8 +120,12 @@ def checked_predictor_config(settings: PredictorConfig | Mapping[str, Any], chun
     try:
         checked = PredictorConfig.model_validate(settings)
         checked.check_grid(chunk_size, halo)
-    except ValueError as exc:  # pydantic's ValidationError is one
-        raise MisoError(f"model.predictor: {' '.join(str(exc).split())}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise MisoError(f"model.predictor{'.' + where if where else ''}: {first['msg']}") from None
+    except ValueError as exc:  # check_grid
+        raise MisoError(f"model.predictor: {exc}") from None
     return checked
 
 

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 BlendKind = Literal["hann", "cosine", "gaussian"]
 
@@ -181,6 +180,8 @@ def blend_mask(window: int, kind: BlendKind, sigma_fraction: float = 0.25) -> np
     if kind == "gaussian":
         delta = np.zeros((window, window))
         delta[window // 2, window // 2] = 1.0
+        from scipy.ndimage import gaussian_filter  # here: loading the workflow config needs no scipy
+
         mask = gaussian_filter(delta, sigma=window * sigma_fraction)
         return mask / mask.max()
     s = np.sin(np.pi * (np.arange(window) + 0.5) / window)

@@ -16,12 +16,11 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from miso_mapper.model.card import ModelCard, check_checkpoint, read_model_card
     from miso_mapper.model.checkpoint import (
-        ModelCard,
         load_checkpoint,
         load_reference_checkpoint,
         load_satlas_backbone,
-        read_model_card,
         save_checkpoint,
     )
     from miso_mapper.model.config import LocationConfig, MisoNetConfig, SwinConfig
@@ -31,11 +30,12 @@ if TYPE_CHECKING:
 
 #: Public name -> the submodule that defines it.
 _HOME = {
-    "ModelCard": "checkpoint",
+    "ModelCard": "card",
+    "check_checkpoint": "card",
     "load_checkpoint": "checkpoint",
     "load_reference_checkpoint": "checkpoint",
     "load_satlas_backbone": "checkpoint",
-    "read_model_card": "checkpoint",
+    "read_model_card": "card",
     "save_checkpoint": "checkpoint",
     "LocationConfig": "config",
     "MisoNetConfig": "config",
@@ -57,6 +57,7 @@ __all__ = [
     "ModelCard",
     "SwinConfig",
     "build_model",
+    "check_checkpoint",
     "info_nce",
     "load_checkpoint",
     "load_reference_checkpoint",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -21,11 +22,13 @@ from rich.table import Table
 from miso_mapper.config import Workflow, load_workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.layout import RunLayout
-from miso_mapper.pipeline.audit import Finding
 from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
 from miso_mapper.runlock import RunLock, read_holder, unlock
 from miso_mapper.writer import os_errors_as_one_line
+
+if TYPE_CHECKING:
+    from miso_mapper.pipeline.audit import Finding
 
 console = Console()
 err_console = Console(stderr=True)

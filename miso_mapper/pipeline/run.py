@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from miso_mapper.config import Workflow
-from miso_mapper.errors import MisoError
+from miso_mapper.errors import MisoError, UsageError
 from miso_mapper.grid import AlaskaGrid, Chunk
 from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.audit import audit_done, return_to_pending
@@ -60,16 +60,6 @@ from miso_mapper.plan import make_plan
 from miso_mapper.runlock import RunLock
 from miso_mapper.signals import StopSignals
 from miso_mapper.writer import exclusive_writer
-
-
-def search_dir(workflow: Workflow) -> Path:
-    """Folder of the per-chunk STAC search records."""
-    return RunLayout.of(workflow).search
-
-
-def write_log_dir(workflow: Workflow) -> Path:
-    """Folder of the write log (one file per completed chunk write)."""
-    return RunLayout.of(workflow).write_log
 
 
 @dataclass
@@ -92,10 +82,13 @@ def _select(chunks: list[Chunk], only: list[str] | None, grid: AlaskaGrid) -> li
         return chunks
     by_id = {ch.id: ch for ch in chunks}
     unknown = [c for c in only if c not in by_id]
+    for c in unknown:
+        try:
+            grid.chunk_by_id(c)  # a malformed id or one off the grid says so
+        except MisoError as exc:
+            raise UsageError(f"--only: {exc}") from None
     if unknown:
-        for c in unknown:
-            grid.chunk_by_id(c)  # raises for a malformed id
-        raise MisoError(f"--only: chunk(s) {', '.join(unknown)} are not in the planned region")
+        raise UsageError(f"--only: chunk(s) {', '.join(unknown)} are not in the planned region")
     return [by_id[c] for c in dict.fromkeys(only)]
 
 
@@ -179,7 +172,7 @@ def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = N
             )
         if not resume:
             raise MisoError(f"{out.store} already exists: use --resume to continue it or --overwrite to replace it")
-    records = search_dir(workflow)
+    records = RunLayout.of(workflow).search
     if overwrite and exists:
         fresh = records.with_name(records.name + ".new")
         shutil.rmtree(fresh, ignore_errors=True)
@@ -188,14 +181,14 @@ def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = N
         out.manifest.unlink(missing_ok=True)
         for suffix in ("-wal", "-shm"):
             Path(str(out.manifest) + suffix).unlink(missing_ok=True)
-        shutil.rmtree(write_log_dir(workflow), ignore_errors=True)
+        shutil.rmtree(out.write_log, ignore_errors=True)
         shutil.rmtree(records, ignore_errors=True)
         fresh.rename(records)
         exists = False
     else:
         if not exists:  # a manifest or write log without its store describes nothing
             out.manifest.unlink(missing_ok=True)
-            shutil.rmtree(write_log_dir(workflow), ignore_errors=True)
+            shutil.rmtree(out.write_log, ignore_errors=True)
         items, covs, times = _search_all(workflow, chunks, records)
     if not exists:
         checkpoints = {role: h for role, h in spec.hashes.items()}
@@ -229,7 +222,7 @@ def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = N
 def _job(p: Prepared, chunk: Chunk) -> ChunkJob:
     wf = p.workflow
     return ChunkJob(chunk.id, wf.grid, wf.imagery, p.items[chunk.id], p.covariates[chunk.id], str(p.store.path),
-                    p.store.uuid, str(write_log_dir(wf)), p.spec)
+                    p.store.uuid, str(RunLayout.of(wf).write_log), p.spec)
 
 
 def recover_interrupted(p: Prepared, chunks: list[Chunk]) -> list[str]:
@@ -415,7 +408,7 @@ def run_workflow(workflow: Workflow, resume: bool = False, only: list[str] | Non
     (one line naming the path), and :class:`~miso_mapper.signals.Interrupted` when stopped by a signal.
     """
     if max_chunks is not None and max_chunks < 1:
-        raise MisoError("--max-chunks must be at least 1")
+        raise UsageError(f"--max-chunks must be at least 1, got {max_chunks}")
     if verify and not resume:
         raise MisoError("--verify checks the done chunks of an existing run: give it with --resume")
     if resume and overwrite:

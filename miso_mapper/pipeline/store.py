@@ -70,7 +70,7 @@ from miso_mapper import __version__
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
-from miso_mapper.grid import AlaskaGrid, Chunk, geobox_from_spatial_ref, spatial_ref_attrs
+from miso_mapper.grid import AlaskaGrid, Chunk, describe_geobox, geobox_from_spatial_ref, spatial_ref_attrs
 
 #: Scale of the uint8 probabilities: stored = round(p x 250).
 PROB_SCALE = 250
@@ -396,17 +396,6 @@ def _refuse_misregistered(chunk: Chunk, data: xr.Dataset) -> None:
     if found != chunk.geobox:
         raise MisoError(f"refusing to write chunk {chunk.id}: the prediction's grid ({describe_geobox(found)}) "
                         f"is not the chunk's ({describe_geobox(chunk.geobox)})")
-
-
-def describe_geobox(geobox: GeoBox | None) -> str:
-    """One line naming a grid: shape, upper-left corner, pixel size and CRS (or its absence)."""
-    if geobox is None:
-        return "no georeferencing"
-    a = geobox.affine
-    crs = geobox.crs
-    name = "no CRS" if crs is None else f"EPSG:{crs.epsg}" if crs.epsg else crs.proj.name
-    return (f"{geobox.shape.y} x {geobox.shape.x} px from x {a.c:.10g}, y {a.f:.10g}, "
-            f"pixels {a.a:.10g} x {a.e:.10g}, {name}")
 
 
 def open_store(path: Path, grid: AlaskaGrid) -> MapStore:

@@ -34,3 +34,14 @@ class TrainingProgress:
         """Remove the bar."""
         if self.progress is not None:
             self.progress.remove_task(self.task_id)
+
+
+def progress_bars(console: Any) -> Any:
+    """The ``rich.progress.Progress`` that training bars go on (count, elapsed time; removed when done), or None
+    without a console."""
+    if console is None:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)

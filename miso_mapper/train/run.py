@@ -22,13 +22,12 @@ from miso_mapper.layout import RunLayout
 def run_training(workflow: Workflow, tasks: list[str] | None = None, console: Any = None,
                  fresh: bool = False) -> dict[str, Path]:
     """Train the workflow's MISO networks; returns task -> checkpoint path."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from miso_mapper.model import ModelCard, save_checkpoint
     from miso_mapper.points import load_points
     from miso_mapper.train.chips import ChipGeometry, build_chips
     from miso_mapper.train.loop import net_config, train_miso
     from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, train_in_worker, training_pool
+    from miso_mapper.train.progress import progress_bars
     from miso_mapper.train.source import ensure_world_exists
     from miso_mapper.train.splits import validation_split
     from miso_mapper.train.state import discard_state
@@ -66,8 +65,7 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
         else:
             results = []
             for task, labels, tr, va, unl, run_dir in jobs:
-                progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeElapsedColumn(), console=console, transient=True) if console else None
+                progress = progress_bars(console)
                 with progress if progress is not None else contextlib.nullcontext():
                     results.append(train_miso(chips, labels, tr, va, task, cfg, size, run_dir=run_dir,
                                               unlabelled_idx=unl, progress=progress, description=f"MISO {task}"))
