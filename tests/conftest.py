@@ -89,7 +89,9 @@ def client():
     client starts its own)."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1.5GB",
+    # 3 GB each: the workers keep a module's runs' memory, and at 1.5 GB one reached Dask's pause threshold
+    # (80 %) mid-module, took no more tasks, and the run waiting on it hung until the test timed out.
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="3GB",
                            dashboard_address=":0")
     with Client(cluster) as c:
         yield c
