@@ -6,7 +6,9 @@
 * the files a run or a training reads (:func:`input_problems`): the covariate folder with its layers (source
   ``folder``), the labelled-points files (when set), and the model files ``model.kind`` maps with, when set
   (:func:`model_file_problems`: a MISO checkpoint is a readable safetensors file whose card says the right
-  task and ``model.size``; an RF-11 file is a skops file made only of forests, never a pickle).
+  task and ``model.size``; an RF-11 file is a skops file made only of forests, never a pickle);
+* the labelled points as ``train`` and ``evaluate`` read them (:func:`points_problems`): label fields,
+  spellings and a label of each of their tasks inside the region.
 
 Who refuses what: ``validate`` refuses every problem (:func:`check_workflow`, exit 2); ``plan`` refuses region
 problems and lists the rest as warnings, so a statewide workflow plans on a laptop without its data
@@ -96,9 +98,28 @@ def input_problems(workflow: Workflow) -> list[Problem]:
     return problems + model_file_problems(workflow.model)
 
 
+def points_problems(workflow: Workflow) -> list[Problem]:
+    """The labelled points as ``train`` and ``evaluate`` read them (:func:`~miso_mapper.points.load_points`):
+    the label field of each of their tasks present, every label value an accepted spelling, and a label of
+    each task left inside the region. Nothing to check when the points file (or the world's) does not exist.
+    """
+    from miso_mapper.points import TASK_FIELDS, load_points, points_path
+
+    try:
+        path = points_path(workflow)
+    except MisoError:
+        return []
+    if not path.is_file():
+        return []
+    tasks = [t for t in TASK_FIELDS if t in workflow.train.tasks or t in workflow.evaluate.tasks]
+    field = "points.path" if workflow.points.path is not None else "points"
+    return [Problem(field, str(exc)) for exc in _raised(load_points, workflow, tasks)]
+
+
 def workflow_problems(workflow: Workflow) -> list[Problem]:
-    """Every problem :mod:`miso_mapper.checks` finds, region first."""
-    return region_problems(workflow) + input_problems(workflow)
+    """Every problem :mod:`miso_mapper.checks` finds, region first; the points only in a valid region."""
+    region = region_problems(workflow)
+    return region + input_problems(workflow) + ([] if region else points_problems(workflow))
 
 
 def check_workflow(workflow: Workflow, source: str = "<workflow>") -> None:

@@ -370,8 +370,11 @@ def report(
 
     Quicklook PNGs go to a quicklooks/ folder beside the page; accuracy against truth only for demo worlds.
     """
+    from rich.markup import escape
+
     from miso_mapper.config import load_workflow
     from miso_mapper.layout import RunLayout
+    from miso_mapper.points import describe_label_counts
     from miso_mapper.report import map_accuracy, write_run_report
     from miso_mapper.report.accuracy import truth_paths
 
@@ -386,6 +389,10 @@ def report(
             if a["accuracy"] is not None:
                 console.print(f"{task}: accuracy {a['accuracy']:.3f} on {a['pixels']:,} px "
                               f"(majority {a['majority_class']}: {a['majority_accuracy']:.3f})")
+        if acc["labels"]:
+            console.print(f"labels: {describe_label_counts(acc['labels'])}", highlight=False)
+        elif acc["points_note"]:
+            console.print(f"[yellow]note:[/] labelled points not used: {escape(acc['points_note'])}", highlight=False)
     path = write_run_report(workflow, out, accuracy=acc)
     console.print(f"[green]✓ report[/] {path}")
 

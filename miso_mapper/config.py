@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator, model_validator
 
-from miso_mapper.bands import COVARIATES, WINDOW_PX
+from miso_mapper.bands import COVARIATES, SOIL_ORDERS, WINDOW_PX
 from miso_mapper.errors import ConfigError
 from miso_mapper.inference.settings import PredictorConfig
 
@@ -286,9 +286,11 @@ class WorldConfig(StrictModel):
 class PointsConfig(StrictModel):
     """Labelled field points (training and evaluation) and the polygon layers results are broken down by.
 
-    The points file is GeoJSON with one Point feature per site and properties ``id`` (unique text),
-    ``permafrost`` (0/1 or null), ``soil_order`` (a name of ``bands.SOIL_ORDERS`` or null) and optionally
-    ``x_3338``/``y_3338`` (EPSG:3338 metres; otherwise the geometry, EPSG:4326 unless the file says, is used).
+    The points file is GeoJSON with one Point feature per site. Its properties: a unique id (``id_field``), the
+    permafrost label (``permafrost_field``: a spelling of present/absent) and the soil order
+    (``soil_order_field``: an order's name or a ``soil_order_names`` key), either may be a "no label" value,
+    and optionally ``x_3338``/``y_3338`` (EPSG:3338 metres; otherwise the geometry, EPSG:4326 unless the file
+    says, is used). Spellings are compared as trimmed lower-case text (:mod:`miso_mapper.labels`).
     Paths left out default to the demo world's files when the workflow has a ``world``.
     """
 
@@ -297,6 +299,46 @@ class PointsConfig(StrictModel):
     mlra: Path | None = Field(None, description="MLRA polygons (default: the world's)")
     zone_field: str = Field("zone", description="property of the zone polygons holding the zone name")
     mlra_field: str = Field("mlra_id", description="property of the MLRA polygons holding the MLRA id")
+    id_field: str = Field("id", min_length=1,
+                          description="property holding each point's unique id (else the feature's own id)")
+    permafrost_field: str = Field("permafrost", min_length=1,
+                                  description="property holding the near-surface permafrost label")
+    permafrost_true: list[str] = Field(
+        ["1", "true", "yes"], min_length=1,
+        description="spellings of 'permafrost present', any case (JSON true reads as 'true', 1 and 1.0 as '1')")
+    permafrost_false: list[str] = Field(
+        ["0", "false", "no"], min_length=1,
+        description="spellings of 'no permafrost', any case (JSON false reads as 'false', 0 and 0.0 as '0')")
+    soil_order_field: str = Field("soil_order", min_length=1, description="property holding the soil order")
+    soil_order_names: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="file value -> soil order (or null: no label) for values that are not an order's own name "
+                    "(those match in any case, singular too), e.g. {Turbels: Gelisols}; keys match in any case")
+    no_label_values: list[str] = Field(
+        ["", "na", "n/a", "nan", "null", "none"],
+        description="values meaning 'no label', any case, besides JSON null, NaN and a missing property")
+
+    @field_validator("soil_order_names")
+    @classmethod
+    def _known_orders(cls, names: dict[str, str | None]) -> dict[str, str | None]:
+        from miso_mapper.labels import soil_order_index
+
+        bad = sorted({v for v in names.values() if v is not None and soil_order_index(v) is None})
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))} not a soil order (one of {', '.join(SOIL_ORDERS)})")
+        return {k: None if v is None else SOIL_ORDERS[soil_order_index(v)] for k, v in names.items()}
+
+    @model_validator(mode="after")
+    def _spellings_disjoint(self) -> PointsConfig:
+        from miso_mapper.labels import as_text
+
+        sets = {name: {as_text(v) for v in getattr(self, name)}
+                for name in ("permafrost_true", "permafrost_false", "no_label_values")}
+        for a, b in (("permafrost_true", "permafrost_false"), ("permafrost_true", "no_label_values"),
+                     ("permafrost_false", "no_label_values")):
+            if sets[a] & sets[b]:
+                raise ValueError(f"{a} and {b} share {', '.join(map(repr, sorted(sets[a] & sets[b])))}")
+        return self
 
 
 class TrainConfig(StrictModel):

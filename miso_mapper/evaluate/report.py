@@ -27,8 +27,9 @@ from miso_mapper.evaluate.metrics import (
     reliability,
 )
 from miso_mapper.evaluate.run import MODELS, Evaluation, evaluation_json
-from miso_mapper.htmlpage import figure_img
+from miso_mapper.htmlpage import figure_img, table
 from miso_mapper.layout import EvaluationLayout
+from miso_mapper.points import label_count_rows
 
 HEADERS = {
     "accuracy": "Acc", "precision_0": "P (no PF)", "recall_0": "R (no PF)", "f1_0": "F1 (no PF)",
@@ -267,6 +268,9 @@ def html_report(ev: Evaluation, regions: list[dict[str, Any]]) -> str:
         for s, folds in ev.split_sizes.items() for i, f in enumerate(folds))
     parts.append("<h2>Splits</h2><table><tr><th>Scheme</th><th>Fold</th><th>Train</th><th>Test</th>"
                  f"<th>Buffer (left out)</th></tr>{sizes}</table>")
+    if ev.label_counts:
+        parts.append("<h2>Labelled points in the region</h2>"
+                     + table(["Task", "Class", "Labelled points"], label_count_rows(ev.label_counts)))
     if "permafrost" in ev.tasks:
         parts.append("<h2>Table 1: near-surface permafrost</h2>")
         parts.append(_html_table(summary_rows(ev, "permafrost"), PERMAFROST_KEYS))

@@ -23,7 +23,7 @@ import numpy as np
 from miso_mapper.config import TrainConfig, Workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.layout import RunLayout
-from miso_mapper.points import PointSet, load_points, polygon_path
+from miso_mapper.points import PointSet, label_counts, load_points, polygon_path
 
 MODELS = ("MISO", "RF-11", "Majority")
 
@@ -64,6 +64,8 @@ class Evaluation:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """task -> class -> labelled points in the region (:func:`~miso_mapper.points.label_counts`)."""
 
 
 def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None, fresh: bool = False) -> Evaluation:
@@ -187,7 +189,8 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
                  f"MISO {best_epoch} ep best, {seconds:.0f} s)", highlight=False)
     timings |= {"miso_s": t_miso, "rf_s": t_rf}
     evaluation = Evaluation(workflow.name, list(ev.schemes), list(ev.tasks), n_folds, ev.folds, size, cfg.epochs,
-                            predictions, fold_metrics, regions, split_sizes, time.perf_counter() - started, timings)
+                            predictions, fold_metrics, regions, split_sizes, time.perf_counter() - started, timings,
+                            label_counts=label_counts(points, ev.tasks))
     write_outputs(evaluation, out.directory)
     evaluation.seconds = time.perf_counter() - started
     return evaluation
@@ -263,6 +266,6 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
     return {
         "workflow": ev.workflow, "schemes": ev.schemes, "tasks": ev.tasks, "folds_run": ev.folds_run,
         "folds": ev.folds, "size": ev.size, "epochs": ev.epochs, "seconds": ev.seconds, "timings": ev.timings,
-        "split_sizes": ev.split_sizes,
+        "split_sizes": ev.split_sizes, "label_counts": ev.label_counts,
         "fold_metrics": {"/".join(k): v for k, v in ev.fold_metrics.items()},
     }

@@ -90,20 +90,21 @@ class _Truth:
         self.src.close()
 
 
-def _points(workflow: Workflow) -> Any | None:
-    """The workflow's labelled points inside its region (a PointSet), None when there is no points file."""
+def _points(workflow: Workflow) -> tuple[Any | None, str | None]:
+    """The workflow's points inside its region (a PointSet, labels of either task optional) and None, or None
+    and why there are none to use (no points file, or one ``points`` cannot read)."""
     from miso_mapper.points import load_points, points_path
 
     try:
         path = points_path(workflow)
-    except MisoError:
-        return None
+    except MisoError as exc:
+        return None, str(exc)
     if not path.is_file():
-        return None
+        return None, f"no points file at {path}"
     try:
-        return load_points(workflow)
-    except MisoError:  # no labelled point in the region: the truth's majority is the baseline
-        return None
+        return load_points(workflow, tasks=()), None
+    except MisoError as exc:  # a bad file is the report's note, not its end: the truth's majority is the baseline
+        return None, str(exc)
 
 
 def _ratio(a: int, n: int) -> float | None:
@@ -116,8 +117,12 @@ def map_accuracy(workflow: Workflow, run: RunData | None = None) -> dict[str, An
     Returns ``{"chunks", "area_km2", "majority_source", "permafrost": {...}, "soil_order": {...}}`` where each
     task dict holds ``pixels``, ``accuracy``, ``majority_class``, ``majority_accuracy``,
     ``truth_majority_accuracy``, ``points``, ``points_accuracy``, ``points_majority_accuracy`` (fractions in
-    [0, 1]; None where nothing was counted). Raises :class:`MisoError` when there is no truth or no store.
+    [0, 1]; None where nothing was counted), ``labels`` (the points' :func:`~miso_mapper.points.label_counts`,
+    None without points) and ``points_note`` (why no points were used, else None). Raises :class:`MisoError`
+    when there is no truth or no store.
     """
+    from miso_mapper.points import label_counts
+
     truth = truth_paths(workflow)
     if truth is None:
         raise MisoError("no truth rasters: map accuracy needs a demo workflow whose world has truth/*.tif")
@@ -126,10 +131,12 @@ def map_accuracy(workflow: Workflow, run: RunData | None = None) -> dict[str, An
         raise MisoError(f"no store at {RunLayout.of(workflow).store}: nothing to score")
     g = run.grid.config
     cs = g.chunk_size
-    points = _points(workflow)
+    points, points_note = _points(workflow)
     # majority classes: from the labelled points when there are any, else from the truth (filled in below)
     pf_major = so_major = None
+    labels = None
     if points is not None:
+        labels = label_counts(points)
         pf_lab = points.permafrost[np.isfinite(points.permafrost)].astype(int)
         so_lab = points.soil_order[points.soil_order >= 0]
         pf_major = int(np.bincount(pf_lab, minlength=2).argmax()) if pf_lab.size else None
@@ -191,6 +198,8 @@ def map_accuracy(workflow: Workflow, run: RunData | None = None) -> dict[str, An
         "chunks": len(run.done()),
         "area_km2": round(sum(r.area_km2 for r in run.done()), 6),
         "majority_source": source,
+        "labels": labels,
+        "points_note": points_note,
         "permafrost": task(n_pf, ok_pf, pf_hist, pf_major, pt_pf_pred, pt_pf_lab, pf_major),
         "soil_order": task(n_so, ok_so, so_hist, so_major, pt_so_pred, pt_so_lab, SOIL_ORDERS[so_major]),
     }

@@ -140,7 +140,20 @@ def _accuracy_section(acc: dict[str, Any]) -> str:
                    "majority accuracy at points"], rows)
             + f"<p class='note'>Every pixel of the {acc['chunks']} done chunks ({acc['area_km2']:,.1f} km²) where "
               f"map and truth both have data. The majority baseline is {source}; the best constant map is the "
-              "truth's own majority over the same pixels. Point labels carry the demo world's label noise.</p>")
+              "truth's own majority over the same pixels. Point labels carry the demo world's label noise.</p>"
+            + _labels_note(acc))
+
+
+def _labels_note(acc: dict[str, Any]) -> str:
+    """The labelled points' counts per class (a table), or why no points were used."""
+    from miso_mapper.points import label_count_rows
+
+    if acc.get("labels"):
+        return "<h3>Labelled points in the region</h3>" + table(["task", "class", "labelled points"],
+                                                                 label_count_rows(acc["labels"]))
+    if acc.get("points_note"):
+        return f"<p class='note'>Labelled points not used: {html.escape(acc['points_note'])}</p>"
+    return ""
 
 
 def _evaluation_section(evaluation: EvaluationLayout, page_dir: Path) -> str:
