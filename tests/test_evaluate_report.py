@@ -1,5 +1,7 @@
 """Tables and HTML report writers produce the expected files and rows."""
 
+import json
+
 import numpy as np
 
 from miso_mapper.evaluate.metrics import binary_metrics, multiclass_metrics
@@ -30,7 +32,8 @@ def fake_evaluation():
                "mlra": {i: "229" for i in ids}}
     sizes = {s: [{"train": 20, "test": 20, "buffer": 0}] * 2 for s in ("random", "spatial-1km")}
     return Evaluation("test", ["random", "spatial-1km"], ["permafrost", "taxonomy"], 2, 5, "tiny", 3, preds, folds,
-                      regions, sizes, 1.0, {"miso_s": 0.5})
+                      regions, sizes, 1.0, {"miso_s": 0.5},
+                      label_counts={"permafrost": {"yes": 17, "no": 23}, "taxonomy": {"Gelisols": 40}})
 
 
 def test_writers(tmp_path):
@@ -53,3 +56,7 @@ def test_writers(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 2 * 2 * 2 + 2 * 2 + 2
     assert "Table 1" in page and "Table 2" in page and "<script" not in page
+    assert "<h2>Labelled points in the region</h2>" in page
+    assert "<td>permafrost</td><td>yes</td><td>17</td>" in page
+    assert "<td>taxonomy</td><td>Gelisols</td><td>40</td>" in page
+    assert json.loads((tmp_path / "metrics.json").read_text())["label_counts"]["permafrost"] == {"yes": 17, "no": 23}

@@ -220,6 +220,26 @@ def test_map_accuracy_matches_numpy(made: Made) -> None:
             hits += int((pf[r, c] >= 125) == bool(p["permafrost"]))
     assert acc["permafrost"]["points"] == tot and acc["permafrost"]["points_accuracy"] == hits / tot
     assert 0.8 < acc["soil_order"]["points_accuracy"] < 1.0  # label noise keeps it below 1
+    # the labelled points' counts per class (all 400 points lie inside the region)
+    assert acc["labels"]["permafrost"] == {"yes": int((labs_pf == 1).sum()), "no": int((labs_pf == 0).sum())}
+    assert list(acc["labels"]["taxonomy"].values()) == np.bincount(labs_so, minlength=7).tolist()
+    assert acc["points_note"] is None
+
+
+def test_report_names_a_points_file_it_cannot_read(made: Made, tmp_path: Path) -> None:
+    """A misnamed label field is no crash of the report; it shows the counts it found and says why not more."""
+    wf = made.workflow.model_copy(update={"points": made.workflow.points.model_copy(
+        update={"permafrost_field": "permafrost_1m"})})
+    acc = map_accuracy(wf)
+    assert acc["labels"]["permafrost"] == {"yes": 0, "no": 0} and sum(acc["labels"]["taxonomy"].values()) > 300
+    assert acc["majority_source"] == "truth"
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{}")
+    wf = made.workflow.model_copy(update={"points": made.workflow.points.model_copy(update={"path": bad})})
+    acc = map_accuracy(wf)
+    assert acc["labels"] is None and acc["points_note"].startswith(f"points file {bad} is not a GeoJSON")
+    text = write_run_report(wf, tmp_path / "r.html", evaluation_dir=tmp_path / "none", accuracy=acc).read_text()
+    assert "Labelled points not used: points file" in text
 
 
 def _moved_copy(made: Made, out: Path, dx: float) -> Workflow:
@@ -283,6 +303,9 @@ def test_run_report_content(made: Made, tmp_path: Path) -> None:
     assert "synthetic" in text and "name: demo" in text  # model kind and the YAML config
     acc = map_accuracy(made.workflow)
     assert f"{acc['permafrost']['accuracy']:.4f}" in text
+    n_gel = acc["labels"]["taxonomy"]["Gelisols"]
+    assert "<h3>Labelled points in the region</h3>" in text
+    assert f"<td>taxonomy</td><td>Gelisols</td><td>{n_gel}</td>" in text
     assert (tmp_path / "site" / "quicklooks" / "soil_order.png").is_file()
 
 
@@ -316,6 +339,8 @@ def test_cli_report(made: Made, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(config), "--out", str(tmp_path / "cli" / "report.html")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cli" / "report.html").is_file()
+    pf = map_accuracy(made.workflow)["labels"]["permafrost"]
+    assert f"labels: permafrost: {pf['yes'] + pf['no']} labelled ({pf['yes']} yes / {pf['no']} no)" in result.output
     empty = made.workflow.model_dump(mode="json")
     empty["output"]["directory"] = str(tmp_path / "never-run")
     config.write_text(yaml.safe_dump(empty))

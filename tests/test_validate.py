@@ -133,3 +133,21 @@ def test_run_usage_errors_exit_2(tmp_path, args, needle):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_reads_the_points_as_train_and_evaluate_do(tmp_path):
+    """A label field named otherwise is refused in one line naming it and the fields there are; named, it passes."""
+    feats = [{"type": "Feature", "geometry": None,
+              "properties": {"id": f"p{i}", "permafrost_1m": i % 2, "soil_order": "Gelisols",
+                             "x_3338": 261_000.0 + 100 * i, "y_3338": 1_665_000.0}} for i in range(4)]
+    (tmp_path / "pts.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    path = demo_file(tmp_path, points={"path": "pts.geojson"})
+    proc = run_cli("validate", str(path))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{path}: points.path: points file " in lines[0], proc.stderr
+    assert lines[0].endswith("no point has property 'permafrost' (points.permafrost_field); the points have: id, "
+                             "permafrost_1m, soil_order, x_3338, y_3338")
+    path = demo_file(tmp_path, points={"path": "pts.geojson", "permafrost_field": "permafrost_1m"})
+    proc = run_cli("validate", str(path))
+    assert proc.returncode == 0, proc.stderr
