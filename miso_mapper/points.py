@@ -2,6 +2,11 @@
 
 Shared by training, evaluation and the run report (a neutral module, so none of them imports another for it).
 
+Which properties hold the id and the labels, and how label values are spelt, are the workflow's ``points``
+settings (:class:`~miso_mapper.config.PointsConfig`, read through :mod:`miso_mapper.labels`). A command asks
+for the tasks it runs: their label fields must exist and their values be understood; the label counts of those
+tasks are printed (:func:`describe_label_counts`).
+
 A :class:`PointSet` holds parallel arrays (one entry per point) so splits, chips and features can index them
 with the same integer positions. Labels: ``permafrost`` float32 0/1 with NaN = no label; ``soil_order`` int64
 index into :data:`miso_mapper.bands.SOIL_ORDERS` with -1 = no label.

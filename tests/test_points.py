@@ -153,3 +153,22 @@ def test_no_label_of_a_task_left_in_the_region_is_an_error(tmp_path):
         "train": wf.train.model_copy(update={"tasks": ["taxonomy"]}),
         "evaluate": wf.evaluate.model_copy(update={"tasks": ["taxonomy"]})})
     assert workflow_problems(wf) == []
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_train_and_evaluate_refuse_a_misnamed_field_before_any_imagery(tmp_path, command):
+    import yaml
+    from typer.testing import CliRunner
+
+    from miso_mapper.cli import app
+
+    path = field_points(tmp_path)
+    raw = workflow(tmp_path, path).model_dump(mode="json")
+    raw["imagery"]["stac_url"] = "http://127.0.0.1:9/"  # nothing serves there: the points are refused first
+    config = tmp_path / "wf.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, [command, str(config)])
+    assert result.exit_code == 1, result.output
+    assert "no point has property 'permafrost' (points.permafrost_field); the points have: id, permafrost_1m" in (
+        " ".join(result.output.split()))
+    assert "Traceback" not in result.output and not (tmp_path / "world").exists()
