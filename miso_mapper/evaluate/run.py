@@ -74,7 +74,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     """
     import torch
 
-    from miso_mapper.baseline.rf import RFModel, features_from_raw
+    from miso_mapper.baseline.rf import RFModel, features_from_raw, rf_setting
     from miso_mapper.evaluate.metrics import binary_metrics, majority_prediction, multiclass_metrics
     from miso_mapper.evaluate.report import write_outputs
     from miso_mapper.train.chips import ChipGeometry, build_chips
@@ -115,7 +115,10 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     predictions: dict[tuple[str, str, str], Predictions] = {}
     fold_metrics: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     split_sizes: dict[str, list[dict[str, int]]] = {}
-    features = features_from_raw(chips.features, chips.x, chips.y)
+    rf_spec = rf_setting(ev.rf.setting)
+    rf_line = rf_spec.describe(ev.rf.trees, ev.rf.max_depth)
+    echo(rf_line, highlight=False)
+    features = features_from_raw(chips.features, chips.x, chips.y, rf_spec.features, workflow.grid.crs)
     labels_of = {task: points.labels(task) for task in ev.tasks}
     jobs: list[_MisoJob] = []
     for scheme in ev.schemes:
@@ -164,8 +167,8 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
             t_miso += seconds
             labels, tr, te = labels_of[job.task], job.train_all, job.test
             t2 = time.perf_counter()
-            rf = RFModel.fit(job.task, features[tr], labels[tr], trees=ev.rf_trees, seed=ev.seed,
-                             n_jobs=ev.rf_jobs)
+            rf = RFModel.fit(job.task, features[tr], labels[tr], rf_spec, trees=ev.rf.trees,
+                             max_depth=ev.rf.max_depth, seed=ev.seed, n_jobs=ev.rf.jobs, crs=workflow.grid.crs)
             rf_prob = rf.predict_proba(job.task, features[te])
             t_rf += time.perf_counter() - t2
             maj_prob = majority_prediction(labels[tr], te.size, job.task)
@@ -187,7 +190,8 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
                  f"MISO {best_epoch} ep best, {seconds:.0f} s)", highlight=False)
     timings |= {"miso_s": t_miso, "rf_s": t_rf}
     evaluation = Evaluation(workflow.name, list(ev.schemes), list(ev.tasks), n_folds, ev.folds, size, cfg.epochs,
-                            predictions, fold_metrics, regions, split_sizes, time.perf_counter() - started, timings)
+                            predictions, fold_metrics, regions, split_sizes, time.perf_counter() - started, timings,
+                            notes=[rf_line])
     write_outputs(evaluation, out.directory)
     evaluation.seconds = time.perf_counter() - started
     return evaluation
