@@ -267,6 +267,6 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
     return {
         "workflow": ev.workflow, "schemes": ev.schemes, "tasks": ev.tasks, "folds_run": ev.folds_run,
         "folds": ev.folds, "size": ev.size, "epochs": ev.epochs, "seconds": ev.seconds, "timings": ev.timings,
-        "split_sizes": ev.split_sizes,
+        "split_sizes": ev.split_sizes, "notes": ev.notes,
         "fold_metrics": {"/".join(k): v for k, v in ev.fold_metrics.items()},
     }
