@@ -126,14 +126,22 @@ def feature_matrix(raw: np.ndarray, x: np.ndarray, y: np.ndarray, names: tuple[s
                    crs: str = DEFAULT_CRS) -> np.ndarray:
     """(n, len(names)) float32 features ``names`` from (n, 19) :data:`RAW_FEATURES` values and the points'
     (or pixel centres') ``x``, ``y`` in ``crs``; NaN stays NaN."""
+    return _assemble(dict(zip(RAW_FEATURES, np.asarray(raw).T, strict=True)), x, y, names, crs)
+
+
+def _assemble(columns: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, names: tuple[str, ...],
+              crs: str) -> np.ndarray:
+    """Fill an (n, len(names)) float32 array column by column (no float64 copy of the whole matrix)."""
     unknown = [n for n in names if n not in (*RAW_FEATURES, "x", "y", "lon", "lat")]
     if unknown:
         raise MisoError(f"unknown RF feature(s) {', '.join(unknown)}")
-    columns: dict[str, np.ndarray] = dict(zip(RAW_FEATURES, np.asarray(raw).T, strict=True))
-    columns |= {"x": np.asarray(x), "y": np.asarray(y)}
+    columns = columns | {"x": np.asarray(x), "y": np.asarray(y)}
     if "lon" in names or "lat" in names:
         columns["lon"], columns["lat"] = lonlat(x, y, crs)
-    return np.column_stack([columns[n] for n in names]).astype(np.float32)
+    out = np.empty((np.asarray(x).size, len(names)), np.float32)
+    for j, name in enumerate(names):
+        out[:, j] = columns[name]
+    return out
 
 
 def features_from_samples(samples: xr.Dataset, names: tuple[str, ...], crs: str = DEFAULT_CRS) -> np.ndarray:
@@ -161,8 +169,9 @@ def features_from_inputs(inputs: xr.Dataset, interior: tuple[slice, slice], name
     cov = inputs["covariates"].sel(cov_band=list(COVARIATES)).values[:, rows, cols]
     ys, xs = inputs["y"].values[rows], inputs["x"].values[cols]
     xx, yy = np.meshgrid(xs, ys)
-    raw = np.concatenate([refl, cov]).reshape(len(RAW_FEATURES), -1).T
-    feats = feature_matrix(raw, xx.ravel(), yy.ravel(), names, chunk_crs(inputs) or crs or DEFAULT_CRS)
+    bands = dict(zip(RAW_FEATURES, (*refl, *cov), strict=True))
+    columns = {name: band.ravel() for name, band in bands.items() if name in names}
+    feats = _assemble(columns, xx.ravel(), yy.ravel(), names, chunk_crs(inputs) or crs or DEFAULT_CRS)
     valid = inputs["valid"].values[rows, cols] & np.isfinite(feats).all(axis=1).reshape(xx.shape)
     return feats, valid
 
