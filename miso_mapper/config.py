@@ -390,6 +390,20 @@ class TrainConfig(StrictModel):
     directory: Path | None = Field(None, description="checkpoints and chip cache (default: output.directory/train)")
 
 
+class RFConfig(StrictModel):
+    """The RF-11 baseline of ``evaluate``: one of the reference's two ways of running it
+    (:data:`miso_mapper.baseline.rf.SETTINGS`), optionally with fewer or more trees or another depth."""
+
+    setting: Literal["rf-script", "rf11-notebook"] = Field(
+        "rf-script", description="rf-script: the reference's current RF script (19 raster features, no location, "
+        "253 trees, permafrost max_depth 16 / min_samples_split 5); rf11-notebook: its older RF-11 notebook "
+        "(the 19 features plus lon/lat in degrees, 100 trees, unlimited depth)")
+    trees: PositiveInt | None = Field(None, description="number of trees (default: the setting's, 253 or 100)")
+    max_depth: int | None = Field(None, ge=0, description="maximum tree depth for both tasks (default: the "
+                                  "setting's; 0: unlimited)")
+    jobs: int = Field(1, description="scikit-learn n_jobs of the forest (-1: all cores)")
+
+
 class EvaluateConfig(StrictModel):
     """Cross-validation of MISO against RF-11 and a majority-class baseline (``miso-mapper evaluate``).
 
@@ -400,14 +414,23 @@ class EvaluateConfig(StrictModel):
     schemes: list[str] = Field(default_factory=lambda: ["random", "spatial-1km", "spatial-10km"], min_length=1)
     folds: int = Field(5, ge=2)
     seed: int = 0
-    rf_trees: PositiveInt = Field(100, description="trees of the RF-11 baseline")
-    rf_jobs: int = Field(1, description="scikit-learn n_jobs of the RF (-1: all cores)")
+    rf: RFConfig = Field(default_factory=RFConfig, description="the RF-11 baseline: reference setting "
+                         "and overrides (README: RF-11 settings)")
     tasks: list[Literal["permafrost", "taxonomy"]] = Field(
         default_factory=lambda: ["permafrost", "taxonomy"], min_length=1
     )
     quick_folds: int = Field(2, ge=1, description="folds run by --quick (of the `folds` made)")
     quick_epochs: PositiveInt = Field(3, description="MISO epochs under --quick")
     directory: Path | None = Field(None, description="splits, tables and report (default: output.directory/evaluate)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_rf_keys(cls, data: Any) -> Any:
+        moved = [k for k in ("rf_trees", "rf_jobs") if isinstance(data, dict) and k in data]
+        if moved:
+            raise ValueError(f"{' and '.join(moved)} moved: write evaluate.rf: {{setting: rf-script | "
+                             "rf11-notebook, trees: N, jobs: N} (the setting also fixes the features and depth)")
+        return data
 
     @field_validator("schemes")
     @classmethod

@@ -1,5 +1,6 @@
 """``run`` with the RF-11 baseline (``model.kind: rf``) end to end on the served demo world: the store holds
-exactly what the forest predicts from the production reader's inputs."""
+exactly what the forest predicts from the production reader's inputs, with the features of its setting
+(rf11-notebook: lon/lat in degrees of the pixel centres)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import odc.geo.xr  # noqa: F401 - the .odc accessor
 import xarray as xr
 
 from miso_mapper.bands import COVARIATES, S2_BANDS
-from miso_mapper.baseline import RFModel, features_from_inputs, save_rf
+from miso_mapper.baseline import NOTEBOOK_FEATURES, RFModel, features_from_inputs, save_rf
 from miso_mapper.imagery.chunk import read_inputs
 from miso_mapper.imagery.covariates import find_covariate_sources
 from miso_mapper.imagery.search import search_items
@@ -28,7 +29,11 @@ def test_run_with_rf11_stores_what_the_forest_predicts(served_world, tmp_path):
     inputs = read_inputs(chunk.halo_geobox, items, cov, wf.imagery)
     h = wf.grid.halo
     interior = (slice(h, h + wf.grid.chunk_size), slice(h, h + wf.grid.chunk_size))
-    feats, valid = features_from_inputs(inputs, interior)
+    feats, valid = features_from_inputs(inputs, interior, NOTEBOOK_FEATURES)
+    # lon/lat columns are degrees inside the chunk's own footprint as odc reprojects it
+    box = chunk.geobox.extent.to_crs("EPSG:4326").boundingbox
+    lon, lat = feats[valid.ravel(), 19], feats[valid.ravel(), 20]
+    assert box.left <= lon.min() < lon.max() <= box.right and box.bottom <= lat.min() < lat.max() <= box.top
     # a forest that learned something checkable from these very pixels: permafrost = high elevation,
     # soil order = quartile of the NIR band (orders 0-3 seen, 4-6 never)
     rng = np.random.default_rng(0)
@@ -36,8 +41,9 @@ def test_run_with_rf11_stores_what_the_forest_predicts(served_world, tmp_path):
     x = feats[pick]
     elevation = x[:, len(S2_BANDS) + COVARIATES.index("elevation")]
     nir = x[:, S2_BANDS.index("nir")]
-    model = RFModel.fit("permafrost", x, (elevation > np.median(elevation)).astype(int), trees=20)
-    model = RFModel.fit("taxonomy", x, np.digitize(nir, np.quantile(nir, [0.25, 0.5, 0.75])), trees=20, model=model)
+    model = RFModel.fit("permafrost", x, (elevation > np.median(elevation)).astype(int), "rf11-notebook", trees=20)
+    model = RFModel.fit("taxonomy", x, np.digitize(nir, np.quantile(nir, [0.25, 0.5, 0.75])), "rf11-notebook",
+                        trees=20, model=model)
     path, _ = save_rf(model, tmp_path / "rf11.skops")
 
     rf_wf = demo_workflow(served_world, tmp_path / "out", model={"kind": "rf", "rf_model": str(path)})

@@ -1,7 +1,10 @@
 """The RF-11 model file: skops instead of pickle, a JSON card beside it, and one explicit way out of old pickles.
 
 ``<name>.skops`` holds the forests as a skops archive (arrays in numpy's own format and a JSON schema saying
-how to rebuild the objects); ``<name>.json`` is the card (features, classes, trees, training size, versions).
+how to rebuild the objects); ``<name>.json`` is the card (setting, feature names, CRS, classes,
+hyper-parameters, training size, versions). A card without ``setting`` (written before settings
+existed) describes a legacy model on the raster features plus grid x/y metres
+(:data:`~miso_mapper.baseline.rf.LEGACY_FEATURES`); it loads and maps with exactly those features.
 Reading never unpickles. The schema is audited first against :data:`RF_NODES`, the node kinds and types our
 own files are made of and nothing else (skops on its own would also build every scikit-learn estimator), and
 skops is then given exactly :data:`TRUSTED_TYPES`.
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from miso_mapper.bands import SOIL_ORDERS
-from miso_mapper.baseline.rf import FEATURE_NAMES, RFModel
+from miso_mapper.baseline.rf import LEGACY_FEATURES, LEGACY_SETTING, SETTINGS, RFModel
 from miso_mapper.errors import MisoError
 from miso_mapper.filekind import DESCRIPTION, file_kind
 
@@ -103,7 +106,8 @@ def check_rf_file(path: Path) -> dict[str, Any]:
 
 
 def read_rf_card(path: Path) -> dict[str, Any]:
-    """The card beside RF-11 model ``path`` (``.json``), checked: format rf11, the 21 features, known tasks."""
+    """The card beside RF-11 model ``path`` (``.json``), checked: format rf11, a known setting with its features
+    in order (a card without ``setting``, from earlier versions: the legacy x/y-metre features), known tasks."""
     card_path = Path(path).with_suffix(".json")
     if not card_path.is_file():
         raise MisoError(f"RF-11 model {path}: its card {card_path.name} does not exist")
@@ -111,8 +115,14 @@ def read_rf_card(path: Path) -> dict[str, Any]:
         card = json.loads(card_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MisoError(f"{card_path}: not a readable RF-11 card ({exc})") from None
-    if not isinstance(card, dict) or card.get("format") != "rf11" or card.get("features") != list(FEATURE_NAMES):
-        raise MisoError(f"{card_path} is not an RF-11 card with the 21 features in order")
+    if not isinstance(card, dict) or card.get("format") != "rf11":
+        raise MisoError(f"{card_path} is not an RF-11 card")
+    setting = card.get("setting", LEGACY_SETTING)
+    expected = LEGACY_FEATURES if setting == LEGACY_SETTING else getattr(SETTINGS.get(setting), "features", None)
+    if expected is None or card.get("features") != list(expected):
+        raise MisoError(f"{card_path}: setting {setting!r} with features {card.get('features')} is not a known "
+                        f"RF-11 setting with its features in order ({', '.join(SETTINGS)}; no setting: the "
+                        f"{LEGACY_SETTING} features)")
     tasks = card.get("tasks")
     if not isinstance(tasks, dict) or not tasks or not set(tasks) <= set(TASKS):
         raise MisoError(f"{card_path}: tasks must be some of {', '.join(TASKS)}, got {tasks!r}")

@@ -76,7 +76,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     """
     import torch
 
-    from miso_mapper.baseline.rf import RFModel, features_from_raw
+    from miso_mapper.baseline.rf import RFModel, features_from_raw, rf_setting
     from miso_mapper.evaluate.metrics import binary_metrics, majority_prediction, multiclass_metrics
     from miso_mapper.evaluate.report import write_outputs
     from miso_mapper.train.chips import ChipGeometry, build_chips
@@ -117,7 +117,10 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     predictions: dict[tuple[str, str, str], Predictions] = {}
     fold_metrics: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     split_sizes: dict[str, list[dict[str, int]]] = {}
-    features = features_from_raw(chips.features, chips.x, chips.y)
+    rf_spec = rf_setting(ev.rf.setting)
+    rf_line = rf_spec.describe(ev.rf.trees, ev.rf.max_depth)
+    echo(rf_line, highlight=False)
+    features = features_from_raw(chips.features, chips.x, chips.y, rf_spec.features, workflow.grid.crs)
     labels_of = {task: points.labels(task) for task in ev.tasks}
     jobs: list[_MisoJob] = []
     for scheme in ev.schemes:
@@ -166,8 +169,8 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
             t_miso += seconds
             labels, tr, te = labels_of[job.task], job.train_all, job.test
             t2 = time.perf_counter()
-            rf = RFModel.fit(job.task, features[tr], labels[tr], trees=ev.rf_trees, seed=ev.seed,
-                             n_jobs=ev.rf_jobs)
+            rf = RFModel.fit(job.task, features[tr], labels[tr], rf_spec, trees=ev.rf.trees,
+                             max_depth=ev.rf.max_depth, seed=ev.seed, n_jobs=ev.rf.jobs, crs=workflow.grid.crs)
             rf_prob = rf.predict_proba(job.task, features[te])
             t_rf += time.perf_counter() - t2
             maj_prob = majority_prediction(labels[tr], te.size, job.task)
@@ -190,7 +193,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     timings |= {"miso_s": t_miso, "rf_s": t_rf}
     evaluation = Evaluation(workflow.name, list(ev.schemes), list(ev.tasks), n_folds, ev.folds, size, cfg.epochs,
                             predictions, fold_metrics, regions, split_sizes, time.perf_counter() - started, timings,
-                            label_counts=label_counts(points, ev.tasks))
+                            label_counts=label_counts(points, ev.tasks), notes=[rf_line])
     write_outputs(evaluation, out.directory)
     evaluation.seconds = time.perf_counter() - started
     return evaluation
@@ -266,6 +269,6 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
     return {
         "workflow": ev.workflow, "schemes": ev.schemes, "tasks": ev.tasks, "folds_run": ev.folds_run,
         "folds": ev.folds, "size": ev.size, "epochs": ev.epochs, "seconds": ev.seconds, "timings": ev.timings,
-        "split_sizes": ev.split_sizes, "label_counts": ev.label_counts,
+        "split_sizes": ev.split_sizes, "label_counts": ev.label_counts, "notes": ev.notes,
         "fold_metrics": {"/".join(k): v for k, v in ev.fold_metrics.items()},
     }

@@ -2,7 +2,8 @@
 
 * ``miso``: :func:`miso_mapper.inference.miso.load_predictor` on ``model.permafrost_checkpoint`` and/or
   ``model.taxonomy_checkpoint`` with ``model.predictor`` (:class:`~miso_mapper.inference.settings.PredictorConfig`)
-* ``rf``: the RF-11 baseline saved at ``model.rf_model`` (:func:`miso_mapper.baseline.rf_file.load_rf`)
+* ``rf``: the RF-11 baseline saved at ``model.rf_model`` (:func:`miso_mapper.baseline.rf_file.load_rf`),
+  mapped with the features its card names (its setting's: lon/lat degrees, none, or legacy x/y metres)
 * ``synthetic``: :class:`~miso_mapper.pipeline.synthetic.SyntheticPredictor` with ``model.synthetic``, a
   deterministic stand-in for tests, benchmarks of the pipeline and the demo. **It is not a model.**
 
