@@ -477,10 +477,8 @@ def checkpoint_show(checkpoint: Annotated[Path, typer.Argument(help="our .safete
     """Print a checkpoint's card: task, size, parameters, source, hashes, decision threshold, init."""
     from miso_mapper.model.commands import describe
 
-    table = Table(show_header=False, box=None)
-    for label, value in describe(checkpoint):
-        table.add_row(f"[bold]{label}[/]", value)
-    console.print(table)
+    for label, value in describe(checkpoint):  # plain lines: hashes and paths are never cut to the terminal
+        console.print(f"[bold]{label:<22}[/] {value}", soft_wrap=True, highlight=False, markup=True)
 
 
 def _progress() -> Any:
