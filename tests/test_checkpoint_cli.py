@@ -190,3 +190,29 @@ def test_reference_size_import_maps_and_the_export_maps_identically(reference_ro
     maps_b = MisoPredictor(b, None, settings).predict_chunk(chunk, interior)["permafrost_probability"].values
     assert np.isfinite(maps_a).all() and maps_a.std() > 0
     np.testing.assert_array_equal(maps_a, maps_b)
+
+
+def test_validate_checks_train_init_relative_to_the_workflow(tiny_pth: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from miso_mapper.checks import init_problems
+    from miso_mapper.config import load_workflow
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "workflows/demo.yaml").read_text())
+    raw.setdefault("train", {})["init"] = {"satlas": "weights/sentinel2_swinb_si_ms.pth"}
+    raw["train"]["size"] = "tiny"
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights/sentinel2_swinb_si_ms.pth").write_bytes(tiny_pth.read_bytes())
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(raw))
+    wf = load_workflow(tmp_path / "wf.yaml")
+    assert wf.train.init.satlas == tmp_path / "weights/sentinel2_swinb_si_ms.pth"
+    [problem] = init_problems(wf)
+    assert problem.field == "train.init.satlas" and "needs the reference-size satellite encoder" in problem.message
+    raw["train"]["size"] = "reference"
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(raw))
+    [problem] = init_problems(load_workflow(tmp_path / "wf.yaml"))
+    assert "no keys start with 'backbone.backbone.'" in problem.message  # a MISO .pth is not a Satlas file
+    raw["train"]["init"] = {"satlas": "a.pth", "checkpoint": "b.safetensors"}
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(MisoError, match="give satlas or checkpoint, not both"):
+        load_workflow(tmp_path / "wf.yaml")
