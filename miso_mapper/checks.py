@@ -9,6 +9,8 @@
   task and ``model.size``; an RF-11 file is a skops file made only of forests, never a pickle);
 * the labelled points as ``train`` and ``evaluate`` read them (:func:`points_problems`): label fields,
   spellings and a label of each of their tasks inside the region.
+* the weights training starts from (:func:`init_problems`, ``train.init``): a SatlasPretrain zip with backbone
+  keys for a reference-size network, or one of our checkpoints of the trained task and size.
 
 Who refuses what: ``validate`` refuses every problem (:func:`check_workflow`, exit 2); ``plan`` refuses region
 problems and lists the rest as warnings, so a statewide workflow plans on a laptop without its data
@@ -95,7 +97,31 @@ def input_problems(workflow: Workflow) -> list[Problem]:
         path = getattr(workflow.points, key)
         if path is not None and not path.is_file():
             problems.append(Problem(f"points.{key}", f"file not found: {path}"))
-    return problems + model_file_problems(workflow.model)
+    return problems + model_file_problems(workflow.model) + init_problems(workflow)
+
+
+def init_problems(workflow: Workflow) -> list[Problem]:
+    """``train.init``: the file exists and fits the network ``train`` builds (key names and size, read from
+    the file's structure without torch or unpickling; shapes are checked when ``train`` starts)."""
+    init, size = workflow.train.init, workflow.train.size or workflow.model.size
+    task = workflow.train.tasks[0]
+    from miso_mapper.model.config import MisoNetConfig
+
+    if init.satlas is not None:
+        from miso_mapper.model.satlas_file import check_satlas_file
+
+        config = MisoNetConfig.preset(size, task)
+        return [Problem("train.init.satlas", str(exc)) for exc in _raised(check_satlas_file, init.satlas, config)]
+    if init.checkpoint is not None:
+        from miso_mapper.model.card import check_checkpoint
+
+        problems = [Problem("train.init.checkpoint", str(exc))
+                    for exc in _raised(check_checkpoint, init.checkpoint, task, size)]
+        if not problems and len(workflow.train.tasks) > 1:
+            problems.append(Problem("train.init.checkpoint", f"a {task} network cannot start "
+                                    f"{len(workflow.train.tasks)} tasks; set train.tasks to [{task}]"))
+        return problems
+    return []
 
 
 def points_problems(workflow: Workflow) -> list[Problem]:

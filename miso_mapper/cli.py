@@ -38,6 +38,9 @@ world_app = typer.Typer(help="Create and serve the synthetic demo world.", no_ar
 app.add_typer(world_app, name="world")
 rf_app = typer.Typer(help="RF-11 baseline model files.", no_args_is_help=True)
 app.add_typer(rf_app, name="rf")
+checkpoint_app = typer.Typer(help="MISO checkpoints: import/export reference .pth files, show a card.",
+                             no_args_is_help=True)
+app.add_typer(checkpoint_app, name="checkpoint")
 
 REPO_WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
@@ -433,6 +436,56 @@ def rf_convert(
 
     path, card = convert_pickled_rf(old, new)
     console.print(f"[green]✓ rf convert[/] {path} (card {card})")
+
+
+ForceOption = Annotated[bool, typer.Option("--force", help="replace --out if it exists")]
+
+
+@checkpoint_app.command("import")
+@user_errors
+def checkpoint_import(
+    path: Annotated[Path, typer.Argument(help="state dict saved by the reference code, e.g. best_model.pth")],
+    task: Annotated[str, typer.Option("--task", help="permafrost or taxonomy")],
+    out: Annotated[Path, typer.Option("--out", help="the checkpoint to write, e.g. permafrost.safetensors")],
+    source: Annotated[str, typer.Option("--from", help="where the file comes from: reference")] = "reference",
+    size: Annotated[str, typer.Option("--size", help="network size of the file (the reference code's: "
+                                                     "reference)")] = "reference",
+    force: ForceOption = False,
+) -> None:
+    """Import a reference .pth (read as tensors only, never unpickled beyond them) as a .safetensors checkpoint."""
+    from miso_mapper.model.commands import import_command
+
+    if size not in ("reference", "small", "tiny"):
+        from miso_mapper.errors import UsageError
+
+        raise UsageError(f"--size {size!r}: reference, small or tiny")
+    written = import_command(source, path, task, out, size=size, force=force)
+    console.print(f"[green]✓ checkpoint import[/] {written} ({task}, {size}, from {path.name})")
+
+
+@checkpoint_app.command("export")
+@user_errors
+def checkpoint_export(
+    checkpoint: Annotated[Path, typer.Argument(help="our .safetensors checkpoint")],
+    out: Annotated[Path, typer.Option("--out", help="the .pth to write, for the reference code")],
+    target: Annotated[str, typer.Option("--to", help="who reads the file: reference")] = "reference",
+    force: ForceOption = False,
+) -> None:
+    """Write a checkpoint as a .pth state dict that the reference code's model loads strictly."""
+    from miso_mapper.model.commands import export_command
+
+    written = export_command(target, checkpoint, out, force=force)
+    console.print(f"[green]✓ checkpoint export[/] {written}")
+
+
+@checkpoint_app.command("show")
+@user_errors
+def checkpoint_show(checkpoint: Annotated[Path, typer.Argument(help="our .safetensors checkpoint")]) -> None:
+    """Print a checkpoint's card: task, size, parameters, source, hashes, decision threshold, init."""
+    from miso_mapper.model.commands import describe
+
+    for label, value in describe(checkpoint):  # plain lines: hashes and paths are never cut to the terminal
+        console.print(f"[bold]{label:<22}[/] {value}", soft_wrap=True, highlight=False, markup=True)
 
 
 def _progress() -> Any:

@@ -341,6 +341,24 @@ class PointsConfig(StrictModel):
         return self
 
 
+class InitConfig(StrictModel):
+    """Weights training starts from instead of random ones (at most one source)."""
+
+    satlas: Path | None = Field(
+        None, description="SatlasPretrain sentinel2_swinb_si_ms.pth: initialises the Sentinel-2 Swin as the "
+        "reference does (backbone keys, patch embedding skipped); needs size 'reference'",
+    )
+    checkpoint: Path | None = Field(
+        None, description="one of our .safetensors checkpoints of the same task and size: all its weights"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> InitConfig:
+        if self.satlas is not None and self.checkpoint is not None:
+            raise ValueError("give satlas or checkpoint, not both")
+        return self
+
+
 class TrainConfig(StrictModel):
     """How MISO is trained (``miso-mapper train``); defaults follow the reference's c19 configs.
 
@@ -379,6 +397,7 @@ class TrainConfig(StrictModel):
     input_standardization: bool = Field(
         False, description="standardise input channels inside the network with statistics of the training chips"
     )
+    init: InitConfig = Field(default_factory=InitConfig, description="starting weights (default: random)")
     seed: int = 0
     num_threads: PositiveInt | None = Field(None, description="torch CPU threads (default: all cores)")
     workers: PositiveInt = Field(
@@ -525,6 +544,8 @@ class Workflow(StrictModel):
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Make the known path fields of a raw workflow dict absolute, relative to ``base`` (in place)."""
     for section, key in (
+        ("train.init", "satlas"),
+        ("train.init", "checkpoint"),
         ("region", "vector"),
         ("covariates", "path"),
         ("model", "permafrost_checkpoint"),
@@ -540,7 +561,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         ("evaluate", "directory"),
         ("export", "directory"),
     ):
-        part = raw.get(section)
+        part: Any = raw
+        for name in section.split("."):
+            part = part.get(name) if isinstance(part, dict) else None
         if isinstance(part, dict) and isinstance(part.get(key), str):
             path = Path(part[key]).expanduser()
             part[key] = str(path if path.is_absolute() else (base / path).resolve())

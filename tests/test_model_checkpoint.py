@@ -16,7 +16,6 @@ from miso_mapper.model import (
     build_model,
     load_checkpoint,
     load_reference_checkpoint,
-    load_satlas_backbone,
     read_model_card,
     save_checkpoint,
 )
@@ -164,26 +163,122 @@ def test_safetensors_with_wrong_key_raises_miso_error(tmp_path: Path) -> None:
         load_checkpoint(bare)
 
 
-def test_satlas_backbone_loads_all_but_patch_embedding(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    cfg = MisoNetConfig.preset("tiny", "permafrost")
-    donor = build_model(cfg).sat_encoder.feature_extractor.state_dict()
-    satlas = {"backbone.backbone." + k: torch.randn_like(v.float()).to(v.dtype) for k, v in donor.items()}
-    satlas["backbone.backbone.features.0.0.weight"] = torch.randn(8, 3, 4, 4)  # RGB-only patch embedding
-    satlas["intermediates.0.conv.weight"] = torch.randn(4, 4)  # FPN / head parts are ignored
-    path = tmp_path / "sentinel2_swinb_si_ms.pth"
-    torch.save(satlas, path)
+# ------------------------------------------------------------------------------------------- SatlasPretrain
 
-    model = build_model(cfg)
-    before = model.sat_encoder.feature_extractor.features[0][0].weight.clone()
-    report = load_satlas_backbone(model, path)
-    sd = model.sat_encoder.feature_extractor.state_dict()
-    assert torch.equal(sd["features.1.0.attn.qkv.weight"], satlas["backbone.backbone.features.1.0.attn.qkv.weight"])
-    assert torch.equal(sd["features.0.2.weight"], satlas["backbone.backbone.features.0.2.weight"])
-    assert torch.equal(sd["features.0.0.weight"], before)
-    assert report["skipped"] == ["features.0.0.weight", "features.0.0.bias"]
 
-    wrong = tmp_path / "other.pth"
-    torch.save({"backbone.backbone.features.1.0.attn.qkv.weight": torch.zeros(5, 5)}, wrong)
-    with pytest.raises(MisoError, match="shape mismatch: features.1.0.attn.qkv.weight"):
-        load_satlas_backbone(build_model(cfg), wrong)
+@pytest.fixture(scope="module")
+def satlas_file(tmp_path_factory) -> Path:
+    """A file in the layout of SatlasPretrain's sentinel2_swinb_si_ms.pth: torchvision swin_v2_b under
+    ``backbone.backbone.`` with a 9-band patch embedding, random tensors, plus FPN and head entries."""
+    from torchvision.models import swin_v2_b
+
+    gen = torch.Generator().manual_seed(7)
+    with torch.device("meta"):
+        donor = swin_v2_b().state_dict()
+    state = {}
+    for k, v in donor.items():
+        shape = (128, 9, 4, 4) if k == "features.0.0.weight" else v.shape
+        t = torch.randint(0, 9, shape, generator=gen) if v.dtype == torch.int64 else torch.randn(shape, generator=gen)
+        state["backbone.backbone." + k] = t
+    state["intermediates.0.fpn.inner_blocks.0.0.weight"] = torch.randn(128, 128, 1, 1, generator=gen)
+    state["intermediates.0.fpn.layer_blocks.3.0.bias"] = torch.randn(128, generator=gen)
+    state["heads.0.layers.0.0.weight"] = torch.randn(2, 128, 3, 3, generator=gen)
+    path = tmp_path_factory.mktemp("satlas") / "sentinel2_swinb_si_ms.pth"
+    torch.save(state, path)
+    return path
+
+
+def reference_chips(n: int = 2):
+    """Chips for the reference network (250 px windows resized to 256, no jitter margin)."""
+    import numpy as np
+
+    from miso_mapper.train.chips import ChipGeometry, ChipSet
+
+    g = ChipGeometry(250, 256, 0)
+    s = g.stored_size
+    images = np.random.default_rng(0).uniform(0, 0.1, (n, 19, s, s)).astype(np.float16)
+    chips = ChipSet(np.array([f"P{i}" for i in range(n)]), np.full(n, 260_000.0), np.full(n, 1_660_000.0), images,
+                    np.zeros((n, 19), np.float32), np.ones(n, bool), np.ones(n, np.float32), g, "test")
+    return chips, (np.arange(n) % 2).astype(np.float32)
+
+
+def test_satlas_start_initialises_training_like_the_reference(satlas_file: Path) -> None:
+    import hashlib
+
+    import numpy as np
+
+    from miso_mapper.config import TrainConfig
+    from miso_mapper.train.init import check_init
+    from miso_mapper.train.loop import build_state, prepare
+
+    cfg = TrainConfig(init={"satlas": satlas_file}, num_threads=2, seed=1)
+    record = check_init(cfg.init, "reference", ["permafrost"])
+    assert record is not None and record.kind == "satlas" and record.file == "sentinel2_swinb_si_ms.pth"
+    assert record.sha256 == hashlib.sha256(satlas_file.read_bytes()).hexdigest()
+    assert record.loaded == 447 and record.skipped == 2 + 3  # patch embedding (2) + FPN/heads (3)
+
+    chips, labels = reference_chips()
+    setup = prepare(chips, labels, np.array([0]), np.array([1]), "permafrost", cfg, "reference")
+    model = build_state(setup).model
+    file = torch.load(satlas_file, weights_only=True)
+    sat = model.sat_encoder.feature_extractor.state_dict()
+    for k, v in sat.items():
+        if k.startswith("features.0.0."):  # the 9-band patch embedding stays the network's own
+            assert not torch.equal(v, file["backbone.backbone." + k]), k
+        elif k.endswith(("relative_position_index", "relative_coords_table")):
+            assert not torch.equal(v, file["backbone.backbone." + k]) or v.numel() == 1, k  # recomputed
+        else:
+            assert torch.equal(v, file["backbone.backbone." + k]), k
+    assert sat["features.0.0.weight"].shape == (128, 9, 4, 4)
+    # the covariate encoder is untouched (random, from the seed)
+    assert not any(torch.equal(v, t) for v in model.cov_encoder.state_dict().values() for t in file.values()
+                   if v.shape == t.shape and v.ndim == 2)
+
+
+def test_satlas_start_refuses_bad_files_in_one_line(satlas_file: Path, tmp_path: Path) -> None:
+    from miso_mapper.config import TrainConfig
+    from miso_mapper.train.init import check_init
+
+    def error(path: Path, size: str = "reference") -> str:
+        with pytest.raises(MisoError) as err:
+            check_init(TrainConfig(init={"satlas": path}).init, size, ["permafrost"])
+        msg = str(err.value)
+        assert msg.startswith("train.init.satlas: ") and "\n" not in msg, msg
+        return msg
+
+    assert "does not exist" in error(tmp_path / "nope.pth")
+    truncated = tmp_path / "truncated.pth"
+    with open(satlas_file, "rb") as f:
+        truncated.write_bytes(f.read(1 << 20))
+    assert "cannot read as a PyTorch state dict" in error(truncated)
+    other = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(2, 2), "fc.bias": torch.zeros(2)}, other)
+    assert "not a SatlasPretrain Swin checkpoint (first keys: conv1.weight, fc.bias)" in error(other)
+    assert "needs the reference-size satellite encoder" in error(satlas_file, "tiny")
+    swin_t = tmp_path / "swin_t.pth"
+    torch.save({"backbone.backbone.features.1.0.attn.qkv.weight": torch.zeros(288, 96)}, swin_t)
+    msg = error(swin_t)
+    assert "shape mismatch: features.1.0.attn.qkv.weight (file [288, 96], model [384, 128])" in msg
+    assert "missing:" in msg
+
+
+def test_satlas_file_check_without_torch_reads_key_names_only(satlas_file: Path, tmp_path: Path) -> None:
+    from miso_mapper.model.satlas_file import check_satlas_file
+
+    ref, tiny = MisoNetConfig.preset("reference"), MisoNetConfig.preset("tiny")
+    assert check_satlas_file(satlas_file, ref) == 445  # every backbone.backbone.features.* entry
+    truncated = tmp_path / "t.pth"
+    with open(satlas_file, "rb") as f:
+        truncated.write_bytes(f.read(4096))
+    with pytest.raises(MisoError, match="truncated or damaged zip"):
+        check_satlas_file(truncated, ref)
+    with pytest.raises(MisoError, match="needs the reference-size satellite encoder"):
+        check_satlas_file(satlas_file, tiny)
+    other = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(1)}, other)
+    with pytest.raises(MisoError, match="not a SatlasPretrain Swin checkpoint"):
+        check_satlas_file(other, ref)
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"encoder.weight": torch.zeros(1)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(MisoError, match="a Python pickle"):
+        check_satlas_file(legacy, ref)

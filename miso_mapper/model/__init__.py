@@ -20,13 +20,13 @@ if TYPE_CHECKING:
     from miso_mapper.model.checkpoint import (
         load_checkpoint,
         load_reference_checkpoint,
-        load_satlas_backbone,
         save_checkpoint,
     )
     from miso_mapper.model.config import LocationConfig, MisoNetConfig, SwinConfig
     from miso_mapper.model.location import normalise_3338
     from miso_mapper.model.losses import info_nce, miso_loss, task_loss
     from miso_mapper.model.network import MisoFeatures, MisoNet, build_model
+    from miso_mapper.model.reference_io import export_reference, import_reference, load_satlas_backbone
 
 #: Public name -> the submodule that defines it.
 _HOME = {
@@ -34,7 +34,9 @@ _HOME = {
     "check_checkpoint": "card",
     "load_checkpoint": "checkpoint",
     "load_reference_checkpoint": "checkpoint",
-    "load_satlas_backbone": "checkpoint",
+    "load_satlas_backbone": "reference_io",
+    "import_reference": "reference_io",
+    "export_reference": "reference_io",
     "read_model_card": "card",
     "save_checkpoint": "checkpoint",
     "LocationConfig": "config",
@@ -58,6 +60,8 @@ __all__ = [
     "SwinConfig",
     "build_model",
     "check_checkpoint",
+    "export_reference",
+    "import_reference",
     "info_nce",
     "load_checkpoint",
     "load_reference_checkpoint",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,6 +22,18 @@ from miso_mapper.model.config import MisoNetConfig, PresetName, Task
 CARD_KEY = "miso_model_card"
 FORMAT_VERSION = 1
 PRESETS: tuple[PresetName, ...] = ("reference", "small", "tiny")
+
+
+class InitRecord(BaseModel):
+    """Where a trained network's starting weights came from (``train.init``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["satlas", "checkpoint"] = Field(description="SatlasPretrain backbone or one of our checkpoints")
+    file: str = Field(description="file name (without its folder)")
+    sha256: str = Field(description="hex sha256 of the file's bytes")
+    loaded: int = Field(ge=0, description="tensors copied into the network")
+    skipped: int = Field(ge=0, description="tensors of the file not used (Satlas: patch embedding, FPN, heads)")
 
 
 class ModelCard(BaseModel):
@@ -38,6 +50,8 @@ class ModelCard(BaseModel):
     training_data_hash: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     source: str = Field("", description="where the weights came from (training run id, imported file)")
+    source_sha256: str | None = Field(None, description="hex sha256 of the imported file (checkpoint import)")
+    init: InitRecord | None = Field(None, description="the weights training started from (train.init)")
     created: str = ""
     software_version: str = ""
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -56,8 +70,8 @@ def read_model_card(path: str | os.PathLike[str]) -> ModelCard:
         raise MisoError(f"checkpoint {path} does not exist or is not a file")
     kind = file_kind(path)
     if kind != "safetensors":
-        hint = (": PyTorch weights are imported with miso_mapper.model.load_reference_checkpoint and saved with "
-                "save_checkpoint" if kind in ("zip", "pickle") else "")
+        hint = ("; import a reference .pth first: miso-mapper checkpoint import --from reference "
+                f"{path} --task <permafrost|taxonomy> --out <name>.safetensors" if kind in ("zip", "pickle") else "")
         raise MisoError(f"{path}: {DESCRIPTION[kind]}, not a .safetensors checkpoint with a MISO model card{hint}")
     try:
         with safe_open(str(path), framework="numpy") as f:

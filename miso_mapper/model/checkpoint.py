@@ -1,4 +1,4 @@
-"""Checkpoints: our own format (safetensors + JSON model card) and importers for reference/Satlas weights.
+"""Checkpoints: our own format (safetensors + JSON model card) and the strict reference state-dict loader.
 
 Our format is one ``.safetensors`` file: the full state dict (parameters and persistent buffers, float32
 or as saved) and, in the safetensors header metadata under ``miso_model_card``, the JSON
@@ -9,7 +9,8 @@ and :func:`check_checkpoint` checks task and size from it (both torch-free, in :
 Every failure a user can cause (missing, truncated or foreign file, wrong keys or shapes) raises
 :class:`miso_mapper.errors.MisoError` naming the file and the first offending keys with counts.
 Our own checkpoints are never pickles: a ``.pth`` given as one is refused by its first bytes. Reference and
-SatlasPretrain weights (pickles) are only read with ``torch.load(weights_only=True)``.
+SatlasPretrain weights (pickles) are only read with ``torch.load(weights_only=True)``; importing, exporting and
+the SatlasPretrain start live in :mod:`miso_mapper.model.reference_io`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # the card's names stay importable from here, where they lived before model.card
 __all__ = ["CARD_KEY", "FORMAT_VERSION", "ModelCard", "check_checkpoint", "load_checkpoint",
-           "load_reference_checkpoint", "load_satlas_backbone", "read_model_card", "reset_derived_buffers",
+           "load_reference_checkpoint", "read_model_card", "reset_derived_buffers",
            "save_checkpoint"]
 
 _SHOW = 5  # keys listed per category in error messages
@@ -107,38 +108,6 @@ def load_reference_checkpoint(path: str | os.PathLike[str], task: Task,
 
     model.card = ModelCard(config=cfg, class_names=TASK_CLASS_NAMES[task], source=f"reference:{path.name}")
     return model.to(device).eval()
-
-
-def load_satlas_backbone(model: MisoNet, path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Initialise the Sentinel-2 Swin of ``model`` from SatlasPretrain ``sentinel2_swinb_si_ms.pth``.
-
-    As the reference does, only keys under ``backbone.backbone.`` are used, and the patch embedding
-    (``features.0.0``, which has another band count there) is not loaded; the rest of the backbone must
-    match in names and shapes. ``norm``/``head`` may be absent (they are never run).
-
-    Returns:
-        ``{'loaded': [...], 'skipped': [...], 'not_in_checkpoint': [...]}`` (backbone key names).
-    """
-    path = _existing(path)
-    raw = _torch_load(path)
-    raw = _unwrap_state_dict(raw, path) if not any(k.startswith("backbone.") for k in raw) else raw
-    prefix = "backbone.backbone."
-    state = {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
-    if not state:
-        raise MisoError(f"{path}: no keys start with {prefix!r}; not a SatlasPretrain Swin checkpoint "
-                        f"(first keys: {', '.join(list(raw)[:_SHOW])})")
-    skipped = [k for k in state if k.startswith("features.0.0.")]
-    for k in skipped:
-        del state[k]
-    backbone = model.sat_encoder.feature_extractor
-    expected = {k: tuple(v.shape) for k, v in backbone.state_dict().items() if not k.startswith("features.0.0.")}
-    optional = {k for k in expected if k.startswith(("norm.", "head."))}
-    problems = _compare(expected, state, optional=optional)
-    if problems:
-        raise MisoError(f"{path}: SatlasPretrain backbone does not fit the satellite encoder: {problems}")
-    backbone.load_state_dict(state, strict=False)
-    return {"loaded": sorted(state), "skipped": skipped,
-            "not_in_checkpoint": sorted(k for k in expected if k not in state)}
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -31,6 +31,7 @@ from miso_mapper.model import MisoNet, MisoNetConfig, build_model, miso_loss
 from miso_mapper.model.config import SwinConfig
 from miso_mapper.train.batches import ChipSampler, SampleSpec
 from miso_mapper.train.chips import ChipSet
+from miso_mapper.train.init import start_from
 from miso_mapper.train.progress import TrainingProgress
 from miso_mapper.train.schedule import LrSchedule
 from miso_mapper.train.state import TrainingState, state_path
@@ -165,11 +166,13 @@ def prepare(chips: ChipSet, labels: np.ndarray, train_idx: np.ndarray, val_idx: 
 
 
 def build_state(setup: TrainingSetup) -> TrainingState:
-    """A fresh state: the network initialised from ``cfg.seed`` (with input statistics of the training chips
-    when the network standardises its input), AdamW, the schedule and the early-stopping rule."""
+    """A fresh state: the network initialised from ``cfg.seed``, then ``cfg.init`` (with input statistics of the
+    training chips when the network standardises its input), AdamW, the schedule and the early-stopping rule."""
     cfg, device = setup.cfg, setup.device
     torch.manual_seed(cfg.seed)
-    model = build_model(setup.net).to(device)
+    model = build_model(setup.net)
+    start_from(model, cfg.init)
+    model = model.to(device)
     if setup.net.input_standardization:
         mean, std = channel_statistics(setup.chips, setup.train_idx)
         model.set_input_statistics(torch.from_numpy(mean), torch.from_numpy(std))

@@ -25,6 +25,7 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     from miso_mapper.model import ModelCard, save_checkpoint
     from miso_mapper.points import load_points
     from miso_mapper.train.chips import ChipGeometry, build_chips
+    from miso_mapper.train.init import check_init
     from miso_mapper.train.loop import net_config, train_miso
     from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, train_in_worker, training_pool
     from miso_mapper.train.progress import progress_bars
@@ -37,6 +38,7 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     size = cfg.size or workflow.model.size
     echo = console.print if console is not None else (lambda *a, **k: None)
     out = RunLayout.of(workflow).train
+    init = check_init(cfg.init, size, tasks)  # before any chip is read: a bad file fails in seconds
     ensure_world_exists(workflow, echo)
     points = load_points(workflow, tasks, echo=echo)
     geometry = ChipGeometry.for_jitter(cfg.crop_size, net_config(size, tasks[0]).input_size, cfg.jitter_px)
@@ -75,6 +77,7 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
             training_data_hash=points.subset(tr).content_hash(),
             metrics={k: float(v) for k, v in result.best.items()},
             source=f"miso-mapper train {workflow.name} ({size}, best epoch {result.best_epoch})",
+            init=init,
             extra={"points_file_sha256": points.source_hash, "n_train": int(tr.size), "n_val": int(va.size),
                    "chip_key": chips.key, "epochs_run": len(result.history)},
         )
