@@ -314,7 +314,8 @@ class TrainConfig(StrictModel):
     unlabelled points every ``crop_size / 5`` px; unlabelled points feed only the contrastive terms.
     """
 
-    size: Literal["reference", "compact", "small", "tiny"] | None = Field(None, description="network size (default: model.size)")
+    size: Literal["reference", "compact", "small", "tiny"] | None = Field(
+        None, description="network preset (default: model.size)")
     tasks: list[Literal["permafrost", "taxonomy"]] = Field(
         default_factory=lambda: ["permafrost", "taxonomy"], min_length=1, description="tasks `train` trains"
     )
