@@ -15,7 +15,12 @@ trainings side by side). For each network, one task (permafrost):
 Timings are taken in rounds that visit every network in turn, so that load from other jobs hits all alike;
 read the ratios to ``tiny``, not the seconds. The last line is one JSON object.
 
-Usage: ``python benchmarks/presets.py [--repeats 5] [--threads 1]``
+``--chunk N`` instead maps one synthetic chunk of N px (with the predictor's 175 px halo) with seeded
+``tiny`` and ``compact`` networks for both tasks through :class:`MisoPredictor` (what ``run`` does per chunk)
+at each ``--spacings`` query spacing: seconds and FLOPs per km2.
+
+Usage: ``python benchmarks/presets.py [--repeats 5] [--threads 1]``,
+``python benchmarks/presets.py --chunk 500 --spacings 5 2 1``
 """
 
 from __future__ import annotations
@@ -94,6 +99,41 @@ def _timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t
 
 
+def map_chunk(chunk: int, spacings: list[int], repeats: int) -> None:
+    """Seconds and FLOPs per km2 of mapping one synthetic ``chunk`` px chunk, tiny (auto spacing) vs compact."""
+    from miso_mapper.inference.miso import MisoPredictor, PredictorConfig
+    from miso_mapper.inference.synthetic import seeded_network, synthetic_inputs
+
+    halo = PredictorConfig().required_halo()
+    inputs = synthetic_inputs(chunk + 2 * halo, chunk + 2 * halo, seed=0)
+    interior = (slice(halo, halo + chunk), slice(halo, halo + chunk))
+    km2 = chunk * chunk * 100 / 1e6
+    runs = [("tiny", None), *[("compact", q) for q in spacings]]
+    predictors = {}
+    for preset, spacing in runs:
+        nets = [seeded_network(t, preset, seed=i) for i, t in enumerate(("permafrost", "taxonomy"))]
+        cfg = PredictorConfig(**({} if spacing is None else {"query_spacing": spacing}))
+        predictors[(preset, spacing)] = pred = MisoPredictor(*nets, cfg)
+        pred.predict_chunk(inputs, interior)  # warm-up
+    times: dict[tuple[str, int | None], list[float]] = {k: [] for k in predictors}
+    for _ in range(repeats):
+        for key, pred in predictors.items():
+            times[key].append(_timed(lambda pred=pred: pred.predict_chunk(inputs, interior)))
+    print(f"one synthetic chunk of {chunk} px ({km2:.2f} km2) + {halo} px halo, both tasks, median of {repeats}")
+    print(f"{'network':10s} {'spacing':>7s} {'s/km2':>8s} {'ratio':>6s} {'GFLOP/km2':>10s} {'ratio':>6s}")
+    rows = {}
+    for key, pred in predictors.items():
+        flop = flops(lambda pred=pred: pred.predict_chunk(inputs, interior)) / km2 / 1e9
+        rows[f"{key[0]}@{pred.query_spacing}"] = (statistics.median(times[key]) / km2, flop)
+    base = rows[next(iter(rows))]
+    for name, (sec, flop) in rows.items():
+        preset, spacing = name.split("@")
+        print(f"{preset:10s} {spacing:>7s} {sec:8.2f} {sec / base[0]:6.1f} {flop:10.1f} {flop / base[1]:6.1f}")
+    print(json.dumps({"benchmark": "presets-chunk", "chunk": chunk, "repeats": repeats,
+                      "s_per_km2": {k: round(v[0], 3) for k, v in rows.items()},
+                      "gflop_per_km2": {k: round(v[1], 2) for k, v in rows.items()}}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -103,8 +143,13 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=4)
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--only", nargs="*", default=None, help="names of CANDIDATES to measure (tiny always)")
+    ap.add_argument("--chunk", type=int, default=0, help="map one synthetic chunk of this many px instead")
+    ap.add_argument("--spacings", type=int, nargs="*", default=[5, 2, 1], help="compact query spacings (--chunk)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.chunk:
+        map_chunk(args.chunk, args.spacings, args.repeats)
+        return
     names = ["tiny", *[n for n in CANDIDATES if n != "tiny" and (args.only is None or n in args.only)]]
 
     rows: dict[str, dict[str, float]] = {}
