@@ -189,7 +189,12 @@ class ModelConfig(StrictModel):
 
     permafrost_checkpoint: Path | None = None
     taxonomy_checkpoint: Path | None = None
-    size: Literal["reference", "small", "tiny"] = "reference"
+    size: Literal["reference", "compact", "small", "tiny"] = Field(
+        "reference",
+        description="network preset: reference (the paper's 212 M-parameter network), compact (the reference's "
+        "256 px geometry and 3.9 px feature cells, narrow and shallow: ~1.1 M), small, tiny (64 px input, 15.6 px "
+        "cells; the demo's)",
+    )
     kind: Literal["miso", "rf", "synthetic"] = Field(
         "miso",
         description="predictor `run` maps with: miso (the checkpoints above), rf (RF-11, `rf_model`) or "
@@ -369,7 +374,8 @@ class TrainConfig(StrictModel):
     unlabelled points every ``crop_size / 5`` px; unlabelled points feed only the contrastive terms.
     """
 
-    size: Literal["reference", "small", "tiny"] | None = Field(None, description="network size (default: model.size)")
+    size: Literal["reference", "compact", "small", "tiny"] | None = Field(
+        None, description="network preset (default: model.size)")
     tasks: list[Literal["permafrost", "taxonomy"]] = Field(
         default_factory=lambda: ["permafrost", "taxonomy"], min_length=1, description="tasks `train` trains"
     )

@@ -313,3 +313,43 @@ def test_input_standardization_is_optional_and_exact():
         b = plain((x - mean[:, None, None]) / std[:, None, None], pix, None)["pred"]
     torch.testing.assert_close(a, b)
     assert {"input_mean", "input_std"} <= set(standardised.state_dict())
+
+
+def test_compact_preset_keeps_the_reference_geometry() -> None:
+    """250 px window -> 256 px input, 4 px patches: 64/32/16/8 tokens per stage, 3.9 px cells, ~1.1 M params."""
+    from typing import get_args
+
+    from miso_mapper.config import ModelConfig, TrainConfig
+    from miso_mapper.model.config import PRESET_NAMES
+
+    assert "compact" in PRESET_NAMES
+    train_size, _none = get_args(TrainConfig.model_fields["size"].annotation)  # Literal[...] | None
+    assert get_args(ModelConfig.model_fields["size"].annotation) == get_args(train_size) == PRESET_NAMES
+    for task in ("permafrost", "taxonomy"):
+        cfg = MisoNetConfig.preset("compact", task)
+        assert (cfg.crop_size, cfg.input_size) == (250, 256)
+        assert cfg.crop_size / cfg.input_size * 4 == pytest.approx(3.906, abs=1e-3)
+        for enc in (cfg.sat_encoder, cfg.cov_encoder):
+            assert [64 // 2**i % enc.window_size for i in range(4)] == [0, 0, 0, 0]
+        model = build_model(cfg)
+        n_params = sum(p.numel() for p in model.parameters())
+        tiny = sum(p.numel() for p in build_model(MisoNetConfig.preset("tiny", task)).parameters())
+        assert 0.8e6 < n_params < 1.5e6 and n_params < tiny
+        assert model.sat_encoder.feature_extractor.features[0][0].kernel_size == (4, 4)
+
+
+def test_compact_preset_forward_on_a_250_px_window() -> None:
+    torch.manual_seed(0)
+    model = build_model(MisoNetConfig.preset("compact", "taxonomy")).eval()
+    images = torch.randn(2, 19, 250, 250)
+    with torch.no_grad():
+        x = model.prepare_images(images)
+        assert x.shape == (2, 19, 256, 256)
+        sat = model.sat_encoder.stages(x[:, :9])
+        cov = model.cov_encoder.stages(x[:, 9:])
+        out = model(images, torch.rand(2, 11, 2) * 2 - 1, torch.rand(2, 11, 2) * 2 - 1)
+    want = [(2, 64, 64, 16), (2, 32, 32, 32), (2, 16, 16, 64), (2, 8, 8, 128)]
+    assert [tuple(t.shape) for t in sat] == want and [tuple(t.shape) for t in cov] == want
+    assert out["pred"].shape == (2, 11, 7) and out["visual_emb"].shape == (2, 11, 128)
+    assert torch.isfinite(out["pred"]).all()
+    assert out["pred"].std(dim=1).min() > 0  # the point's position matters

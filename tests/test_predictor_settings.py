@@ -53,8 +53,8 @@ def test_one_window_size():
 
 def test_auto_query_spacing_of_the_presets():
     spacing = {size: auto_query_spacing(MisoNetConfig.preset(size, "permafrost"), 50)
-               for size in ("tiny", "small", "reference")}
-    assert spacing == {"tiny": 5, "small": 2, "reference": 1}
+               for size in ("tiny", "small", "compact", "reference")}
+    assert spacing == {"tiny": 5, "small": 2, "compact": 1, "reference": 1}
 
 
 def test_model_predictor_is_typed_and_an_empty_section_is_the_defaults():

@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from miso_mapper.bands import COVARIATES, S2_BANDS
 from miso_mapper.errors import MisoError
 from miso_mapper.filekind import DESCRIPTION, file_kind
-from miso_mapper.model.config import MisoNetConfig, PresetName, Task
+from miso_mapper.model.config import PRESET_NAMES, MisoNetConfig, PresetName, Task
 
 CARD_KEY = "miso_model_card"
 FORMAT_VERSION = 1
-PRESETS: tuple[PresetName, ...] = ("reference", "small", "tiny")
+PRESETS: tuple[PresetName, ...] = PRESET_NAMES
 
 
 class InitRecord(BaseModel):

@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS, WINDOW_PX
 
 Task = Literal["permafrost", "taxonomy"]
-PresetName = Literal["reference", "small", "tiny"]
+PresetName = Literal["reference", "compact", "small", "tiny"]
+
+#: Every preset name, largest first (what `model.size` / `train.size` accept).
+PRESET_NAMES: tuple[PresetName, ...] = ("reference", "compact", "small", "tiny")
 
 #: Output width of each task's heads: one logit (permafrost within 1 m) or one logit per soil order.
 TASK_OUT_DIM: dict[str, int] = {"permafrost": 1, "taxonomy": len(SOIL_ORDERS)}
@@ -132,7 +135,8 @@ class MisoNetConfig(_Frozen):
 
     @classmethod
     def preset(cls, name: PresetName = "reference", task: Task = "permafrost") -> MisoNetConfig:
-        """The named preset for ``task``: ``reference`` (about 212 M parameters), ``small`` or ``tiny``."""
+        """The named preset for ``task``: ``reference`` (about 212 M parameters), ``compact``, ``small`` or
+        ``tiny``."""
         if name == "reference":
             return cls(task=task)
         if name == "small":
@@ -156,7 +160,28 @@ class MisoNetConfig(_Frozen):
                 query_hidden=_reference_query_hidden(e), mapper_hidden=e, head_hidden=(e, e // 2),
                 location=LocationConfig(num_frequencies=16),
             )
-        raise ValueError(f"unknown preset {name!r}; choose reference, small or tiny")
+        if name == "compact":
+            return _compact(task)
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+
+
+def _compact(task: Task, embed_dim: int = 16, depths: tuple[int, int, int, int] = (1, 1, 1, 1),
+             window_size: int = 4, emb: int = 64) -> MisoNetConfig:
+    """The ``compact`` preset: the reference's geometry with narrow, shallow encoders.
+
+    Like the reference, the 250 px window is resized to 256 px and cut into 4 px patches, so stage 1 has 64 x 64
+    tokens and its feature cells are 3.9 native px (stages: 64, 32, 16, 8 tokens, all multiples of the
+    window). Widths are the tiny preset's; the arguments exist for ``benchmarks/presets.py``'s candidates.
+    """
+    def swin(drop_path: float) -> SwinConfig:
+        return SwinConfig(embed_dim=embed_dim, depths=depths, num_heads=(1, 1, 2, 2), window_size=window_size,
+                          drop_path=drop_path)
+
+    return MisoNetConfig(
+        task=task, input_size=256, sat_encoder=swin(0.5), cov_encoder=swin(0.1),
+        query_hidden=_reference_query_hidden(emb), mapper_hidden=emb, head_hidden=(emb, emb // 2),
+        location=LocationConfig(num_frequencies=16),
+    )
 
 
 def _reference_query_hidden(emb_dim: int) -> tuple[tuple[int, int], ...]:
