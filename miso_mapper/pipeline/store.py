@@ -128,7 +128,7 @@ def threshold_code(threshold: float) -> int:
     """The smallest stored permafrost value (``round(p x 250)``) that is permafrost under ``threshold``:
     ``ceil(threshold x 250)``, so a pixel is permafrost when its *stored* probability (stored x 0.004) is
     >= ``threshold``. 0.5 -> 125, 0.3 -> 75. Against the float probability this is ``p >= threshold``
-    except for p up to 0.002 below a threshold that is a multiple of 0.004 (the store's rounding)."""
+    except for p within 0.002 of the threshold (the store keeps p to 0.004)."""
     return int(np.ceil(round(float(threshold) * PROB_SCALE, 6)))
 
 
