@@ -29,7 +29,6 @@ SOIL_ORDER_COLOURS: dict[str, str] = {
 }
 
 
-
 @dataclass(frozen=True)
 class LayerClass:
     """One value of a categorical layer: its name, description and colour hint (hex RGB)."""
