@@ -88,7 +88,8 @@ def test_reference_preset_trains_maps_and_exports_on_cpu(served_world, demo_worl
     assert store["permafrost_probability"].attrs["decision_threshold"] == (0.5 if threshold is None else threshold)
     tx = np.asarray(store["taxonomy_probability"][...])
     written = pf[pf != NODATA]
-    assert written.size == 500 * 500 and written.max() <= PROB_SCALE
+    # imagery gaps (2 scenes) leave a few per cent of the chunk without data, as in test_pipeline_miso.py
+    assert written.size > 0.9 * 500 * 500 and written.max() <= PROB_SCALE
     assert np.unique(written).size > 1  # not a constant map
     sums = tx[:, pf != NODATA].astype(np.int64).sum(axis=0)  # the 7 order probabilities sum to 1 (x250, rounded)
     assert np.abs(sums - PROB_SCALE).max() <= 4
