@@ -72,13 +72,15 @@ def _layers(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return pf, tx, cls
 
 
-def make_store(out: Path, fmt: int = 2, products: Path | None = None):
-    """A store over three 500 px tiles: TILES written (one chunk left out), EMPTY_TILE never written."""
+def make_store(out: Path, fmt: int = 2, products: Path | None = None, threshold: float = 0.5):
+    """A store over three 500 px tiles: TILES written (one chunk left out), EMPTY_TILE never written; its
+    permafrost decision threshold is ``threshold``."""
     wf = _workflow(out, fmt, products)
     plan = make_plan(wf)
     assert plan.tiles == [*TILES, EMPTY_TILE]
     store = create_store(RunLayout.of(wf).store, wf, plan.chunks, {"map_config_hash": "cafe", "model_kind": "miso",
-                                                            "model_checkpoints": CHECKPOINTS, "workflow": "demo"})
+                                                            "model_checkpoints": CHECKPOINTS, "workflow": "demo"},
+                         decision_threshold=threshold)
     written = [ch for ch in plan.chunks if ch.tile in TILES][:-1]
     for i, ch in enumerate(written):
         store.write_layers(ch, stored_layers(ch.geobox, *_layers(i)))
@@ -259,7 +261,7 @@ def test_stac_collection_reads_back(exported):
         proj = ProjectionExtension.ext(item)
         assert proj.code == "EPSG:3338" and proj.shape == [500, 500]
         assert proj.transform == [10.0, 0.0, 260000.0 + 5000 * j, 0.0, -10.0, 1665000.0]
-        assert set(item.assets) == set(LAYER_NAMES)
+        assert set(item.assets) == {*LAYER_NAMES, "permafrost_class"}
         for key, asset in item.assets.items():
             assert not os.path.isabs(asset.href)
             target = Path(asset.get_absolute_href())
@@ -267,13 +269,59 @@ def test_stac_collection_reads_back(exported):
             bands = RasterExtension.ext(asset).bands
             assert len(bands) == (7 if key == "taxonomy_probability" else 1)
             assert bands[0].nodata == 255 and bands[0].data_type == "uint8"
-            assert bands[0].scale == (None if key == "taxonomy_class" else 0.004)
+            assert bands[0].scale == (None if key.endswith("_class") else 0.004)
         classes = ClassificationExtension.ext(item.assets["taxonomy_class"]).classes
         assert [(c.value, c.name, c.color_hint) for c in classes] == [
             (i, n, SOIL_ORDER_COLOURS[n]) for i, n in enumerate(SOIL_ORDERS)]
     for key, asset in collection.assets.items():
         assert Path(asset.get_absolute_href()).is_file(), key
     assert {"permafrost_probability_mosaic", "taxonomy_class_overview"} <= set(collection.assets)
+
+
+@pytest.fixture(scope="module")
+def exported_at_03(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export-0.3")
+    wf = make_store(out, threshold=0.3)
+    return wf, export_workflow(wf)
+
+
+@pytest.mark.parametrize(("which", "threshold", "cut"), [("exported", 0.5, 125), ("exported_at_03", 0.3, 75)])
+def test_permafrost_class_layer_at_the_stores_threshold(request, which, threshold, cut):
+    import xml.etree.ElementTree as ET
+
+    wf, res = request.getfixturevalue(which)
+    pf = _zarr(wf, "permafrost_probability")
+    # the class of a pixel: its stored probability x 0.004 >= the threshold (0.3 -> stored 75, 0.5 -> 125)
+    expected = np.where(pf == 255, 255, pf >= cut).astype(np.uint8)
+    assert 0.2 < (expected[pf != 255] == 1).mean() < 0.8
+    for j, tile in enumerate(TILES):
+        path = res.products / "cogs" / "permafrost_class" / f"{tile}.tif"
+        assert cog_validate(str(path), quiet=True)[0]
+        rows, cols = _tile_slices(j)
+        with rasterio.open(path) as src:
+            np.testing.assert_array_equal(src.read(1), expected[rows, cols])
+            assert src.nodata == 255 and src.scales == (1.0,) and src.overviews(1) == [2, 4]
+            assert src.tags()["MISO_DECISION_THRESHOLD"] == str(threshold)
+            assert src.colormap(1)[1] == (0x3B, 0x6F, 0xB6, 255) and src.colormap(1)[255][3] == 0
+        with rasterio.open(path, overview_level=0) as ov:
+            mode, unique = _mode(expected[rows, cols], 2)
+            np.testing.assert_array_equal(ov.read(1)[unique], mode[unique])
+        band = ET.parse(path.with_name(path.name + ".aux.xml")).getroot().find("PAMRasterBand[@band='1']")
+        assert [c.text for c in band.find("CategoryNames")] == ["no permafrost", "permafrost"]
+    with rasterio.open(res.mosaics["permafrost_class"]) as src:
+        np.testing.assert_array_equal(src.read(1), expected[:, :1000])
+        assert src.colormap(1)[0][:3] == (0xE8, 0xE2, 0xC8)
+    with rasterio.open(res.overviews["permafrost_class"]) as src:
+        mode, unique = _mode(expected[:, :1000], 5)
+        np.testing.assert_array_equal(src.read(1)[unique], mode[unique])
+    collection = pystac.Collection.from_file(str(res.stac))
+    for item in collection.get_items(recursive=True):
+        asset = item.assets["permafrost_class"]
+        assert asset.extra_fields["miso:decision_threshold"] == threshold
+        assert item.properties["miso:decision_threshold"] == threshold
+        assert [(c["value"], c["name"]) for c in asset.extra_fields["classification:classes"]] == [
+            (0, "no permafrost"), (1, "permafrost")]
+    assert collection.assets["permafrost_class_overview"].extra_fields["miso:decision_threshold"] == threshold
 
 
 def test_dask_export_is_byte_identical_to_serial(exported, tmp_path):

@@ -1,4 +1,5 @@
-"""``run`` with a real (seeded, tiny) MISO network saved as checkpoints: slow on CPU, so marked slow."""
+"""``run`` with a real (seeded, tiny) MISO network saved as checkpoints: slow on CPU, so marked slow; and what
+the run takes from a checkpoint's model card (its decision threshold), fast."""
 
 from __future__ import annotations
 
@@ -7,10 +8,29 @@ import pytest
 
 from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.manifest import Manifest
+from miso_mapper.pipeline.predictors import resolve_spec
 from miso_mapper.pipeline.run import run_workflow
 from miso_mapper.pipeline.store import NODATA
 
 from .test_pipeline import demo_workflow, store_arrays
+
+
+@pytest.mark.parametrize("threshold", [0.3, None])
+def test_spec_carries_the_permafrost_cards_decision_threshold(tmp_path, threshold):
+    from miso_mapper.inference.synthetic import seeded_network
+    from miso_mapper.model import ModelCard, save_checkpoint
+
+    path = save_checkpoint(seeded_network("permafrost", "tiny", seed=1), tmp_path / "pf.safetensors",
+                           ModelCard(decision_threshold=threshold))
+    wf = demo_workflow(_NoServer(), tmp_path / "out", grid={"halo": 175},
+                       model={"kind": "miso", "size": "tiny", "permafrost_checkpoint": str(path)})
+    assert resolve_spec(wf.model, wf.grid).decision_threshold == (threshold or 0.5)
+    synthetic = demo_workflow(_NoServer(), tmp_path / "out")
+    assert resolve_spec(synthetic.model, synthetic.grid).decision_threshold == 0.5
+
+
+class _NoServer:
+    stac_url = "http://127.0.0.1:9/"
 
 
 @pytest.mark.slow

@@ -276,6 +276,47 @@ def test_store_is_read_where_its_spatial_ref_says(made: Made, tmp_path: Path) ->
         map_accuracy(off)
 
 
+def _recoded_copy(made: Made, out: Path, threshold: float | None) -> Workflow:
+    """A copy of the run whose stored permafrost is 80 (p 0.32) where it was 250 and 70 (p 0.28) where it was 0,
+    with ``decision_threshold`` ``threshold`` on the store's permafrost_probability (None: no attribute)."""
+    import shutil
+    import warnings
+
+    shutil.copytree(made.workflow.output.directory, out)
+    wf = made.workflow.model_copy(update={"output": made.workflow.output.model_copy(update={"directory": out})})
+    group = zarr.open_group(str(RunLayout.of(wf).store), mode="r+")
+    array = group["permafrost_probability"]
+    pf = np.asarray(array[...])
+    array[...] = np.select([pf == 250, pf == 0], [80, 70], NODATA).astype(np.uint8)
+    if threshold is None:
+        del array.attrs["decision_threshold"]
+    else:
+        array.attrs["decision_threshold"] = threshold
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
+        zarr.consolidate_metadata(str(RunLayout.of(wf).store))
+    return wf
+
+
+def test_map_accuracy_follows_the_stores_decision_threshold(made: Made, tmp_path: Path) -> None:
+    """At threshold 0.3 the recoded map (0.32 / 0.28) maps the same permafrost as the original at 0.5; a store
+    without the attribute is read at 0.5, where the recoded map has no permafrost at all."""
+    original = map_accuracy(made.workflow)
+    at_03 = map_accuracy(_recoded_copy(made, tmp_path / "t03", 0.3))
+    assert at_03["decision_threshold"] == 0.3 and original["decision_threshold"] == 0.5
+    assert at_03["permafrost"] == original["permafrost"]
+    pf, _, tp, _, _, _ = _map_and_truth(made)
+    valid = (pf != NODATA) & (tp <= 1)
+    at_05 = map_accuracy(_recoded_copy(made, tmp_path / "t05", None))
+    assert at_05["decision_threshold"] == 0.5
+    assert at_05["permafrost"]["accuracy"] == int((tp[valid] == 0).sum()) / int(valid.sum())
+    assert at_05["permafrost"]["accuracy"] < original["permafrost"]["accuracy"] - 0.1
+    page = write_run_report(made.workflow.model_copy(update={"output": made.workflow.output.model_copy(
+        update={"directory": tmp_path / "t03"})}), tmp_path / "site" / "report.html", evaluation_dir=tmp_path / "none",
+        accuracy=at_03).read_text()
+    assert "permafrost (p ≥ 0.3)" in page
+
+
 def _html(made: Made, out: Path, **kw: object) -> str:
     ev = out / "evaluate"
     ev.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,10 @@ from miso_mapper.pipeline.store import (
     MapStore,
     create_store,
     encode_prediction,
+    permafrost_class,
+    read_decision_threshold,
     stored_layers,
+    threshold_code,
     to_uint8,
 )
 from miso_mapper.plan import make_plan
@@ -74,6 +77,38 @@ def test_uint8_scaling():
     assert enc["taxonomy_probability"].values[:, 0, 1].tolist() == [255] * 7
     assert all(enc[name].dtype == np.uint8 for name in LAYERS)
     np.testing.assert_array_equal(enc["x"].values, [5.0, 15.0])  # on the prediction's own coordinates
+
+
+def test_permafrost_class_at_the_stores_precision():
+    # the class is "stored x 0.004 >= threshold": 0.3 -> 75, 0.5 -> 125 (the report's former fixed cut), 0.302 -> 76
+    assert [threshold_code(t) for t in (0.0, 0.3, 0.302, 0.5, 0.9, 1.0)] == [0, 75, 76, 125, 225, 250]
+    stored = np.array([0, 74, 75, 76, 124, 125, 250, NODATA], np.uint8)
+    np.testing.assert_array_equal(permafrost_class(stored, 0.3), [0, 0, 1, 1, 1, 1, 1, NODATA])
+    np.testing.assert_array_equal(permafrost_class(stored, 0.5), [0, 0, 0, 0, 0, 1, 1, NODATA])
+    # every float probability >= 0.3 is a class-1 pixel once stored
+    p = np.linspace(0, 1, 10001, dtype=np.float32)
+    assert permafrost_class(to_uint8(p), 0.3)[p >= 0.3].all()
+
+
+@pytest.mark.parametrize("threshold", [0.3, None])
+def test_store_records_the_decision_threshold(tmp_path, threshold):
+    wf = _workflow(tmp_path)
+    plan = make_plan(wf)
+    extra = {} if threshold is None else {"decision_threshold": threshold}
+    create_store(RunLayout.of(wf).store, wf, plan.chunks, {"map_config_hash": "x"}, **extra)
+    attrs = zarr.open_group(str(RunLayout.of(wf).store), mode="r")["permafrost_probability"].attrs
+    assert attrs["decision_threshold"] == (threshold or 0.5)
+    assert read_decision_threshold(attrs, "here") == (threshold or 0.5)
+    assert read_decision_threshold({}, "old store") == 0.5
+
+
+def test_bad_decision_threshold_is_refused(tmp_path):
+    wf = _workflow(tmp_path)
+    with pytest.raises(MisoError, match=r"decision threshold 1.5 is not a probability in \[0, 1\]"):
+        create_store(RunLayout.of(wf).store, wf, make_plan(wf).chunks, {}, decision_threshold=1.5)
+    assert not RunLayout.of(wf).store.exists()
+    with pytest.raises(MisoError, match=r"^maps.zarr/permafrost_probability: decision threshold 'x'"):
+        read_decision_threshold({"decision_threshold": "x"}, "maps.zarr/permafrost_probability")
 
 
 def test_store_extent_is_whole_tiles_and_sparse(tmp_path):

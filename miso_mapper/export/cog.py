@@ -71,14 +71,14 @@ def staging(path: Path, spec: LayerSpec, geobox: GeoBox, tags: dict[str, str]) -
             dst.scales = (spec.scale,) * spec.count
             dst.offsets = (spec.offset or 0.0,) * spec.count
         if spec.categorical:
-            dst.write_colormap(1, colour_table())
+            dst.write_colormap(1, colour_table(spec))
         dst.update_tags(**tags)
         yield dst
 
 
 def pam_xml(spec: LayerSpec) -> str:
-    """The GDAL PAM sidecar of a class COG: band 1's category names (value i -> order i)."""
-    cats = "".join(f"<Category>{escape(name)}</Category>" for name in category_names())
+    """The GDAL PAM sidecar of a class COG: band 1's category names (value i -> class i of ``spec``)."""
+    cats = "".join(f"<Category>{escape(name)}</Category>" for name in category_names(spec))
     return (f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
             "  </PAMRasterBand>\n</PAMDataset>\n")
 

@@ -2,14 +2,20 @@
 
 All layers are uint8 with no data 255 (as in ``maps.zarr``). Probabilities keep the store's x250 scaling, so
 their GDAL scale/offset is 0.004/0 (physical = stored x 0.004).
+
+``permafrost_class`` is the one layer not stored as such: it is derived, block by block, from the stored
+``permafrost_probability`` and the store's ``decision_threshold`` (1 where the stored probability x 0.004 is
+>= the threshold, 0 below, 255 no data; :func:`miso_mapper.pipeline.store.permafrost_class`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from miso_mapper.bands import SOIL_ORDERS
-from miso_mapper.pipeline.store import PROB_SCALE
+from miso_mapper.pipeline.store import PROB_SCALE, permafrost_class
 
 #: Colour hint of each soil order (hex RGB, in :data:`SOIL_ORDERS` order); class map palette and STAC hints.
 SOIL_ORDER_COLOURS: dict[str, str] = {
@@ -24,11 +30,31 @@ SOIL_ORDER_COLOURS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
+class LayerClass:
+    """One value of a categorical layer: its name, description and colour hint (hex RGB)."""
+
+    value: int
+    name: str
+    description: str
+    colour: str
+
+
+SOIL_ORDER_CLASSES: tuple[LayerClass, ...] = tuple(
+    LayerClass(i, name, f"soil order {name} (USDA)", SOIL_ORDER_COLOURS[name]) for i, name in enumerate(SOIL_ORDERS))
+PERMAFROST_CLASSES: tuple[LayerClass, ...] = (
+    LayerClass(0, "no permafrost", "P(permafrost within 1 m) below the decision threshold", "E8E2C8"),
+    LayerClass(1, "permafrost", "P(permafrost within 1 m) at or above the decision threshold", "3B6FB6"),
+)
+
+
+@dataclass(frozen=True)
 class LayerSpec:
     """One exported layer of the store.
 
     ``zarr_name`` is the array in ``maps.zarr``; ``bands`` the band descriptions (one per band, in order);
-    ``resampling`` the GDAL overview resampling name; ``scale``/``offset`` the GDAL unpacking (None: none).
+    ``resampling`` the GDAL overview resampling name; ``scale``/``offset`` the GDAL unpacking (None: none);
+    ``classes`` the values of a categorical layer; ``thresholded``: the layer is ``zarr_name`` classified by
+    the store's permafrost decision threshold (:meth:`from_stored`).
     """
 
     name: str
@@ -38,34 +64,53 @@ class LayerSpec:
     title: str
     scale: float | None = None
     offset: float | None = None
-    categorical: bool = False
+    classes: tuple[LayerClass, ...] = ()
+    thresholded: bool = False
 
     @property
     def count(self) -> int:
         """Number of bands."""
         return len(self.bands)
 
+    @property
+    def categorical(self) -> bool:
+        """Whether the values are classes (mode overviews, colour table, category names)."""
+        return bool(self.classes)
+
+    def from_stored(self, block: np.ndarray, threshold: float) -> np.ndarray:
+        """This layer's uint8 values from a block of its stored array ``zarr_name`` (same shape)."""
+        return permafrost_class(block, threshold) if self.thresholded else block
+
 
 LAYER_SPECS: tuple[LayerSpec, ...] = (
     LayerSpec("permafrost_probability", "permafrost_probability", ("permafrost_probability",), "average",
               "Probability of permafrost within 1 m (x250; scale 0.004)", 1.0 / PROB_SCALE, 0.0),
     LayerSpec("taxonomy_class", "taxonomy_class", ("taxonomy_class",), "mode",
-              "Most probable soil order (index into the 7 orders)", categorical=True),
+              "Most probable soil order (index into the 7 orders)", classes=SOIL_ORDER_CLASSES),
     LayerSpec("taxonomy_probability", "taxonomy_probability", tuple(SOIL_ORDERS), "average",
               "Probability of each soil order (x250; scale 0.004)", 1.0 / PROB_SCALE, 0.0),
+    LayerSpec("permafrost_class", "permafrost_probability", ("permafrost_class",), "mode",
+              "Permafrost within 1 m (1) or not (0) at the model's decision threshold", classes=PERMAFROST_CLASSES,
+              thresholded=True),
 )
 LAYERS: dict[str, LayerSpec] = {spec.name: spec for spec in LAYER_SPECS}
 
 
-def colour_table() -> dict[int, tuple[int, int, int, int]]:
-    """The class layer's 256-entry palette: the order colours at 0..6, transparent elsewhere (255 = no data)."""
+def colour_table(spec: LayerSpec) -> dict[int, tuple[int, int, int, int]]:
+    """A class layer's 256-entry palette: its classes' colours at their values, transparent elsewhere
+    (255 = no data)."""
     table = {i: (0, 0, 0, 0) for i in range(256)}
-    for i, name in enumerate(SOIL_ORDERS):
-        hexa = SOIL_ORDER_COLOURS[name]
-        table[i] = (int(hexa[0:2], 16), int(hexa[2:4], 16), int(hexa[4:6], 16), 255)
+    for cls in spec.classes:
+        hexa = cls.colour
+        table[cls.value] = (int(hexa[0:2], 16), int(hexa[2:4], 16), int(hexa[4:6], 16), 255)
     return table
 
 
-def category_names() -> list[str]:
-    """GDAL category names of the class layer: value i -> name of order i (values 0..6)."""
-    return list(SOIL_ORDERS)
+def category_names(spec: LayerSpec) -> list[str]:
+    """GDAL category names of a class layer: entry i names value i (the classes' values are 0, 1, ...)."""
+    return [cls.name for cls in sorted(spec.classes, key=lambda c: c.value)]
+
+
+def layer_tags(spec: LayerSpec, threshold: float) -> dict[str, str]:
+    """GeoTIFF tags a layer adds to the store's: the decision threshold of a thresholded layer."""
+    return {"MISO_DECISION_THRESHOLD": repr(float(threshold))} if spec.thresholded else {}

@@ -64,10 +64,10 @@ def vrt_xml(spec: LayerSpec, geobox: GeoBox, sources: dict[Path, GeoBox], vrt_pa
         if spec.categorical:
             ET.SubElement(band, "ColorInterp").text = "Palette"
             cats = ET.SubElement(band, "CategoryNames")
-            for name in category_names():
+            for name in category_names(spec):
                 ET.SubElement(cats, "Category").text = name
             table = ET.SubElement(band, "ColorTable")
-            for _, (r, g, b, a) in sorted(colour_table().items()):
+            for _, (r, g, b, a) in sorted(colour_table(spec).items()):
                 ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a))
         else:
             ET.SubElement(band, "ColorInterp").text = "Gray" if spec.count == 1 else "Undefined"

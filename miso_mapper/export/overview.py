@@ -20,7 +20,7 @@ from miso_mapper.config import ExportConfig, Workflow
 from miso_mapper.errors import ConfigError
 from miso_mapper.export.atomic import hidden_temp
 from miso_mapper.export.cog import publish_cog, staging
-from miso_mapper.export.layers import LAYER_SPECS
+from miso_mapper.export.layers import LAYER_SPECS, layer_tags
 from miso_mapper.export.paths import overview_path
 from miso_mapper.export.tiles import Progress, TileResult
 
@@ -38,15 +38,18 @@ def overview_factor(workflow: Workflow) -> int:
 class StatewideOverviews:
     """The overview COGs of one export over ``extent`` (whole tiles), as a context manager.
 
-    Entering opens one staging GeoTIFF per layer on ``extent.zoom_out(factor)``; :meth:`add` writes a tile's
+    ``decision_threshold``: the store's, tagged on the permafrost class overview. Entering opens one staging
+    GeoTIFF per layer on ``extent.zoom_out(factor)``; :meth:`add` writes a tile's
     pieces; :meth:`publish` turns the stagings into the final COGs; leaving removes whatever staging is left.
     """
 
-    def __init__(self, products: Path, extent: GeoBox, factor: int, tags: dict[str, str]) -> None:
+    def __init__(self, products: Path, extent: GeoBox, factor: int, tags: dict[str, str],
+                 decision_threshold: float) -> None:
         self.geobox = extent.zoom_out(factor)
         """The overview grid: ``extent`` at ``factor`` times coarser pixels."""
         self.factor = factor
         self.tags = tags
+        self.decision_threshold = decision_threshold
         self.paths = {spec.name: overview_path(products, spec.name) for spec in LAYER_SPECS}
         self._stage = {name: hidden_temp(path, "staging.tif") for name, path in self.paths.items()}
         self._open = contextlib.ExitStack()
@@ -56,7 +59,8 @@ class StatewideOverviews:
         try:
             for spec in LAYER_SPECS:
                 self.paths[spec.name].parent.mkdir(parents=True, exist_ok=True)
-                tags = self.tags | {"MISO_LAYER": spec.name, "MISO_TILE": "overview"}
+                tags = (self.tags | {"MISO_LAYER": spec.name, "MISO_TILE": "overview"}
+                        | layer_tags(spec, self.decision_threshold))
                 self._dsts[spec.name] = self._open.enter_context(
                     staging(self._stage[spec.name], spec, self.geobox, tags))
         except BaseException:

@@ -71,7 +71,7 @@ def export_workflow(workflow: Workflow, client: Any = None, tiles: list[str] | N
     tags = _tags(reader)
     jobs = _tile_jobs(workflow, reader, chosen, factor, tags, products)
     with rasterio.Env(GDAL_CACHEMAX=workflow.export.gdal_cache_mb), \
-            StatewideOverviews(products, extent, factor, tags) as overviews:
+            StatewideOverviews(products, extent, factor, tags, reader.decision_threshold) as overviews:
         files, seconds = export_tile_cogs(jobs, client, overviews.add, report)
         files += overviews.publish(workflow.export, report)
     mosaics = write_mosaics(products, chosen.covered, extent, workflow.export.blocksize)
@@ -110,5 +110,6 @@ def _write_stac(workflow: Workflow, reader: StoreReader, products: Path, covered
     items = {tile: (geobox, {name: cog_path(products, name, tile) for name in LAYERS})
              for tile, geobox in covered.items()}
     overview_assets = {name: (overviews.geobox, path) for name, path in overviews.paths.items()}
-    return publish_collection(stac_dir(products), f"miso-{workflow.name}", reader.attrs, workflow.grid.resolution,
+    attrs = reader.attrs | {"decision_threshold": reader.decision_threshold}
+    return publish_collection(stac_dir(products), f"miso-{workflow.name}", attrs, workflow.grid.resolution,
                               items, mosaics, overview_assets)

@@ -26,6 +26,7 @@ from miso_mapper.config import GridConfig
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid, describe_geobox, geobox_from_spatial_ref
 from miso_mapper.pipeline.store import LAYERS as STORE_LAYERS
+from miso_mapper.pipeline.store import read_decision_threshold
 
 
 def open_group(path: Path) -> Any:
@@ -74,6 +75,9 @@ class StoreReader:
             raise MisoError(f"{self.path}: the store's grid ({describe_geobox(self.geobox)}) is not on the workflow's "
                             f"grid ({describe_geobox(self.grid.geobox)}): {exc}; export it with the workflow that "
                             "made it") from None
+        self.decision_threshold = read_decision_threshold(self.group["permafrost_probability"].attrs,
+                                                          f"{self.path}/permafrost_probability")
+        """P(permafrost) from which the map's class is permafrost (the attribute ``run`` recorded; 0.5 if none)."""
         if int(self.attrs.get("zarr_chunk", -1)) != grid.zarr_chunk:
             raise MisoError(f"{self.path} uses {self.attrs.get('zarr_chunk')} px Zarr chunks, the grid "
                             f"{grid.zarr_chunk} px: export it with the workflow that made it")

@@ -2,17 +2,19 @@
 
 Layout under the products folder: ``stac/collection.json`` and ``stac/<tile>/<tile>.json``. Each item is one
 grid tile with one asset per layer COG (``permafrost_probability``, ``taxonomy_class``,
-``taxonomy_probability``); the collection's assets are the VRT mosaics and the statewide overview COGs.
+``taxonomy_probability``, ``permafrost_class``); the collection's assets are the VRT mosaics and the statewide
+overview COGs.
 
 Every footprint comes from the raster's GeoBox (a slice of the store's grid, or its zoom-out for overviews):
 item ``geometry``/``bbox`` are its geographic extent (EPSG:4326, edges densified), the projection extension its
 CRS, shape, affine and bounding box. Extensions: projection (``proj:code``, ``proj:shape``, ``proj:transform``,
 ``proj:bbox`` in the grid CRS), raster (``raster:bands`` with nodata 255, uint8, scale/offset 0.004/0 for
-probabilities, spatial resolution), classification (the 7 soil orders with names and colour hints) on class
-assets. Item properties carry the
+probabilities, spatial resolution), classification (the 7 soil orders, or no permafrost / permafrost, with
+names and colour hints) on class assets; ``permafrost_class`` assets name the ``miso:decision_threshold``
+they were classified at. Item properties carry the
 imagery date range (``start_datetime``/``end_datetime``) and the store's provenance (``miso:*``: checkpoint
-sha256 per model role, model kind, map config hash, store uuid, software version). Nothing here depends on
-the time of export, so the same store exports to the same bytes.
+sha256 per model role, model kind, map config hash, store uuid, software version, decision threshold). Nothing
+here depends on the time of export, so the same store exports to the same bytes.
 """
 
 from __future__ import annotations
@@ -33,11 +35,10 @@ from pystac.extensions.classification import Classification, ClassificationExten
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 
-from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.errors import MisoError
 from miso_mapper.export.atomic import replace_dir
-from miso_mapper.export.layers import LAYER_SPECS, SOIL_ORDER_COLOURS, LayerSpec
-from miso_mapper.pipeline.store import NODATA
+from miso_mapper.export.layers import LAYER_SPECS, LayerSpec
+from miso_mapper.pipeline.store import DEFAULT_THRESHOLD, NODATA
 
 VRT_MEDIA_TYPE = "application/x-gdal-vrt+xml"
 #: Points per side of a footprint projected to EPSG:4326 (the edges of a projected box are curves).
@@ -73,8 +74,9 @@ def _layer_asset(spec: LayerSpec, href: str, title: str, roles: list[str]) -> py
                         extra_fields={"miso:layer": spec.name})
 
 
-def _describe_asset(owner: Any, key: str, spec: LayerSpec, resolution: float) -> None:
-    """Raster bands (and classes) of asset ``key`` of ``owner`` (an item or collection with the extensions)."""
+def _describe_asset(owner: Any, key: str, spec: LayerSpec, resolution: float, threshold: float) -> None:
+    """Raster bands (and classes) of asset ``key`` of ``owner`` (an item or collection with the extensions);
+    ``threshold``: the store's permafrost decision threshold (named on thresholded layers' assets)."""
     asset = owner.assets[key]
     bands = [RasterBand.create(nodata=NODATA, data_type=DataType.UINT8, spatial_resolution=resolution,
                                scale=spec.scale, offset=spec.offset, unit="1" if spec.scale else None)
@@ -84,10 +86,11 @@ def _describe_asset(owner: Any, key: str, spec: LayerSpec, resolution: float) ->
         asset.extra_fields["miso:band_names"] = list(spec.bands)
     if spec.categorical:
         ClassificationExtension.ext(asset, add_if_missing=True).classes = [
-            Classification.create(value=i, name=name, description=f"soil order {name} (USDA)",
-                                  color_hint=SOIL_ORDER_COLOURS[name])
-            for i, name in enumerate(SOIL_ORDERS)
+            Classification.create(value=c.value, name=c.name, description=c.description, color_hint=c.colour)
+            for c in spec.classes
         ]
+    if spec.thresholded:
+        asset.extra_fields["miso:decision_threshold"] = threshold
 
 
 def date_range(attrs: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
@@ -101,6 +104,11 @@ def date_range(attrs: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
     return start, end
 
 
+def decision_threshold(attrs: dict[str, Any]) -> float:
+    """The permafrost decision threshold among ``attrs`` (the export adds the store's; 0.5 when absent)."""
+    return float(attrs.get("decision_threshold", DEFAULT_THRESHOLD))
+
+
 def provenance(attrs: dict[str, Any]) -> dict[str, Any]:
     """The ``miso:*`` properties of every item, from the store's group attributes."""
     return {
@@ -110,6 +118,7 @@ def provenance(attrs: dict[str, Any]) -> dict[str, Any]:
         "miso:store_uuid": attrs.get("store_uuid"),
         "miso:software_version": attrs.get("software_version"),
         "miso:imagery_seasons": list(attrs.get("imagery_seasons") or []),
+        "miso:decision_threshold": decision_threshold(attrs),
         "miso:probability_scale": "stored uint8 = round(probability x 250); 255 = no data",
     }
 
@@ -121,7 +130,8 @@ def _rel(path: Path, json_path: Path) -> str:
 def publish_collection(final_dir: Path, collection_id: str, attrs: dict[str, Any], resolution: float,
                        tiles: dict[str, tuple[GeoBox, dict[str, Path]]], mosaics: dict[str, Path],
                        overviews: dict[str, tuple[GeoBox, Path]]) -> list[Path]:
-    """Write the collection (arguments as :func:`write_collection`) into a hidden folder beside ``final_dir``,
+    """Write the collection (arguments as :func:`write_collection`; ``attrs``: the store's group attributes
+    plus ``decision_threshold``, its permafrost threshold) into a hidden folder beside ``final_dir``,
     then swap it in at ``final_dir``; returns its JSON files."""
     # no dot suffix in the temporary name: pystac would take the folder for a file
     tmp = final_dir.with_name(f".{final_dir.name}-tmp-{uuid.uuid4().hex[:12]}")
@@ -158,7 +168,7 @@ def write_collection(directory: Path, collection_id: str, attrs: dict[str, Any],
     )
     collection.stac_extensions += [ext.get_schema_uri()
                                    for ext in (ProjectionExtension, RasterExtension, ClassificationExtension)]
-    _collection_assets(collection, mosaics, overviews, final_dir / "collection.json")
+    _collection_assets(collection, mosaics, overviews, final_dir / "collection.json", decision_threshold(attrs))
     collection.add_items(items)
     collection.normalize_hrefs(str(directory))
     collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
@@ -176,13 +186,14 @@ def _tile_item(tile_id: str, geobox: GeoBox, paths: dict[str, Path], attrs: dict
     for spec in LAYER_SPECS:
         if spec.name in paths:
             item.add_asset(spec.name, _layer_asset(spec, _rel(paths[spec.name], item_json), spec.title, ["data"]))
-            _describe_asset(item, spec.name, spec, resolution)
+            _describe_asset(item, spec.name, spec, resolution, decision_threshold(attrs))
     return item
 
 
 def _collection_assets(collection: pystac.Collection, mosaics: dict[str, Path],
-                       overviews: dict[str, tuple[GeoBox, Path]], collection_json: Path) -> None:
-    """Add the VRT mosaics and the statewide overview COGs (on their grids) as the collection's assets."""
+                       overviews: dict[str, tuple[GeoBox, Path]], collection_json: Path, threshold: float) -> None:
+    """Add the VRT mosaics and the statewide overview COGs (on their grids) as the collection's assets
+    (``threshold``: the store's permafrost decision threshold)."""
     for spec in LAYER_SPECS:
         if spec.name in mosaics:
             collection.add_asset(f"{spec.name}_mosaic", pystac.Asset(
@@ -193,5 +204,5 @@ def _collection_assets(collection: pystac.Collection, mosaics: dict[str, Path],
             key = f"{spec.name}_overview"
             collection.add_asset(key, _layer_asset(spec, _rel(path, collection_json),
                                                    f"{spec.title}: statewide overview", ["overview"]))
-            _describe_asset(collection, key, spec, abs(geobox.resolution.x))
+            _describe_asset(collection, key, spec, abs(geobox.resolution.x), threshold)
             _proj(collection.assets[key], geobox)

@@ -1,10 +1,12 @@
-"""The tile COGs: one job per tile, run on Dask workers (or in process), streaming the store into three COGs.
+"""The tile COGs: one job per tile, run on Dask workers (or in process), streaming the store into a COG per layer.
 
 A job reads its tile in blocks of ``lcm(zarr_chunk, factor)`` px (whole Zarr chunks, whole overview cells),
 row-major; each block is written as a window into the layers' staging GeoTIFFs and reduced to the tile's
 piece of the statewide overviews (``factor`` = overview resolution / grid resolution). Peak memory is one
-block of the three layers (9 bytes per pixel) plus GDAL's bounded cache, whatever the tile size. A tile's
-COGs are georeferenced by the tile's GeoBox, a slice of the store's own grid.
+block of the layers (10 bytes per pixel) plus GDAL's bounded cache, whatever the tile size. A tile's
+COGs are georeferenced by the tile's GeoBox, a slice of the store's own grid. Each stored array is read once
+per block; ``permafrost_class`` is classified from the block of ``permafrost_probability`` at the store's
+decision threshold (:meth:`~miso_mapper.export.layers.LayerSpec.from_stored`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from miso_mapper.config import ExportConfig, GridConfig
 from miso_mapper.export.aggregate import block_average, block_mode
 from miso_mapper.export.atomic import hidden_temp
 from miso_mapper.export.cog import publish_cog, staging
-from miso_mapper.export.layers import LAYER_SPECS
+from miso_mapper.export.layers import LAYER_SPECS, layer_tags
 from miso_mapper.export.source import StoreReader
 
 #: ``progress(stage, done, total)``: called as tiles finish and as the shared products are written.
@@ -78,6 +80,7 @@ def _empty_pieces(geobox: GeoBox, factor: int) -> dict[str, np.ndarray]:
         "permafrost_probability": np.empty((h, w), np.uint8),
         "taxonomy_probability": np.empty((len(SOIL_ORDERS), h, w), np.uint8),
         "taxonomy_class": np.empty((h, w), np.uint8),
+        "permafrost_class": np.empty((h, w), np.uint8),
     }
 
 
@@ -90,8 +93,9 @@ def run_tile_job(job: TileJob) -> TileResult:
     try:
         with rasterio.Env(GDAL_CACHEMAX=job.export.gdal_cache_mb):
             with contextlib.ExitStack() as stack:
-                dsts = {spec.name: stack.enter_context(staging(stage[spec.name], spec, job.geobox, job.tags | {
-                            "MISO_LAYER": spec.name, "MISO_TILE": job.tile}))
+                tags = {spec.name: job.tags | {"MISO_LAYER": spec.name, "MISO_TILE": job.tile}
+                        | layer_tags(spec, reader.decision_threshold) for spec in LAYER_SPECS}
+                dsts = {spec.name: stack.enter_context(staging(stage[spec.name], spec, job.geobox, tags[spec.name]))
                         for spec in LAYER_SPECS if spec.name in stage}
                 coarse = _stream(reader, job, dsts)
             for spec in LAYER_SPECS:
@@ -112,11 +116,12 @@ def _stream(reader: StoreReader, job: TileJob, dsts: dict[str, Any]) -> dict[str
     for r in range(0, job.geobox.height, b):
         for c in range(0, job.geobox.width, b):
             rows, cols = reader.slices(job.geobox[r:r + b, c:c + b])
+            stored = {name: reader.read(name, rows, cols) for name in {spec.zarr_name for spec in LAYER_SPECS}}
             for spec in LAYER_SPECS:
-                block = reader.read(spec.zarr_name, rows, cols)
+                block = spec.from_stored(stored[spec.zarr_name], reader.decision_threshold)
                 if spec.name in dsts:
                     dsts[spec.name].write(block if block.ndim == 3 else block[None], window=Window(c, r, b, b))
-                small = block_mode(block, f, len(SOIL_ORDERS)) if spec.categorical else block_average(block, f)
+                small = block_mode(block, f, len(spec.classes)) if spec.categorical else block_average(block, f)
                 coarse[spec.name][..., r // f:(r + b) // f, c // f:(c + b) // f] = small
     return coarse
 

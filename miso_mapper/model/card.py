@@ -49,6 +49,8 @@ class ModelCard(BaseModel):
     class_names: tuple[str, ...] = ()
     training_data_hash: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    decision_threshold: float | None = Field(
+        None, description="permafrost networks: P(permafrost) >= this is mapped as permafrost; None means 0.5")
     source: str = Field("", description="where the weights came from (training run id, imported file)")
     source_sha256: str | None = Field(None, description="hex sha256 of the imported file (checkpoint import)")
     init: InitRecord | None = Field(None, description="the weights training started from (train.init)")

@@ -39,6 +39,10 @@ class PredictorSpec:
     options: dict[str, Any] = field(default_factory=dict)
     """keyword arguments of the predictor's settings (JSON values): PredictorConfig (miso), SyntheticPredictor"""
     torch_threads: int | None = None
+    decision_threshold: float = 0.5
+    """P(permafrost) from which the map's class is permafrost: the permafrost checkpoint card's
+    ``decision_threshold`` (None there: 0.5); 0.5 for RF-11 and synthetic. Not part of :attr:`key`: it is
+    read from the checkpoint, whose hash the key holds, and the predictor does not use it."""
 
     @property
     def key(self) -> str:
@@ -68,7 +72,22 @@ def resolve_spec(model: ModelConfig, grid: GridConfig, torch_threads: int | None
     elif model.kind == "synthetic":
         options = model.synthetic.model_dump(mode="json")
     hashes = {role: sha256_file(Path(p)) for role, p in files.items()}
-    return PredictorSpec(model.kind, {r: str(p) for r, p in files.items()}, hashes, options, torch_threads)
+    return PredictorSpec(model.kind, {r: str(p) for r, p in files.items()}, hashes, options, torch_threads,
+                         _decision_threshold(files.get("permafrost")))
+
+
+def _decision_threshold(permafrost_checkpoint: Path | None) -> float:
+    """The threshold a permafrost checkpoint's model card names (0.5 when it names none, or without one)."""
+    from miso_mapper.pipeline.store import DEFAULT_THRESHOLD, checked_threshold
+
+    if permafrost_checkpoint is None:
+        return DEFAULT_THRESHOLD
+    from miso_mapper.model.card import read_model_card
+
+    card = read_model_card(permafrost_checkpoint)
+    if card.decision_threshold is None:
+        return DEFAULT_THRESHOLD
+    return checked_threshold(card.decision_threshold, f"{permafrost_checkpoint}: model card")
 
 
 def build_predictor(spec: PredictorSpec) -> Predictor:

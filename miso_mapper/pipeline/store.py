@@ -2,7 +2,8 @@
 
 Layout (DESIGN.md, "Output store"), CF / GeoZarr-style georeferencing in the grid CRS (EPSG:3338 by default):
 
-* ``permafrost_probability`` (y, x) uint8: probability x 250 (CF ``scale_factor`` 0.004), 255 = no data
+* ``permafrost_probability`` (y, x) uint8: probability x 250 (CF ``scale_factor`` 0.004), 255 = no data;
+  its attribute ``decision_threshold`` is the permafrost network's threshold (:func:`read_decision_threshold`)
 * ``taxonomy_probability`` (class, y, x) uint8, same scaling; ``class`` = :data:`~miso_mapper.bands.SOIL_ORDERS`
 * ``taxonomy_class`` (y, x) uint8: index into ``class`` of the most probable order, 255 = no data
 * ``spatial_ref``: the CF grid-mapping variable (``crs_wkt``, ``spatial_ref``, ``GeoTransform``), named by
@@ -77,6 +78,8 @@ PROB_SCALE = 250
 #: No-data value of every layer (also the Zarr fill value: unwritten chunks read as no data).
 NODATA = 255
 LAYERS = ("permafrost_probability", "taxonomy_probability", "taxonomy_class")
+#: P(permafrost) from which a pixel is permafrost when the model names no threshold (RF-11, synthetic, old stores).
+DEFAULT_THRESHOLD = 0.5
 #: Files of a Zarr array's folder that are not chunks (v3, then v2).
 _METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zmetadata"})
 
@@ -121,6 +124,38 @@ def to_uint8(prob: np.ndarray) -> np.ndarray:
     return out
 
 
+def threshold_code(threshold: float) -> int:
+    """The smallest stored permafrost value (``round(p x 250)``) that is permafrost under ``threshold``:
+    ``ceil(threshold x 250)``, so a pixel is permafrost when its *stored* probability (stored x 0.004) is
+    >= ``threshold``. 0.5 -> 125, 0.3 -> 75. Against the float probability this is ``p >= threshold``
+    except for p within 0.002 of the threshold (the store keeps p to 0.004)."""
+    return int(np.ceil(round(float(threshold) * PROB_SCALE, 6)))
+
+
+def permafrost_class(stored: np.ndarray, threshold: float) -> np.ndarray:
+    """Stored uint8 permafrost probabilities (any shape) -> uint8 class: 1 permafrost, 0 not (see
+    :func:`threshold_code`), 255 where the probability is no data."""
+    stored = np.asarray(stored, dtype=np.uint8)
+    return np.where(stored == NODATA, NODATA, stored >= threshold_code(threshold)).astype(np.uint8)
+
+
+def checked_threshold(value: Any, where: str) -> float:
+    """``value`` as a decision threshold in [0, 1]; :class:`MisoError` naming ``where`` otherwise."""
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        threshold = float("nan")
+    if not 0.0 <= threshold <= 1.0:
+        raise MisoError(f"{where}: decision threshold {value!r} is not a probability in [0, 1]")
+    return threshold
+
+
+def read_decision_threshold(array_attrs: Mapping[str, Any], where: str) -> float:
+    """The permafrost decision threshold recorded on a store's ``permafrost_probability`` (its attributes
+    ``array_attrs``); :data:`DEFAULT_THRESHOLD` for a store made before thresholds were recorded."""
+    return checked_threshold(array_attrs.get("decision_threshold", DEFAULT_THRESHOLD), where)
+
+
 def encode_prediction(pred: xr.Dataset) -> xr.Dataset:
     """A predictor's output -> the three stored uint8 layers, on the prediction's own coordinates.
 
@@ -162,10 +197,13 @@ def checksum_arrays(pf: np.ndarray, tx: np.ndarray, cls: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance: dict[str, Any]) -> MapStore:
+def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance: dict[str, Any],
+                 decision_threshold: float = DEFAULT_THRESHOLD) -> MapStore:
     """Create an empty ``maps.zarr`` for ``chunks`` (metadata and coordinates only; no data chunk is written).
 
-    ``provenance`` is merged into the group attributes (checkpoint hashes, map_config_hash, config_hash ...).
+    ``provenance`` is merged into the group attributes (checkpoint hashes, map_config_hash, config_hash ...);
+    ``decision_threshold`` (P(permafrost) from which a pixel is permafrost, the permafrost model's) becomes the
+    ``decision_threshold`` attribute of ``permafrost_probability``.
     Raises :class:`MisoError` if ``path`` exists.
     """
     import dask.array as da
@@ -185,7 +223,9 @@ def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance
     ds = xr.Dataset(
         {
             "permafrost_probability": (("y", "x"), da.full((ny, nx), np.nan, np.float32, chunks=(z, z)),
-                                       prob_attrs | {"long_name": "probability of permafrost within 1 m"}),
+                                       prob_attrs | {"long_name": "probability of permafrost within 1 m",
+                                                     "decision_threshold": checked_threshold(
+                                                         decision_threshold, str(path))}),
             "taxonomy_probability": (("class", "y", "x"),
                                      da.full((nc, ny, nx), np.nan, np.float32, chunks=(nc, z, z)),
                                      prob_attrs | {"long_name": "probability of each soil order"}),

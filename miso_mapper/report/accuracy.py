@@ -5,7 +5,9 @@ Truth rasters are the demo world's ``truth/permafrost.tif`` (0/1) and ``truth/so
 ``world.json`` when present. The map is read from the store one done chunk at a time.
 
 * A pixel counts when both the map and the truth have data there. Permafrost is predicted where the stored
-  probability is >= 125 (p >= 0.5 to the store's 0.004 precision); soil order is the stored ``taxonomy_class``.
+  probability x 0.004 is >= the store's ``decision_threshold`` (the permafrost model's; 0.5 for RF-11, the
+  synthetic stand-in and older stores), exactly as the exported ``permafrost_class`` layer
+  (:func:`~miso_mapper.pipeline.store.permafrost_class`); soil order is the stored ``taxonomy_class``.
 * **Majority baseline:** a constant map of the majority class of the *labelled points* inside the region
   (what a model that knows only the training labels' distribution would draw), scored on the same pixels
   and points. ``truth_majority_accuracy`` adds the best constant map in hindsight (the truth's own majority
@@ -27,11 +29,9 @@ from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.layout import RunLayout
-from miso_mapper.pipeline.store import NODATA, PROB_SCALE
+from miso_mapper.pipeline.store import NODATA, permafrost_class, read_decision_threshold
 from miso_mapper.report.source import RunData, load_run
 
-#: Stored permafrost value from which a pixel is mapped as permafrost (p >= 0.5).
-PF_THRESHOLD = PROB_SCALE // 2
 TRUTH_NAMES = {"permafrost": "truth/permafrost.tif", "soil_order": "truth/soil_order.tif"}
 
 
@@ -114,7 +114,8 @@ def _ratio(a: int, n: int) -> float | None:
 def map_accuracy(workflow: Workflow, run: RunData | None = None) -> dict[str, Any]:
     """Accuracy of a run's map against the demo world's truth (see the module doc for the definitions).
 
-    Returns ``{"chunks", "area_km2", "majority_source", "permafrost": {...}, "soil_order": {...}}`` where each
+    Returns ``{"chunks", "area_km2", "majority_source", "decision_threshold", "permafrost": {...},
+    "soil_order": {...}}`` (``decision_threshold``: the store's, which decides mapped permafrost) where each
     task dict holds ``pixels``, ``accuracy``, ``majority_class``, ``majority_accuracy``,
     ``truth_majority_accuracy``, ``points``, ``points_accuracy``, ``points_majority_accuracy`` (fractions in
     [0, 1]; None where nothing was counted), ``labels`` (the points' :func:`~miso_mapper.points.label_counts`,
@@ -131,6 +132,8 @@ def map_accuracy(workflow: Workflow, run: RunData | None = None) -> dict[str, An
         raise MisoError(f"no store at {RunLayout.of(workflow).store}: nothing to score")
     g = run.grid.config
     cs = g.chunk_size
+    threshold = read_decision_threshold(run.store["permafrost_probability"].attrs,
+                                        f"{RunLayout.of(workflow).store}/permafrost_probability")
     points, points_note = _points(workflow)
     # majority classes: from the labelled points when there are any, else from the truth (filled in below)
     pf_major = so_major = None
@@ -153,13 +156,13 @@ def map_accuracy(workflow: Workflow, run: RunData | None = None) -> dict[str, An
     try:
         for row in run.done():
             lr, lc = run.store_slices(row)
-            pf = np.asarray(run.store["permafrost_probability"][lr, lc])
+            pf = permafrost_class(run.store["permafrost_probability"][lr, lc], threshold)
             cls = np.asarray(run.store["taxonomy_class"][lr, lc])
             tp = readers["permafrost"].read(run.chunk_geobox(row))
             ts = readers["soil_order"].read(run.chunk_geobox(row))
             valid = (pf != NODATA) & (tp <= 1)
             n_pf += int(valid.sum())
-            ok_pf += int((((pf >= PF_THRESHOLD) == (tp == 1)) & valid).sum())
+            ok_pf += int((((pf == 1) == (tp == 1)) & valid).sum())
             pf_hist += np.bincount(tp[valid], minlength=2)[:2]
             valid = (cls != NODATA) & (ts < len(SOIL_ORDERS))
             n_so += int(valid.sum())
@@ -170,7 +173,7 @@ def map_accuracy(workflow: Workflow, run: RunData | None = None) -> dict[str, An
                 r, c = prow[inside] - row.row * cs, pcol[inside] - row.col * cs
                 lab_pf, lab_so = points.permafrost[inside], points.soil_order[inside]
                 keep = np.isfinite(lab_pf) & (pf[r, c] != NODATA)
-                pt_pf_pred.append(pf[r, c][keep] >= PF_THRESHOLD)
+                pt_pf_pred.append(pf[r, c][keep] == 1)
                 pt_pf_lab.append(lab_pf[keep].astype(int))
                 keep = (lab_so >= 0) & (cls[r, c] != NODATA)
                 pt_so_pred.append(cls[r, c][keep])
@@ -200,6 +203,7 @@ def map_accuracy(workflow: Workflow, run: RunData | None = None) -> dict[str, An
         "majority_source": source,
         "labels": labels,
         "points_note": points_note,
+        "decision_threshold": threshold,
         "permafrost": task(n_pf, ok_pf, pf_hist, pf_major, pt_pf_pred, pt_pf_lab, pf_major),
         "soil_order": task(n_so, ok_so, so_hist, so_major, pt_so_pred, pt_so_lab, SOIL_ORDERS[so_major]),
     }

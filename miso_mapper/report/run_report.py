@@ -128,7 +128,8 @@ def _timings_section(run: RunData) -> str:
 
 def _accuracy_section(acc: dict[str, Any]) -> str:
     rows = []
-    for key, label in (("permafrost", "permafrost (p ≥ 0.5)"), ("soil_order", "soil order")):
+    for key, label in (("permafrost", f"permafrost (p ≥ {acc.get('decision_threshold', 0.5):g})"),
+                       ("soil_order", "soil order")):
         a = acc[key]
         rows.append((label, f"{a['pixels']:,}", _f(a["accuracy"], ".4f"), str(a["majority_class"]),
                      _f(a["majority_accuracy"], ".4f"), _f(a["truth_majority_accuracy"], ".4f"),
