@@ -404,6 +404,20 @@ class TrainConfig(StrictModel):
         False, description="standardise input channels inside the network with statistics of the training chips"
     )
     init: InitConfig = Field(default_factory=InitConfig, description="starting weights (default: random)")
+    class_weights: Literal["none", "balanced", "sqrt"] = Field(
+        "balanced", description="weights of the supervised loss per class, from the training points' label counts: "
+        "'balanced' = n / (k n_c) as scikit-learn (BCE of permafrost / CE of soil order), 'sqrt' = its square "
+        "root, 'none' = unweighted as the reference"
+    )
+    sampling: Literal["uniform", "balanced"] = Field(
+        "uniform", description="how an epoch draws its labelled anchor chips: 'uniform' over the training points "
+        "(reference) or 'balanced' (each class of the anchor's label equally often)"
+    )
+    threshold: Literal["fixed", "youden", "f1"] = Field(
+        "fixed", description="permafrost decision threshold stored in the model card: 'fixed' 0.5 (reference), "
+        "'youden' (max sensitivity + specificity, i.e. balanced accuracy) or 'f1' (max F1 of permafrost), "
+        "chosen on the validation points"
+    )
     seed: int = 0
     num_threads: PositiveInt | None = Field(None, description="torch CPU threads (default: all cores)")
     workers: PositiveInt = Field(

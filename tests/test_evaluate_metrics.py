@@ -76,3 +76,31 @@ def test_assign_regions_point_in_polygon(tmp_path):
     assert names.tolist() == ["continuous", "sporadic", OUTSIDE, "continuous"]
     with pytest.raises(Exception, match="no field"):
         assign_regions(np.array([1.0]), np.array([1.0]), path, "mlra_id")
+
+
+def test_macro_averages_run_over_all_seven_orders_as_the_reference():
+    # orders 0 and 2 present; the other five count 0 (the reference's compute_multi_ACC), scikit-learn's
+    # default would average over the 2 present orders only
+    m = multiclass_metrics(np.array([0, 0, 2]), np.array([0, 2, 2]))
+    assert m["recall_macro"] == pytest.approx((0.5 + 1.0) / 7)
+    assert m["precision_macro"] == pytest.approx((1.0 + 0.5) / 7)
+    assert m["f1_macro"] == pytest.approx((2 / 3 + 2 / 3) / 7)
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["per_class"][SOIL_ORDERS[2]] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3,
+                                                            "support": 1.0})
+    assert np.isnan(m["per_class"][SOIL_ORDERS[1]]["f1"]) and m["per_class"][SOIL_ORDERS[1]]["precision"] == 0
+
+
+def test_binary_balanced_accuracy_and_per_point_thresholds():
+    y = np.array([1, 1, 1, 0, 0, 1, 0, 1])
+    p = np.array([0.9, 0.6, 0.4, 0.2, 0.7, 0.8, 0.1, 0.55])
+    assert binary_metrics(y, p)["balanced_accuracy"] == pytest.approx((4 / 5 + 2 / 3) / 2)
+    # at 0.35 the 0.4 permafrost point is found: presence recall 1
+    low = binary_metrics(y, p, 0.35)
+    assert low["recall_1"] == 1.0 and low["precision_1"] == pytest.approx(5 / 6)
+    # per-point thresholds (pooled folds): only the first half uses 0.35
+    mixed = binary_metrics(y, p, np.array([0.35] * 4 + [0.5] * 4))
+    assert mixed["recall_1"] == 1.0
+    assert binary_metrics(y, p, np.array([0.5] * 4 + [0.35] * 4))["recall_1"] == pytest.approx(4 / 5)
+    # one class only: balanced accuracy is the recall of that class
+    assert binary_metrics(np.ones(3), np.array([0.2, 0.7, 0.9]))["balanced_accuracy"] == pytest.approx(2 / 3)

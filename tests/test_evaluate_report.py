@@ -1,11 +1,13 @@
 """Tables and HTML report writers produce the expected files and rows."""
 
+import csv
 import json
 
 import numpy as np
+import pytest
 
 from miso_mapper.evaluate.metrics import binary_metrics, multiclass_metrics
-from miso_mapper.evaluate.report import summary_rows, write_outputs
+from miso_mapper.evaluate.report import per_class_rows, summary_rows, write_outputs
 from miso_mapper.evaluate.run import MODELS, Evaluation, Predictions
 
 
@@ -48,7 +50,8 @@ def test_writers(tmp_path):
     csv_lines = (tmp_path / "table1_permafrost.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 6 and "accuracy_mean" in csv_lines[0]
     md = (tmp_path / "table2_taxonomy.md").read_text()
-    assert md.count("| spatial-1km |") == 3 and "±" in md
+    # 3 model rows of the summary, 7 order rows of the per-class table
+    assert md.count("| spatial-1km |") == 3 + 7 and "±" in md and "| Bal acc |" in md
     regions = (tmp_path / "regions.csv").read_text().splitlines()
     # 2 schemes x 2 tasks x (2 zones + 1 MLRA) x 3 models
     assert len(regions) == 1 + 2 * 2 * 3 * 3
@@ -60,3 +63,25 @@ def test_writers(tmp_path):
     assert "<td>permafrost</td><td>yes</td><td>17</td>" in page
     assert "<td>taxonomy</td><td>Gelisols</td><td>40</td>" in page
     assert json.loads((tmp_path / "metrics.json").read_text())["label_counts"]["permafrost"] == {"yes": 17, "no": 23}
+
+
+def test_per_class_rows_and_predictions_use_each_folds_miso_threshold(tmp_path):
+    ev = fake_evaluation()
+    pred = ev.predictions[("random", "permafrost", "MISO")]
+    truth, prob, _ = pred.arrays()
+    pred.threshold = [0.0, 1.01]  # fold 1: everything permafrost, fold 2: nothing
+    rows = {r["class"]: r for r in per_class_rows(ev, "permafrost") if r["scheme"] == "random"}
+    pf = truth == 1
+    assert rows["permafrost"]["n"] == int(pf.sum())
+    assert rows["permafrost"]["MISO_recall"] == pytest.approx(pf[:20].sum() / pf.sum())
+    rf = ev.predictions[("random", "permafrost", "RF-11")]
+    rf_truth, rf_prob, _ = rf.arrays()
+    assert rows["permafrost"]["RF-11_recall"] == pytest.approx(np.mean(rf_prob[rf_truth == 1] >= 0.5))
+    write_outputs(ev, tmp_path)
+    with (tmp_path / "predictions.csv").open() as f:
+        lines = [r for r in csv.DictReader(f) if r["model"] == "MISO" and r["scheme"] == "random"]
+    assert {(r["fold"], r["threshold"]) for r in lines if r["task"] == "permafrost"} == {("1", "0.0000"),
+                                                                                        ("2", "1.0100")}
+    assert all(r["threshold"] == "" for r in lines if r["task"] == "taxonomy")
+    md = (tmp_path / "table1_permafrost.md").read_text()
+    assert "| random | permafrost |" in md and "presence recall" in md

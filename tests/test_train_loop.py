@@ -7,12 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from miso_mapper.config import TrainConfig
+from miso_mapper.model import ModelCard, read_model_card, save_checkpoint
+from miso_mapper.model.losses import class_weights, task_loss
 from miso_mapper.train.batches import ChipSampler, SampleSpec
 from miso_mapper.train.chips import ChipGeometry, ChipSet, resample_windows
-from miso_mapper.train.loop import build_state, prepare, train_miso
+from miso_mapper.train.loop import build_state, epoch_anchors, predict_points, prepare, train_miso
 from miso_mapper.train.schedule import LrSchedule
 from miso_mapper.train.state import STATE_NAME
 from miso_mapper.train.stopping import EarlyStopping
+from miso_mapper.train.threshold import choose_threshold
 
 
 def synthetic_chips(n=16, seed=0):
@@ -143,3 +146,76 @@ def test_training_state_file_round_trip(tmp_path):
     saved = torch.load(path, weights_only=True)["state"]
     assert set(saved) == {"epoch", "history", "best_metric", "best_epoch", "best_state", "bad_epochs",
                           "reductions", "plateau_best", "plateau_bad"}
+
+
+def test_class_weights_follow_scikit_learns_balanced_rule():
+    labels = np.array([0, 0, 0, 1, -999], np.float32)
+    assert class_weights(labels, 2, "balanced") == pytest.approx([4 / 6, 4 / 2])
+    assert class_weights(labels, 2, "sqrt") == pytest.approx(np.sqrt([4 / 6, 4 / 2]))
+    assert class_weights(labels, 2, "none") is None
+    # an order absent from the training labels gets weight 1; the present ones n / (3 n_c)
+    tax = class_weights(np.array([0, 0, 4, 6]), 7, "balanced")
+    assert tax == pytest.approx([4 / 6, 1, 1, 1, 4 / 3, 1, 4 / 3])
+
+
+def test_weighted_task_loss_multiplies_each_points_loss_by_its_class_weight():
+    logits = torch.tensor([[[0.3], [-1.2], [2.0], [0.0]]])
+    labels = torch.tensor([[1.0, 0.0, 1.0, -999.0]])
+    w = torch.tensor([0.5, 3.0])
+    per_point = F.binary_cross_entropy_with_logits(logits[0, :3, 0], labels[0, :3], reduction="none")
+    expected = (per_point * torch.tensor([3.0, 0.5, 3.0])).mean()
+    assert float(task_loss(logits, labels, "permafrost", w)) == pytest.approx(float(expected), rel=1e-6)
+    tax_logits = torch.randn(1, 3, 7, generator=torch.Generator().manual_seed(0))
+    tax_labels = torch.tensor([[2.0, 5.0, -999.0]])
+    wt = torch.arange(1, 8, dtype=torch.float32)
+    ce = F.cross_entropy(tax_logits[0, :2], torch.tensor([2, 5]), reduction="none")
+    assert float(task_loss(tax_logits, tax_labels, "taxonomy", wt)) == pytest.approx(float((ce * wt[[2, 5]]).mean()))
+
+
+def test_balanced_sampling_draws_each_anchor_class_equally_often():
+    chips, _ = synthetic_chips()
+    labels = np.zeros(16, np.float32)
+    labels[[0, 5]] = 1  # 2 of the 14 training points are permafrost
+    train = np.arange(14)
+    shares = {}
+    for sampling in ("uniform", "balanced"):
+        cfg = CFG.model_copy(update={"sampling": sampling, "chips_per_epoch": 4000})
+        setup = prepare(chips, labels, train, np.arange(14, 16), "permafrost", cfg, "tiny")
+        anchors = epoch_anchors(setup, np.random.default_rng(0))
+        assert anchors.size == 4000 and np.isin(anchors, train).all()
+        shares[sampling] = float(np.mean(labels[anchors] == 1))
+    assert shares["uniform"] == pytest.approx(2 / 14, abs=0.01)
+    assert shares["balanced"] == pytest.approx(0.5, abs=0.03)
+
+
+def test_threshold_rules_on_hand_made_validation_points():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 0])
+    p = np.array([0.05, 0.1, 0.2, 0.3, 0.32, 0.4, 0.45, 0.6])
+    assert choose_threshold(y, p, "fixed") == (0.5, None)
+    # youden: >= 0.31 finds all 3 permafrost points and calls one of 5 others permafrost (J = 0.8)
+    t, note = choose_threshold(y, p, "youden")
+    assert t == pytest.approx(0.31) and note is None
+    # f1: the same split (F1 6/7) beats >= 0.525 (F1 0) and >= 0.25 (F1 0.75)
+    assert choose_threshold(y, p, "f1")[0] == pytest.approx(0.31)
+    t, note = choose_threshold(np.zeros(4), p[:4], "youden")
+    assert t == 0.5 and "one class" in note
+
+
+def test_training_stores_the_chosen_threshold_and_a_changed_rule_resumes(tmp_path):
+    chips, labels = synthetic_chips()
+    train, val = np.arange(12), np.arange(12, 16)
+    fixed = train_miso(chips, labels, train, val, "permafrost", CFG, "tiny", run_dir=tmp_path)
+    assert fixed.threshold == 0.5 and fixed.notes == []
+    youden_cfg = CFG.model_copy(update={"threshold": "youden"})
+    chosen = train_miso(chips, labels, train, val, "permafrost", youden_cfg, "tiny", run_dir=tmp_path)
+    assert chosen.resumed_from == CFG.epochs  # the rule is applied after training: nothing retrained
+    val_prob = predict_points(chosen.model, ChipSampler(chips, labels, train, SampleSpec()), val)
+    assert chosen.threshold == pytest.approx(choose_threshold(labels[val], val_prob, "youden")[0], abs=1e-6)
+    assert chosen.threshold != 0.5
+    path = save_checkpoint(chosen.model, tmp_path / "pf.safetensors",
+                           ModelCard(decision_threshold=chosen.threshold))
+    assert read_model_card(path).decision_threshold == pytest.approx(chosen.threshold)
+    one_class = train_miso(chips, labels, train, np.array([13, 15]), "permafrost", youden_cfg, "tiny")
+    assert one_class.threshold == 0.5 and "fell back to 0.5" in one_class.notes[0]
+    tax = train_miso(chips, labels, train, val, "taxonomy", youden_cfg.model_copy(update={"epochs": 1}), "tiny")
+    assert tax.threshold is None

@@ -20,10 +20,12 @@ import numpy as np
 
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.evaluate.metrics import (
+    PERMAFROST_CLASSES,
     PERMAFROST_KEYS,
     TAXONOMY_KEYS,
     binary_metrics,
     multiclass_metrics,
+    per_class_metrics,
     reliability,
 )
 from miso_mapper.evaluate.run import MODELS, Evaluation, evaluation_json
@@ -32,8 +34,9 @@ from miso_mapper.layout import EvaluationLayout
 from miso_mapper.points import label_count_rows
 
 HEADERS = {
-    "accuracy": "Acc", "precision_0": "P (no PF)", "recall_0": "R (no PF)", "f1_0": "F1 (no PF)",
-    "precision_1": "P (PF)", "recall_1": "R (PF)", "f1_1": "F1 (PF)", "auc": "AUC",
+    "accuracy": "Acc", "balanced_accuracy": "Bal acc", "precision_0": "P (no PF)", "recall_0": "R (no PF)",
+    "f1_0": "F1 (no PF)", "precision_1": "P (PF)", "recall_1": "R (PF) = presence recall", "f1_1": "F1 (PF)",
+    "auc": "AUC",
     "precision_macro": "P macro", "recall_macro": "R macro", "f1_macro": "F1 macro",
     "precision_weighted": "P weighted", "recall_weighted": "R weighted", "f1_weighted": "F1 weighted",
 }
@@ -76,13 +79,14 @@ def region_rows(ev: Evaluation) -> list[dict[str, Any]]:
     rows = []
     for (scheme, task, model), pred in ev.predictions.items():
         truth, prob, _ = pred.arrays()
+        threshold = pred.point_thresholds()
         ids = np.asarray(pred.ids)
         for kind, mapping in ev.regions.items():
             names = np.asarray([mapping.get(i, "(none)") for i in ids])
             for region in sorted(set(names.tolist())):
                 sel = names == region
                 if task == "permafrost":
-                    m = binary_metrics(truth[sel], prob[sel])
+                    m = binary_metrics(truth[sel], prob[sel], threshold[sel])
                     rec, f1, auc = m["recall_1"], m["f1_1"], m["auc"]
                 else:
                     m = multiclass_metrics(truth[sel], prob[sel])
@@ -92,6 +96,59 @@ def region_rows(ev: Evaluation) -> list[dict[str, Any]]:
     order = {m: i for i, m in enumerate(MODELS)}
     rows.sort(key=lambda r: (r["scheme"], r["task"], r["layer"], r["region"], order[r["model"]]))
     return rows
+
+
+def class_names(task: str) -> tuple[str, ...]:
+    """The classes of ``task`` in label order."""
+    return PERMAFROST_CLASSES if task == "permafrost" else SOIL_ORDERS
+
+
+def per_class_rows(ev: Evaluation, task: str) -> list[dict[str, Any]]:
+    """Per-class precision, recall and F1 of each (scheme, model), test points pooled over the folds (each
+    fold's decision threshold applied to its own points): one row per (scheme, class) with ``n`` (test points
+    of the class) and ``<model>_precision`` / ``_recall`` / ``_f1`` for each model that ran."""
+    names = class_names(task)
+    rows = []
+    for scheme in ev.schemes:
+        per_model = {}
+        for model in MODELS:
+            pred = ev.predictions.get((scheme, task, model))
+            if pred is None:
+                continue
+            truth, prob, _ = pred.arrays()
+            decided = ((prob >= pred.point_thresholds()).astype(int) if task == "permafrost"
+                       else np.asarray(prob).argmax(axis=1))
+            per_model[model] = per_class_metrics(truth, decided, names)
+        if not per_model:
+            continue
+        for name in names:
+            row: dict[str, Any] = {"scheme": scheme, "class": name,
+                                   "n": int(next(iter(per_model.values()))[name]["support"])}
+            for model, metrics in per_model.items():
+                for k in ("precision", "recall", "f1"):
+                    row[f"{model}_{k}"] = metrics[name][k]
+            rows.append(row)
+    return rows
+
+
+def _prf(row: dict[str, Any], model: str) -> str:
+    """'P / R / F1' cell of a :func:`per_class_rows` row."""
+    if f"{model}_precision" not in row:
+        return "n/a"
+    return " / ".join("n/a" if math.isnan(row[f"{model}_{k}"]) else f"{row[f'{model}_{k}']:.2f}"
+                      for k in ("precision", "recall", "f1"))
+
+
+def per_class_markdown(rows: list[dict[str, Any]], task: str) -> str:
+    """Rows of :func:`per_class_rows` as a Markdown table, one 'P / R / F1' cell per model."""
+    what = "permafrost class" if task == "permafrost" else "soil order"
+    head = ["Scheme", what.capitalize(), "n", *[f"{m} P / R / F1" for m in MODELS]]
+    lines = [f"### Precision / recall / F1 per {what} (test points pooled over folds)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["scheme"], r["class"], str(r["n"]), *[_prf(r, m) for m in MODELS]])
+                     + " |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(rows: list[dict[str, Any]], keys: tuple[str, ...], title: str) -> str:
@@ -130,20 +187,23 @@ def write_outputs(ev: Evaluation, directory: Path) -> dict[str, Path]:
             continue
         rows = summary_rows(ev, task)
         _write_csv(out.table(task, "csv"), rows)
-        out.table(task, "md").write_text(markdown_table(rows, keys, title))
+        out.table(task, "md").write_text(markdown_table(rows, keys, title) + "\n"
+                                         + per_class_markdown(per_class_rows(ev, task), task))
         paths[out.table(task, "md").stem] = out.table(task, "md")
     regions = region_rows(ev)
     _write_csv(out.regions("csv"), regions)
     out.regions("md").write_text(_regions_markdown(regions))
     with out.predictions.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["scheme", "task", "model", "fold", "id", "truth", "probability"])
+        writer.writerow(["scheme", "task", "model", "fold", "id", "truth", "probability", "threshold"])
         for (scheme, task, model), pred in ev.predictions.items():
             truth, prob, fold = pred.arrays()
+            threshold = pred.point_thresholds()
             for i in range(truth.size):
                 p = prob[i]
                 cell = f"{p:.4f}" if np.ndim(p) == 0 else json.dumps([round(float(v), 4) for v in p])
-                writer.writerow([scheme, task, model, int(fold[i]), pred.ids[i], int(truth[i]), cell])
+                thr = f"{threshold[i]:.4f}" if task == "permafrost" else ""
+                writer.writerow([scheme, task, model, int(fold[i]), pred.ids[i], int(truth[i]), cell, thr])
     out.metrics.write_text(json.dumps(evaluation_json(ev), indent=1, default=float))
     out.report.write_text(html_report(ev, regions))
     paths["report"] = out.report
@@ -173,6 +233,17 @@ def _html_table(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str:
         cells = [r["scheme"], r["model"], *[_fmt(r[f"{k}_mean"], r[f"{k}_std"]) for k in keys]]
         body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _html_per_class(rows: list[dict[str, Any]], task: str) -> str:
+    what = "permafrost class" if task == "permafrost" else "soil order"
+    head = "".join(f"<th>{html.escape(h)}</th>"
+                   for h in ["Scheme", what.capitalize(), "n", *[f"{m} P / R / F1" for m in MODELS]])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in
+                                    [r["scheme"], r["class"], r["n"], *[_prf(r, m) for m in MODELS]]) + "</tr>"
+                   for r in rows)
+    return (f"<h3>Precision / recall / F1 per {what} (test points pooled over folds)</h3>"
+            f"<table><tr>{head}</tr>{body}</table>")
 
 
 def _region_bars(regions: list[dict[str, Any]], scheme: str, task: str, layer: str) -> str:
@@ -259,6 +330,11 @@ def html_report(ev: Evaluation, regions: list[dict[str, Any]]) -> str:
         f"<p class='note'>MISO network size <b>{html.escape(ev.size)}</b>, {ev.epochs} epochs at most; "
         f"{ev.folds_run} of {ev.folds} folds run per scheme; metrics are mean ± std over folds. "
         f"Total time {ev.seconds:.0f} s ({', '.join(f'{k} {v:.0f}' for k, v in ev.timings.items())}).</p>",
+        "<p class='note'>Permafrost class metrics use each fold's decision threshold: MISO's as its training "
+        "chose it on the validation points (<code>train.threshold</code>), 0.5 for RF-11 and the majority "
+        "baseline. Macro averages run over all 7 soil orders (an order absent from a fold's test points and "
+        "predictions counts 0, as the reference computes them); balanced accuracy averages the recall of the "
+        "classes present.</p>",
     ]
     for n in ev.notes:
         parts.append(f"<p class='note'>{html.escape(n)}</p>")
@@ -271,25 +347,12 @@ def html_report(ev: Evaluation, regions: list[dict[str, Any]]) -> str:
     if ev.label_counts:
         parts.append("<h2>Labelled points in the region</h2>"
                      + table(["Task", "Class", "Labelled points"], label_count_rows(ev.label_counts)))
-    if "permafrost" in ev.tasks:
-        parts.append("<h2>Table 1: near-surface permafrost</h2>")
-        parts.append(_html_table(summary_rows(ev, "permafrost"), PERMAFROST_KEYS))
-    if "taxonomy" in ev.tasks:
-        parts.append("<h2>Table 2: soil order</h2>")
-        parts.append(_html_table(summary_rows(ev, "taxonomy"), TAXONOMY_KEYS))
-        parts.append("<h3>Recall per soil order (pooled over folds)</h3>")
-        head = "".join(f"<th>{s}</th>" for s in SOIL_ORDERS)
-        body = ""
-        for scheme in ev.schemes:
-            for model in MODELS:
-                pred = ev.predictions.get((scheme, "taxonomy", model))
-                if pred is None:
-                    continue
-                truth, prob, _ = pred.arrays()
-                rec = multiclass_metrics(truth, prob)["recall_per_class"]
-                cells = "".join(f"<td>{'n/a' if math.isnan(v) else f'{v:.3f}'}</td>" for v in rec.values())
-                body += f"<tr><td>{scheme}</td><td>{model}</td>{cells}</tr>"
-        parts.append(f"<table><tr><th>Scheme</th><th>Model</th>{head}</tr>{body}</table>")
+    for task, keys, title in (("permafrost", PERMAFROST_KEYS, "Table 1: near-surface permafrost"),
+                              ("taxonomy", TAXONOMY_KEYS, "Table 2: soil order")):
+        if task in ev.tasks:
+            parts.append(f"<h2>{title}</h2>")
+            parts.append(_html_table(summary_rows(ev, task), keys))
+            parts.append(_html_per_class(per_class_rows(ev, task), task))
     parts.append("<h2>By permafrost zone and MLRA</h2>")
     for scheme in ev.schemes:
         parts.append(f"<h3>{html.escape(scheme)}</h3><div>")

@@ -37,10 +37,19 @@ class Predictions:
     truth: list[float] = field(default_factory=list)
     prob: list[np.ndarray] = field(default_factory=list)
     """per fold: (n,) P(permafrost) or (n, 7) soil-order probabilities."""
+    threshold: list[float] = field(default_factory=list)
+    """per fold: the permafrost decision threshold the model used (MISO's from its training; 0.5 for the
+    others); empty = 0.5 for every fold."""
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(truth (n,), probabilities (n,) or (n, 7), fold (n,)) over all folds."""
         return np.asarray(self.truth), np.concatenate(self.prob), np.asarray(self.fold)
+
+    def point_thresholds(self) -> np.ndarray:
+        """(n,) float64 decision threshold of each pooled point (its fold's)."""
+        if not self.threshold:
+            return np.full(len(self.truth), 0.5)
+        return np.concatenate([np.full(len(p), t) for p, t in zip(self.prob, self.threshold, strict=True)])
 
 
 @dataclass
@@ -155,6 +164,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     ref = ChipCacheRef.of(chips, layout.train.chips)
     progress = progress_bars(console)
     t_miso = t_rf = 0.0
+    notes: list[str] = []
     with progress if progress is not None else contextlib.nullcontext(), training_pool(workers) as pool:
         overall = progress.add_task("evaluate", total=len(jobs)) if progress is not None else None
         if pool is not None:
@@ -165,8 +175,12 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
         else:
             results = (_train_and_predict(job, chips, labels_of[job.task], cfg, size, None, ref, threads,
                                           progress)() for job in jobs)
-        for job, (miso_prob, best_epoch, seconds) in zip(jobs, results, strict=True):
-            t_miso += seconds
+        for job, (miso_prob, trained) in zip(jobs, results, strict=True):
+            t_miso += trained.seconds
+            miso_threshold = trained.threshold
+            for note in trained.notes:
+                notes.append(f"{job.scheme} fold {job.fold + 1} {job.task}: {note}")
+                echo(f"[yellow]note:[/] {notes[-1]}")
             labels, tr, te = labels_of[job.task], job.train_all, job.test
             t2 = time.perf_counter()
             rf = RFModel.fit(job.task, features[tr], labels[tr], rf_spec, trees=ev.rf.trees,
@@ -174,6 +188,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
             rf_prob = rf.predict_proba(job.task, features[te])
             t_rf += time.perf_counter() - t2
             maj_prob = majority_prediction(labels[tr], te.size, job.task)
+            thresholds = {"MISO": miso_threshold if miso_threshold is not None else 0.5, "RF-11": 0.5, "Majority": 0.5}
             for model, prob in (("MISO", miso_prob), ("RF-11", rf_prob), ("Majority", maj_prob)):
                 key = (job.scheme, job.task, model)
                 pred = predictions.setdefault(key, Predictions())
@@ -181,19 +196,18 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
                 pred.fold += [job.fold + 1] * te.size
                 pred.truth += labels[te].tolist()
                 pred.prob.append(np.asarray(prob))
-                metric = (binary_metrics(labels[te], prob) if job.task == "permafrost"
-                          else multiclass_metrics(labels[te], prob))
+                pred.threshold.append(thresholds[model])
+                metric = (binary_metrics(labels[te], prob, thresholds[model]) | {"threshold": thresholds[model]}
+                          if job.task == "permafrost" else multiclass_metrics(labels[te], prob))
                 fold_metrics.setdefault(key, []).append(metric)
             if progress is not None:
                 progress.advance(overall)
-            acc = {m: fold_metrics[(job.scheme, job.task, m)][-1]["accuracy"] for m in MODELS}
-            echo(f"{job.scheme} fold {job.fold + 1} {job.task}: accuracy MISO {acc['MISO']:.3f}  "
-                 f"RF-11 {acc['RF-11']:.3f}  majority {acc['Majority']:.3f}  (train {tr.size}, test {te.size}, "
-                 f"MISO {best_epoch} ep best, {seconds:.0f} s)", highlight=False)
+            echo(_fold_line(job, {m: fold_metrics[(job.scheme, job.task, m)][-1] for m in MODELS}, trained,
+                            tr.size), highlight=False)
     timings |= {"miso_s": t_miso, "rf_s": t_rf}
     evaluation = Evaluation(workflow.name, list(ev.schemes), list(ev.tasks), n_folds, ev.folds, size, cfg.epochs,
                             predictions, fold_metrics, regions, split_sizes, time.perf_counter() - started, timings,
-                            label_counts=label_counts(points, ev.tasks), notes=[rf_line])
+                            label_counts=label_counts(points, ev.tasks), notes=[rf_line, *notes])
     write_outputs(evaluation, out.directory)
     evaluation.seconds = time.perf_counter() - started
     return evaluation
@@ -216,10 +230,25 @@ class _MisoJob:
     run_dir: Path
 
 
+def _fold_line(job: _MisoJob, metrics: dict[str, dict[str, Any]], trained: Any, n_train: int) -> str:
+    """The log line of one fold: accuracy and balanced accuracy of each model, and for permafrost the
+    presence recall and MISO's decision threshold."""
+    parts = []
+    for model in MODELS:
+        m = metrics[model]
+        text = f"{model} acc {m['accuracy']:.3f} bal {m['balanced_accuracy']:.3f}"
+        if job.task == "permafrost":
+            text += f" PF recall {m['recall_1']:.3f}"
+        parts.append(text)
+    thr = f", threshold {trained.threshold:.3f}" if trained.threshold is not None else ""
+    return (f"{job.scheme} fold {job.fold + 1} {job.task}: {'  '.join(parts)}  (train {n_train}, test "
+            f"{job.test.size}, MISO {trained.best_epoch} ep best{thr}, {trained.seconds:.0f} s)")
+
+
 def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: TrainConfig, size: str,
                        pool: Any, ref: Any, threads: int, progress: Any = None) -> Any:
     """Train MISO for ``job`` (in ``pool`` when given, resuming its state file); a zero-argument callable
-    returning (probabilities at the test points, best epoch, training seconds)."""
+    returning (probabilities at the test points, the :class:`~miso_mapper.train.loop.TrainResult`)."""
     from miso_mapper.train.batches import ChipSampler, SampleSpec
     from miso_mapper.train.loop import predict_points, train_miso
     from miso_mapper.train.parallel import train_in_worker
@@ -233,10 +262,10 @@ def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: Train
                           unlabelled_idx=job.unlabelled, progress=progress,
                           description=f"MISO {job.scheme} fold {job.fold + 1} {job.task}")
 
-    def result() -> tuple[np.ndarray, int, float]:
+    def result() -> tuple[np.ndarray, Any]:
         trained = future.result() if future is not None else done
         prob = predict_points(trained.model, ChipSampler(chips, labels, job.train_all, SampleSpec()), job.test)
-        return prob, trained.best_epoch, trained.seconds
+        return prob, trained
 
     return result
 

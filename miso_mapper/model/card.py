@@ -48,6 +48,10 @@ class ModelCard(BaseModel):
     normalisation: str = Field("reference", description="name of the input normalisation the weights expect")
     class_names: tuple[str, ...] = ()
     training_data_hash: str | None = None
+    decision_threshold: float | None = Field(
+        None, ge=0, le=1, description="permafrost networks: P(permafrost) >= this is mapped as permafrost; "
+        "None = 0.5"
+    )
     metrics: dict[str, float] = Field(default_factory=dict)
     decision_threshold: float | None = Field(
         None, description="permafrost networks: P(permafrost) >= this is mapped as permafrost; None means 0.5")

@@ -29,6 +29,7 @@ from miso_mapper.config import TrainConfig
 from miso_mapper.errors import MisoError
 from miso_mapper.model import MisoNet, MisoNetConfig, build_model, miso_loss
 from miso_mapper.model.config import SwinConfig
+from miso_mapper.model.losses import class_weights
 from miso_mapper.train.batches import ChipSampler, SampleSpec
 from miso_mapper.train.chips import ChipSet
 from miso_mapper.train.init import start_from
@@ -36,6 +37,7 @@ from miso_mapper.train.progress import TrainingProgress
 from miso_mapper.train.schedule import LrSchedule
 from miso_mapper.train.state import TrainingState, state_path
 from miso_mapper.train.stopping import EarlyStopping
+from miso_mapper.train.threshold import choose_threshold
 
 
 def net_config(size: str, task: str, drop_path: float | None = None,
@@ -79,6 +81,11 @@ class TrainResult:
     seconds: float = 0.0
     resumed_from: int = 0
     """epochs that were already done in the state file this run resumed from."""
+    threshold: float | None = None
+    """permafrost: the decision threshold on P(permafrost) chosen on the validation points by
+    ``train.threshold`` (0.5 for 'fixed' or without two validation classes); None for soil order."""
+    notes: list[str] = field(default_factory=list)
+    """things the run's log should say (e.g. a threshold that fell back to 0.5)."""
 
 
 def run_key(task: str, cfg: TrainConfig, net: MisoNetConfig, chips: ChipSet, train_ids: np.ndarray,
@@ -86,7 +93,8 @@ def run_key(task: str, cfg: TrainConfig, net: MisoNetConfig, chips: ChipSet, tra
     """Hash of everything that defines a training run (what a state file must match to be resumed)."""
     doc = {
         "task": task,
-        "train": cfg.model_dump(mode="json", exclude={"directory", "num_threads", "device", "tasks"}),
+        # the threshold rule is applied after training: changing it must not restart a finished run
+        "train": cfg.model_dump(mode="json", exclude={"directory", "num_threads", "device", "tasks", "threshold"}),
         "net": net.model_dump(mode="json"),
         "chips": chips.key,
         "ids": [np.asarray(a).astype(str).tolist() for a in (train_ids, val_ids, extra_ids)],
@@ -136,6 +144,13 @@ class TrainingSetup:
     chips_per_epoch: int
     steps: int
     """optimizer steps per epoch (batches, the last one possibly short)."""
+    weights: np.ndarray | None = None
+    """(k,) float32 loss weight per class (``train.class_weights`` of the training labels); None = unweighted."""
+
+    @property
+    def loss_weights(self) -> torch.Tensor | None:
+        """:attr:`weights` as a tensor on the training device (None = unweighted)."""
+        return None if self.weights is None else torch.from_numpy(self.weights).to(self.device)
 
     @property
     def validates(self) -> bool:
@@ -160,9 +175,10 @@ def prepare(chips: ChipSet, labels: np.ndarray, train_idx: np.ndarray, val_idx: 
     key = run_key(task, cfg, net, chips, chips.ids[train_idx], chips.ids[val_idx], chips.ids[unlabelled])
     spec = SampleSpec(cfg.labels_per_chip, cfg.random_pseudo_points, cfg.regular_pseudo_points)
     per_epoch = cfg.chips_per_epoch or len(train_idx)
+    weights = class_weights(labels[train_idx], net.out_dim if task == "taxonomy" else 2, cfg.class_weights)
     return TrainingSetup(chips, labels, train_idx, val_idx, unlabelled, task, cfg, net, device,
                          ChipSampler(chips, labels, train_idx, spec), key, per_epoch,
-                         max(1, math.ceil(per_epoch / cfg.batch_size)))
+                         max(1, math.ceil(per_epoch / cfg.batch_size)), weights)
 
 
 def build_state(setup: TrainingSetup) -> TrainingState:
@@ -184,13 +200,26 @@ def build_state(setup: TrainingSetup) -> TrainingState:
 
 
 def epoch_anchors(setup: TrainingSetup, rng: np.random.Generator) -> np.ndarray:
-    """The chips (positions) an epoch trains on, in order: the training points repeated or cut to
-    ``chips_per_epoch`` less the unlabelled share, plus that share drawn from the unlabelled chips, shuffled."""
+    """The chips (positions) an epoch trains on, in order: ``chips_per_epoch`` less the unlabelled share from
+    the training points (:func:`labelled_anchors`), plus that share drawn from the unlabelled chips, shuffled."""
     cfg, n = setup.cfg, setup.chips_per_epoch
     n_unl = int(round(cfg.unlabelled_ratio * n)) if setup.unlabelled_idx.size else 0
-    anchors = np.concatenate([rng.permutation(np.resize(setup.train_idx, n - n_unl)),
+    anchors = np.concatenate([labelled_anchors(setup, n - n_unl, rng),
                               rng.choice(setup.unlabelled_idx, n_unl) if n_unl else np.zeros(0, np.int64)])
     return anchors[rng.permutation(anchors.size)]
+
+
+def labelled_anchors(setup: TrainingSetup, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` training points (positions): ``'uniform'`` sampling repeats or cuts the shuffled training points
+    (each used equally often); ``'balanced'`` draws with replacement, each point with probability
+    1 / (classes present x its class's count), so every class of the anchor's label is drawn equally often."""
+    idx = setup.train_idx
+    if setup.cfg.sampling == "uniform":
+        return rng.permutation(np.resize(idx, n))
+    y = setup.labels[idx].astype(np.int64)
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    p = 1.0 / (counts.size * counts[inverse])
+    return rng.choice(idx, n, p=p / p.sum())
 
 
 def train_epoch(setup: TrainingSetup, state: TrainingState, progress: TrainingProgress) -> dict[str, float]:
@@ -213,7 +242,7 @@ def train_epoch(setup: TrainingSetup, state: TrainingState, progress: TrainingPr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = model(batch.images.to(device), batch.pixel.to(device), batch.geo.to(device))
             out = {k: v.float() for k, v in out.items()}
-            loss, parts = miso_loss(out, batch.labels.to(device), setup.task)
+            loss, parts = miso_loss(out, batch.labels.to(device), setup.task, setup.loss_weights)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad:
@@ -226,18 +255,21 @@ def train_epoch(setup: TrainingSetup, state: TrainingState, progress: TrainingPr
 
 
 def validate(setup: TrainingSetup, model: MisoNet) -> dict[str, float]:
-    """``val_loss`` (mean cross-entropy) and ``val_accuracy`` at the validation points; empty without any."""
+    """``val_loss`` (mean cross-entropy, each point weighted by its class's training loss weight, so early
+    stopping follows the loss that is trained) and ``val_accuracy`` (threshold 0.5 / argmax) at the validation
+    points; empty without any."""
     if not setup.validates:
         return {}
     probs = predict_points(model, setup.sampler, setup.val_idx, device=setup.device)
-    y = setup.labels[setup.val_idx]
+    y = setup.labels[setup.val_idx].astype(int)
     if setup.task == "permafrost":
-        p = np.clip(probs, 1e-7, 1 - 1e-7)
-        loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        p_true = np.where(y == 1, probs, 1 - probs)
         acc = float(np.mean((probs >= 0.5) == (y == 1)))
     else:
-        loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y.astype(int)], 1e-7, 1))))
-        acc = float(np.mean(probs.argmax(1) == y.astype(int)))
+        p_true = probs[np.arange(len(y)), y]
+        acc = float(np.mean(probs.argmax(1) == y))
+    w = setup.weights[y] if setup.weights is not None else np.ones(len(y))
+    loss = float(-np.mean(w * np.log(np.clip(p_true, 1e-7, 1))))
     return {"val_loss": loss, "val_accuracy": acc}
 
 
@@ -274,7 +306,15 @@ def training_result(setup: TrainingSetup, state: TrainingState, seconds: float, 
     best = {}
     if state.best_epoch and setup.validates:
         best = {k: v for k, v in state.history[state.best_epoch - 1].items() if k.startswith("val_")}
-    return TrainResult(model.cpu().eval(), state.history, state.best_epoch, best, seconds, resumed_from)
+    threshold, notes = None, []
+    if setup.task == "permafrost":
+        val = setup.val_idx
+        needed = val.size and setup.cfg.threshold != "fixed"
+        probs = predict_points(model, setup.sampler, val, device=setup.device) if needed else np.zeros(val.size)
+        threshold, note = choose_threshold(setup.labels[val], probs, setup.cfg.threshold)
+        notes = [note] if note else []
+    return TrainResult(model.cpu().eval(), state.history, state.best_epoch, best, seconds, resumed_from,
+                       threshold, notes)
 
 
 def train_miso(

@@ -75,16 +75,22 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     for (task, _labels, tr, va, _unl, _run_dir), result in zip(jobs, results, strict=True):
         card = ModelCard(
             training_data_hash=points.subset(tr).content_hash(),
+            decision_threshold=result.threshold,
             metrics={k: float(v) for k, v in result.best.items()},
             source=f"miso-mapper train {workflow.name} ({size}, best epoch {result.best_epoch})",
             init=init,
             extra={"points_file_sha256": points.source_hash, "n_train": int(tr.size), "n_val": int(va.size),
-                   "chip_key": chips.key, "epochs_run": len(result.history)},
+                   "chip_key": chips.key, "epochs_run": len(result.history), "class_weights": cfg.class_weights,
+                   "sampling": cfg.sampling, "threshold_rule": cfg.threshold},
         )
         path = save_checkpoint(result.model, out.checkpoint(task), card)
         written[task] = path
         resumed = f", resumed after epoch {result.resumed_from}" if result.resumed_from else ""
         metrics = "  ".join(f"{k} {v:.3f}" for k, v in result.best.items())
+        for note in result.notes:
+            echo(f"[yellow]note:[/] {task}: {note}")
+        if result.threshold is not None:
+            metrics += f"  threshold {result.threshold:.3f} ({cfg.threshold})"
         echo(f"[green]✓ {task}[/] {path}  ({len(result.history)} epochs{resumed}, best {result.best_epoch}: "
              f"{metrics or 'no validation'}; {result.seconds:.0f} s)")
     return written
