@@ -11,13 +11,22 @@ The reference reads the same labels from its own point files (``MISO/datasets/da
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from miso_mapper.bands import SOIL_ORDERS
 
-if TYPE_CHECKING:
-    from miso_mapper.config import PointsConfig
+
+class SpellingSettings(Protocol):
+    """The spelling settings of :class:`~miso_mapper.config.PointsConfig` (a protocol, so that the config,
+    which uses this module to validate them, is not imported back)."""
+
+    permafrost_true: Sequence[str]
+    permafrost_false: Sequence[str]
+    no_label_values: Sequence[str]
+    soil_order_names: Mapping[str, str | None]
+
 
 UNKNOWN: Final = object()
 """Returned for a value that is no accepted spelling of a label (nor of "no label")."""
@@ -59,9 +68,9 @@ class LabelSpelling:
     """file value -> SOIL_ORDERS index (-1: no label), besides the orders' own names."""
 
     @classmethod
-    def of(cls, cfg: PointsConfig) -> LabelSpelling:
+    def of(cls, cfg: SpellingSettings) -> LabelSpelling:
         """The spellings set in ``points`` (the config validated the mapping's targets)."""
-        def texts(values: list[str]) -> frozenset[str]:
+        def texts(values: Sequence[str]) -> frozenset[str]:
             return frozenset(t for v in values if (t := as_text(v)) is not None)
 
         names = {as_text(k) or "": -1 if v is None else SOIL_ORDERS.index(v) for k, v in cfg.soil_order_names.items()}

@@ -89,6 +89,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     from miso_mapper.evaluate.metrics import binary_metrics, majority_prediction, multiclass_metrics
     from miso_mapper.evaluate.report import write_outputs
     from miso_mapper.train.chips import ChipGeometry, build_chips
+    from miso_mapper.train.init import check_init
     from miso_mapper.train.loop import net_config
     from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, training_pool
     from miso_mapper.train.progress import progress_bars
@@ -105,6 +106,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     size = cfg.size or workflow.model.size
+    check_init(cfg.init, size, list(ev.tasks))  # as `train`: a bad file fails before any chip is read
     layout = RunLayout.of(workflow)
     out = layout.evaluate
     out.directory.mkdir(parents=True, exist_ok=True)

@@ -53,8 +53,6 @@ class ModelCard(BaseModel):
         "None = 0.5"
     )
     metrics: dict[str, float] = Field(default_factory=dict)
-    decision_threshold: float | None = Field(
-        None, description="permafrost networks: P(permafrost) >= this is mapped as permafrost; None means 0.5")
     source: str = Field("", description="where the weights came from (training run id, imported file)")
     source_sha256: str | None = Field(None, description="hex sha256 of the imported file (checkpoint import)")
     init: InitRecord | None = Field(None, description="the weights training started from (train.init)")
