@@ -413,10 +413,17 @@ class TrainConfig(StrictModel):
         "uniform", description="how an epoch draws its labelled anchor chips: 'uniform' over the training points "
         "(reference) or 'balanced' (each class of the anchor's label equally often)"
     )
-    threshold: Literal["fixed", "youden", "f1"] = Field(
+    threshold: Literal["fixed", "youden", "f1", "prevalence"] = Field(
         "fixed", description="permafrost decision threshold stored in the model card: 'fixed' 0.5 (reference), "
         "'youden' (max sensitivity + specificity, i.e. balanced accuracy) or 'f1' (max F1 of permafrost), "
-        "chosen on the validation points"
+        "chosen on the validation points, or 'prevalence' (the share mapped as permafrost at the held-out "
+        "points - validation and other-task points - equals the training labels' share)"
+    )
+    class_prior: Literal["none", "match"] = Field(
+        "none", description="soil order: 'match' stores per-order logit shifts in the model card under which the "
+        "predicted orders' frequencies at the held-out points (validation and other-task points) match the "
+        "training labels' (prior matching; undoes the over-prediction of rare orders that class weights cause); "
+        "'none' = the network's own probabilities (reference)"
     )
     seed: int = 0
     num_threads: PositiveInt | None = Field(None, description="torch CPU threads (default: all cores)")

@@ -52,6 +52,10 @@ class ModelCard(BaseModel):
         None, ge=0, le=1, description="permafrost networks: P(permafrost) >= this is mapped as permafrost; "
         "None = 0.5"
     )
+    class_bias: tuple[float, ...] | None = Field(
+        None, description="soil-order networks: added to the head's logits before the softmax, so that the "
+        "predicted classes' frequencies match the training labels' (train.class_prior: match); None = no shift"
+    )
     metrics: dict[str, float] = Field(default_factory=dict)
     source: str = Field("", description="where the weights came from (training run id, imported file)")
     source_sha256: str | None = Field(None, description="hex sha256 of the imported file (checkpoint import)")

@@ -58,6 +58,8 @@ def save_checkpoint(model: MisoNet, path: str | os.PathLike[str], card: ModelCar
     card = (card or ModelCard()).model_copy(deep=True)
     card.config = model.config
     card.class_names = card.class_names or model.config.class_names
+    if card.class_bias is None and model.logit_bias is not None:
+        card.class_bias = tuple(float(v) for v in model.logit_bias)
     card.created = card.created or datetime.now(UTC).isoformat(timespec="seconds")
     card.software_version = card.software_version or __version__
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -85,6 +87,11 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
         raise MisoError(f"{path}: cannot read weights ({exc})") from None
     model = _load_into_new_model(card.config, state, path)
     model.card = card
+    if card.class_bias is not None:
+        if len(card.class_bias) != card.config.out_dim:
+            raise MisoError(f"{path}: model card class_bias has {len(card.class_bias)} values, the head "
+                            f"{card.config.out_dim}")
+        model.logit_bias = torch.tensor(card.class_bias, dtype=torch.float32)
     return model.to(device).eval()
 
 

@@ -101,11 +101,15 @@ class MisoNet(nn.Module):
     """
 
     card: ModelCard | None
+    logit_bias: Tensor | None
+    """(out_dim,) added to the head's logits by :meth:`predict_proba` (soil order: the card's ``class_bias``,
+    prior matching); not a weight, so not in the state dict. None = no shift."""
 
     def __init__(self, config: MisoNetConfig) -> None:
         super().__init__()
         self.config = config
         self.card = None
+        self.logit_bias = None
         e = config.emb_dim
         self.sat_encoder = SatEncoder(config)
         self.sat_mapper = _mapper(e, config.mapper_hidden)
@@ -196,7 +200,10 @@ class MisoNet(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, logits: Tensor) -> Tensor:
-        """Head logits -> probabilities: sigmoid (permafrost, ``(..., 1)``) or softmax (taxonomy, ``(..., 7)``)."""
+        """Head logits (plus :attr:`logit_bias`) -> probabilities: sigmoid (permafrost, ``(..., 1)``) or softmax
+        (taxonomy, ``(..., 7)``)."""
+        if self.logit_bias is not None:
+            logits = logits + self.logit_bias.to(device=logits.device, dtype=logits.dtype)
         return torch.sigmoid(logits) if self.config.task == "permafrost" else logits.softmax(dim=-1)
 
 

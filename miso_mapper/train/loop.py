@@ -37,7 +37,7 @@ from miso_mapper.train.progress import TrainingProgress
 from miso_mapper.train.schedule import LrSchedule
 from miso_mapper.train.state import TrainingState, state_path
 from miso_mapper.train.stopping import EarlyStopping
-from miso_mapper.train.threshold import choose_threshold
+from miso_mapper.train.threshold import choose_threshold, match_class_prior
 
 
 def net_config(size: str, task: str, drop_path: float | None = None,
@@ -94,7 +94,8 @@ def run_key(task: str, cfg: TrainConfig, net: MisoNetConfig, chips: ChipSet, tra
     doc = {
         "task": task,
         # the threshold rule is applied after training: changing it must not restart a finished run
-        "train": cfg.model_dump(mode="json", exclude={"directory", "num_threads", "device", "tasks", "threshold"}),
+        "train": cfg.model_dump(mode="json", exclude={"directory", "num_threads", "device", "tasks", "threshold",
+                                                        "class_prior"}),
         "net": net.model_dump(mode="json"),
         "chips": chips.key,
         "ids": [np.asarray(a).astype(str).tolist() for a in (train_ids, val_ids, extra_ids)],
@@ -306,15 +307,37 @@ def training_result(setup: TrainingSetup, state: TrainingState, seconds: float, 
     best = {}
     if state.best_epoch and setup.validates:
         best = {k: v for k, v in state.history[state.best_epoch - 1].items() if k.startswith("val_")}
-    threshold, notes = None, []
-    if setup.task == "permafrost":
-        val = setup.val_idx
-        needed = val.size and setup.cfg.threshold != "fixed"
-        probs = predict_points(model, setup.sampler, val, device=setup.device) if needed else np.zeros(val.size)
-        threshold, note = choose_threshold(setup.labels[val], probs, setup.cfg.threshold)
-        notes = [note] if note else []
+    threshold, notes = decision_rule(setup, model)
     return TrainResult(model.cpu().eval(), state.history, state.best_epoch, best, seconds, resumed_from,
                        threshold, notes)
+
+
+def decision_rule(setup: TrainingSetup, model: MisoNet) -> tuple[float | None, list[str]]:
+    """After training: the permafrost threshold (``train.threshold``), or for soil order the prior-matching
+    logit shifts (``train.class_prior: match``, set on ``model.logit_bias``); and notes for the log.
+
+    Rules that need no label ('prevalence', 'match') are fitted at the held-out points: validation points and
+    the chips without this task's label (never in the supervised loss), against the training labels' class
+    shares; the others at the validation points.
+    """
+    cfg, train_labels = setup.cfg, setup.labels[setup.train_idx].astype(int)
+    if setup.task == "permafrost":
+        rule = cfg.threshold
+        points = np.concatenate([setup.val_idx, setup.unlabelled_idx]) if rule == "prevalence" else setup.val_idx
+        needed = points.size and rule != "fixed"
+        probs = predict_points(model, setup.sampler, points, device=setup.device) if needed else np.zeros(0)
+        share = float(np.mean(train_labels == 1)) if train_labels.size else None
+        threshold, note = choose_threshold(setup.labels[points] if needed else np.zeros(0), probs, rule, share)
+        return threshold, [note] if note else []
+    if cfg.class_prior == "none":
+        return None, []
+    points = np.concatenate([setup.val_idx, setup.unlabelled_idx])
+    if points.size < 2 * model.config.out_dim:
+        return None, [f"class prior: {points.size} held-out points are too few to match; not applied"]
+    probs = predict_points(model, setup.sampler, points, device=setup.device)
+    prior = np.bincount(train_labels, minlength=model.config.out_dim)
+    model.logit_bias = torch.as_tensor(match_class_prior(probs, prior), dtype=torch.float32)
+    return None, []
 
 
 def train_miso(

@@ -81,7 +81,8 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
             init=init,
             extra={"points_file_sha256": points.source_hash, "n_train": int(tr.size), "n_val": int(va.size),
                    "chip_key": chips.key, "epochs_run": len(result.history), "class_weights": cfg.class_weights,
-                   "sampling": cfg.sampling, "threshold_rule": cfg.threshold},
+                   "sampling": cfg.sampling, "threshold_rule": cfg.threshold,
+                   "class_prior": cfg.class_prior},
         )
         path = save_checkpoint(result.model, out.checkpoint(task), card)
         written[task] = path
@@ -91,6 +92,13 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
             echo(f"[yellow]note:[/] {task}: {note}")
         if result.threshold is not None:
             metrics += f"  threshold {result.threshold:.3f} ({cfg.threshold})"
+        if result.model.logit_bias is not None:
+            metrics += f"  class prior matched (logit shifts {_shifts(result.model.logit_bias)})"
         echo(f"[green]✓ {task}[/] {path}  ({len(result.history)} epochs{resumed}, best {result.best_epoch}: "
              f"{metrics or 'no validation'}; {result.seconds:.0f} s)")
     return written
+
+
+def _shifts(bias: Any) -> str:
+    """The logit shifts of a soil-order network as short text, e.g. '+0.12 -0.40 ...'."""
+    return " ".join(f"{float(v):+.2f}" for v in bias)
