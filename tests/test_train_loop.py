@@ -219,3 +219,27 @@ def test_training_stores_the_chosen_threshold_and_a_changed_rule_resumes(tmp_pat
     assert one_class.threshold == 0.5 and "fell back to 0.5" in one_class.notes[0]
     tax = train_miso(chips, labels, train, val, "taxonomy", youden_cfg.model_copy(update={"epochs": 1}), "tiny")
     assert tax.threshold is None
+
+
+def test_prior_matching_after_training_sets_the_taxonomy_shift_and_a_prevalence_threshold(tmp_path):
+    chips, labels = synthetic_chips(32)
+    train, val = np.arange(16), np.arange(16, 32)  # 16 held-out points: enough to match 7 orders
+    tax_labels = (np.arange(32) % 3).astype(np.float32)
+    cfg = CFG.model_copy(update={"epochs": 1, "class_prior": "match", "threshold": "prevalence"})
+    tax = train_miso(chips, tax_labels, train, val, "taxonomy", cfg, "tiny", run_dir=tmp_path / "tax")
+    assert tax.model.logit_bias is not None and tax.model.logit_bias.shape == (7,)
+    sampler = ChipSampler(chips, tax_labels, train, SampleSpec())
+    target = np.bincount(tax_labels[train].astype(int), minlength=7) / train.size
+    matched = np.bincount(predict_points(tax.model, sampler, val).argmax(1), minlength=7) / val.size
+    bias, tax.model.logit_bias = tax.model.logit_bias, None
+    raw = np.bincount(predict_points(tax.model, sampler, val).argmax(1), minlength=7) / val.size
+    # one epoch leaves nearly equal probabilities everywhere, so the match is coarse, never worse
+    assert np.abs(matched - target).sum() <= np.abs(raw - target).sum() and matched[3:].sum() == 0
+    tax.model.logit_bias = bias
+    plain = train_miso(chips, tax_labels, train, val, "taxonomy", CFG.model_copy(update={"epochs": 1}), "tiny",
+                       run_dir=tmp_path / "tax")
+    assert plain.resumed_from == 1 and plain.model.logit_bias is None  # the rule alone: nothing retrained
+    pf = train_miso(chips, labels, train, val, "permafrost", cfg, "tiny")
+    val_prob = predict_points(pf.model, ChipSampler(chips, labels, train, SampleSpec()), val)
+    share = float(np.mean(labels[train] == 1))
+    assert pf.threshold == pytest.approx(choose_threshold(labels[val], val_prob, "prevalence", share)[0])
