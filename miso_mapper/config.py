@@ -391,6 +391,10 @@ class TrainConfig(StrictModel):
     clip_grad: float | None = Field(1.0, gt=0, description="gradient-norm clip; null = off")
     patience: PositiveInt = Field(11, description="early stopping: epochs without validation improvement")
     early_stop_metric: Literal["loss", "accuracy"] = "loss"
+    keep: Literal["best", "last"] = Field(
+        "best", description="weights a training ends with: those of the best validation epoch (reference) or of "
+        "the last epoch (for validation sets too small or too far away to pick an epoch; the demo's spatial folds)"
+    )
     val_fraction: float = Field(0.1, ge=0, lt=0.5, description="share of training points held out for validation")
     labels_per_chip: PositiveInt = 5
     random_pseudo_points: int = Field(10, ge=0)

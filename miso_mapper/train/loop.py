@@ -93,9 +93,10 @@ def run_key(task: str, cfg: TrainConfig, net: MisoNetConfig, chips: ChipSet, tra
     """Hash of everything that defines a training run (what a state file must match to be resumed)."""
     doc = {
         "task": task,
-        # the threshold rule is applied after training: changing it must not restart a finished run
+        # the decision rules and the kept epoch are applied after training: changing them must not restart a
+        # finished run
         "train": cfg.model_dump(mode="json", exclude={"directory", "num_threads", "device", "tasks", "threshold",
-                                                        "class_prior"}),
+                                                        "class_prior", "keep"}),
         "net": net.model_dump(mode="json"),
         "chips": chips.key,
         "ids": [np.asarray(a).astype(str).tolist() for a in (train_ids, val_ids, extra_ids)],
@@ -302,7 +303,7 @@ def end_epoch(setup: TrainingSetup, state: TrainingState, metrics: dict[str, flo
 def training_result(setup: TrainingSetup, state: TrainingState, seconds: float, resumed_from: int) -> TrainResult:
     """The model with the best weights (eval mode, on CPU) and the run's history and best metrics."""
     model = state.model
-    if state.best_weights is not None:
+    if state.best_weights is not None and setup.cfg.keep == "best":
         model.load_state_dict(state.best_weights)
     best = {}
     if state.best_epoch and setup.validates:
