@@ -263,7 +263,8 @@ def train(
 ) -> None:
     """Train MISO on the workflow's labelled points; writes <task>.safetensors under train.directory.
 
-    Chips are read once through the imagery layer and cached (Zarr); a killed run resumes from its last epoch.
+    Chips are read once through the imagery layer and cached (memory-mapped .npy); a killed run resumes from
+    its last epoch.
     """
     import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
     from miso_mapper.config import load_workflow

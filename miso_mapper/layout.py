@@ -35,7 +35,7 @@ class TrainLayout:
 
     @property
     def chips(self) -> Path:
-        """Cache of training chips (Zarr), shared by ``train`` and ``evaluate``."""
+        """Cache of training chips (folders of .npy, memory-mapped), shared by ``train`` and ``evaluate``."""
         return self.directory / "chips"
 
     def checkpoint(self, task: str) -> Path:

@@ -11,7 +11,7 @@ from miso_mapper.model import ModelCard, read_model_card, save_checkpoint
 from miso_mapper.model.losses import class_weights, task_loss
 from miso_mapper.train.batches import ChipSampler, SampleSpec
 from miso_mapper.train.chips import ChipGeometry, ChipSet, resample_windows
-from miso_mapper.train.loop import build_state, epoch_anchors, predict_points, prepare, train_miso
+from miso_mapper.train.loop import build_state, channel_statistics, epoch_anchors, predict_points, prepare, train_miso
 from miso_mapper.train.schedule import LrSchedule
 from miso_mapper.train.state import STATE_NAME
 from miso_mapper.train.stopping import EarlyStopping
@@ -243,3 +243,64 @@ def test_prior_matching_after_training_sets_the_taxonomy_shift_and_a_prevalence_
     val_prob = predict_points(pf.model, ChipSampler(chips, labels, train, SampleSpec()), val)
     share = float(np.mean(labels[train] == 1))
     assert pf.threshold == pytest.approx(choose_threshold(labels[val], val_prob, "prevalence", share)[0])
+
+
+def test_channel_statistics_in_blocks_match_the_whole_array_in_float64():
+    chips, _ = synthetic_chips(12, seed=5)
+    chips.images[:, 3] += np.float16(40.0)  # a channel far from 0: the merged blocks must not lose its spread
+    index = np.array([9, 1, 4, 7, 2, 11, 0])
+    m, s = chips.geometry.margin, chips.geometry.input_size
+    crops = chips.images[np.sort(index), :, m:m + s, m:m + s].astype(np.float64)
+    one_chip = 19 * s * s * 4
+    for block_bytes in (one_chip, 3 * one_chip, 1 << 30):  # 1 chip, 3 chips (a short last block), all at once
+        mean, std = channel_statistics(chips, index, block_bytes=block_bytes)
+        assert mean.dtype == std.dtype == np.float32 and mean.shape == std.shape == (19,)
+        assert np.allclose(mean, crops.mean(axis=(0, 2, 3)), rtol=1e-6, atol=0)
+        assert np.allclose(std, crops.std(axis=(0, 2, 3)), rtol=1e-6, atol=0)
+
+
+def _demo_workflow(served_world, demo_world, out):
+    from miso_mapper.config import load_workflow
+
+    from .helpers import WORKFLOWS
+
+    path = out / "demo.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text((WORKFLOWS / "demo.yaml").read_text())
+    return load_workflow(path, {"imagery": {"stac_url": served_world.stac_url},
+                                "world": {"directory": str(demo_world)}, "output": {"directory": str(out)}})
+
+
+def test_chip_cache_is_a_shared_memory_map_written_in_place_and_rebuilt_when_damaged(served_world, demo_world,
+                                                                                      tmp_path, caplog):
+    from miso_mapper.points import load_points
+    from miso_mapper.train.chips import build_chips, chip_cache_path
+
+    workflow = _demo_workflow(served_world, demo_world, tmp_path / "out")
+    every = load_points(workflow)
+    # file order differs from chunk order, so each chip must land at its own row, not where it was read
+    pick = [int(np.argmax(every.x)), int(np.argmin(every.x)), int(np.argmax(every.y)), int(np.argmin(every.y)), 0, 1]
+    points = every.subset(np.array(pick))
+    g = ChipGeometry.for_jitter(250, 64, 62)
+    chips = build_chips(workflow, points, g, tmp_path / "cache", batch=2)
+    assert isinstance(chips.images, np.memmap) and chips.images.mode == "r"
+    assert chips.images.shape == (6, 19, g.stored_size, g.stored_size) and chips.images.dtype == np.float16
+    assert list(chips.ids) == list(points.ids) and np.isfinite(chips.images).all()
+    assert np.abs(chips.images).max() > 0.1  # imagery, not the zeros of a sparse file
+    path = chip_cache_path(tmp_path / "cache", chips.key)
+    assert sorted(p.name for p in path.iterdir()) == ["chips.json", "features.npy", "images.npy", "valid.npy",
+                                                      "window_valid.npy", "x.npy", "y.npy"]
+    assert not list((tmp_path / "cache").glob("*.tmp*"))
+    for i in (0, 4):  # one point alone, read in one batch: the same chip
+        alone = build_chips(workflow, points.subset(np.array([i])), g, tmp_path / f"alone{i}")
+        assert np.array_equal(alone.images[0], chips.images[i]) and np.array_equal(alone.features[0], chips.features[i])
+    again = build_chips(workflow, points, g, tmp_path / "cache")
+    assert isinstance(again.images, np.memmap) and np.array_equal(again.images, chips.images)
+    expected = np.array(again.images)  # a copy: the maps must not be read once their file is truncated
+    # a truncated image file (a full disk, a killed copy) is rebuilt with a warning, never fatal
+    with open(path / "images.npy", "r+b") as f:
+        f.truncate(1000)
+    with caplog.at_level("WARNING"):
+        rebuilt = build_chips(workflow, points, g, tmp_path / "cache")
+    assert "ignoring unreadable chip cache" in caplog.text
+    assert np.array_equal(rebuilt.images, expected) and np.array_equal(rebuilt.valid, chips.valid)

@@ -13,9 +13,13 @@ Geometry (native 10 m pixels, relative to the point pixel's index ``c = native_s
 - 0.5`` with ``f = crop_size / input_size``; for ``d = margin`` this is F.interpolate(align_corners=False) of
 the production ``crop_size`` window, so test chips match mapping exactly.
 
-Chips are cached in a Zarr v3 store keyed by a hash of the points, the imagery/covariate/grid settings, the
-chip geometry and the inputs (the demo world's manifest, or the STAC item ids per chunk); a second run with
-the same key reads the store instead of the imagery.
+Chips are cached in a folder keyed by a hash of the points, the imagery/covariate/grid settings, the chip
+geometry, the cache format and the inputs (the demo world's manifest, or the STAC item ids per chunk); a
+second run with the same key reads the folder instead of the imagery. The images are one uncompressed float16
+``images.npy`` (n, 19, S, S), written chip by chip while sampling and opened with ``mmap_mode="r"``: every
+training process on a host shares the OS page cache instead of holding its own copy (with the reference's
+256 px input and 62 px jitter, S = 384 px and 1,500 chips are 8.4 GB). ``chips.json`` (key, ids, geometry) is
+written last and the folder is renamed into place, so a killed build leaves no cache that looks complete.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -43,7 +48,10 @@ from miso_mapper.points import PointSet
 
 log = logging.getLogger(__name__)
 
-CHIP_FORMAT = 1
+CHIP_FORMAT = 2
+"""2: a folder of uncompressed ``.npy`` files, images memory-mapped (1: a compressed Zarr store, not read)."""
+IMAGES_NAME = "images.npy"
+META_NAME = "chips.json"
 #: Raw point features of RF-11 in order: 9 S2 bands (harmonised DN), 10 covariates (physical units).
 RAW_FEATURES = (*S2_BANDS, *COVARIATES)
 
@@ -92,7 +100,8 @@ class ChipSet:
     y: np.ndarray
     """(n,) float64 EPSG:3338 m."""
     images: np.ndarray
-    """(n, 19, S, S) float16 normalised [9 S2 | 10 covariates], S = geometry.stored_size."""
+    """(n, 19, S, S) float16 normalised [9 S2 | 10 covariates], S = geometry.stored_size; from a cache a
+    read-only memory map (index it for the chips a batch needs, never copy it whole)."""
     features: np.ndarray
     """(n, 19) float32 raw values at the point: 9 S2 bands (DN) then 10 covariates (physical units)."""
     valid: np.ndarray
@@ -142,9 +151,10 @@ def resample_windows(windows: np.ndarray, geometry: ChipGeometry) -> np.ndarray:
 
 def build_chips(workflow: Workflow, points: PointSet, geometry: ChipGeometry, cache_dir: Path,
                 echo: Callable[[str], Any] | None = None, batch: int = 32) -> ChipSet:
-    """Chips and raw features of ``points``, from the Zarr cache under ``cache_dir`` or read and cached.
+    """Chips and raw features of ``points``, from the cache under ``cache_dir`` or read and cached.
 
-    Reads through the imagery layer (serving the demo world when the workflow has no STAC URL).
+    Reads through the imagery layer (serving the demo world when the workflow has no STAC URL). The returned
+    images are a read-only memory map of the cache (never a copy in memory).
     """
     from miso_mapper.train.source import imagery_workflow, world_fingerprint
 
@@ -154,7 +164,7 @@ def build_chips(workflow: Workflow, points: PointSet, geometry: ChipGeometry, ca
         cached = _load(chip_cache_path(cache_dir, key), key, geometry)
         if cached is not None:
             if echo:
-                echo(f"chips: {len(cached.ids)} cached chips reused ({cache_dir.name}/chips-{key[:16]}.zarr)")
+                echo(f"chips: {len(cached.ids)} cached chips reused ({cache_dir.name}/chips-{key[:16]})")
             return cached
     with imagery_workflow(workflow, echo) as wf:
         started = time.perf_counter()
@@ -164,11 +174,23 @@ def build_chips(workflow: Workflow, points: PointSet, geometry: ChipGeometry, ca
             cached = _load(chip_cache_path(cache_dir, key), key, geometry)
             if cached is not None:
                 return cached
-        chips = _read_chips(reader, points, geometry, key, batch)
+        path = chip_cache_path(cache_dir, key)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            _read_chips(reader, points, geometry, key, batch, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if echo:
             echo(f"chips: read {len(points)} chips from {reader.n_reads} chunk(s) in "
                  f"{time.perf_counter() - started:.0f} s")
-    _save(chips, chip_cache_path(cache_dir, key))
+    shutil.rmtree(path, ignore_errors=True)  # a damaged or partial cache under this key
+    tmp.rename(path)
+    chips = _load(path, key, geometry)
+    if chips is None:
+        raise MisoError(f"the chip cache {path} just written cannot be read back")
     return chips
 
 
@@ -247,26 +269,59 @@ class _ChunkReader:
         return self._last[1]
 
 
-def _read_chips(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, key: str, batch: int) -> ChipSet:
+def _read_chips(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, key: str, batch: int,
+                tmp: Path) -> None:
+    """Sample every point's chip into a cache folder ``tmp`` (images written chip by chip, never held)."""
     from miso_mapper.imagery.sample import points_by_chunk
 
-    n, s = len(points), geometry.stored_size
-    images = np.zeros((n, len(RAW_FEATURES), s, s), np.float16)
+    n = len(points)
     features = np.full((n, len(RAW_FEATURES)), np.nan, np.float32)
     valid = np.zeros(n, bool)
     window_valid = np.zeros(n, np.float32)
     by_chunk = sorted(points_by_chunk(reader.grid, points.x, points.y).items())
     reader.read_ahead([cid for cid, _ in by_chunk])
     try:
-        _sample_all(reader, points, geometry, by_chunk, batch, images, features, valid, window_valid)
+        with _ImageWriter(tmp / IMAGES_NAME, (n, len(RAW_FEATURES), geometry.stored_size, geometry.stored_size)) as w:
+            _sample_all(reader, points, geometry, by_chunk, batch, w, features, valid, window_valid)
     finally:
         reader.close()
-    return ChipSet(points.ids.copy(), points.x.copy(), points.y.copy(), images, features, valid, window_valid,
-                   geometry, key)
+    arrays = {"x": points.x.astype(np.float64), "y": points.y.astype(np.float64), "features": features,
+              "valid": valid, "window_valid": window_valid}
+    for name, value in arrays.items():
+        np.save(tmp / f"{name}.npy", value, allow_pickle=False)
+    meta = {"key": key, "format": CHIP_FORMAT, "ids": points.ids.astype(str).tolist(), "geometry": vars(geometry),
+            "raw_features": list(RAW_FEATURES)}
+    (tmp / META_NAME).write_text(json.dumps(meta))  # written last: a folder without it is incomplete
+
+
+class _ImageWriter:
+    """Writes chips into an uncompressed float16 ``.npy`` of a fixed shape, row by row, at their positions."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int, int]) -> None:
+        self.path, self.shape = path, shape
+        self.row_bytes = int(np.prod(shape[1:])) * 2
+
+    def __enter__(self) -> _ImageWriter:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
+                  "shape": self.shape}
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in __exit__
+        np.lib.format.write_array_header_1_0(self._file, header)
+        self.offset = self._file.tell()
+        self._file.truncate(self.offset + self.shape[0] * self.row_bytes)  # sparse until written
+        return self
+
+    def write(self, rows: np.ndarray, chips: np.ndarray) -> None:
+        """Store ``chips`` (k, 19, S, S) at positions ``rows`` (k,)."""
+        data = np.ascontiguousarray(chips, np.float16)
+        for row, chip in zip(rows.tolist(), data, strict=True):
+            os.pwrite(self._file.fileno(), chip.tobytes(), self.offset + row * self.row_bytes)
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
 
 
 def _sample_all(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, by_chunk: list[tuple[str, Any]],
-                batch: int, images: np.ndarray, features: np.ndarray, valid: np.ndarray,
+                batch: int, images: _ImageWriter, features: np.ndarray, valid: np.ndarray,
                 window_valid: np.ndarray) -> None:
     """Fill the chip arrays chunk by chunk (points of one chunk in batches of ``batch``)."""
     from miso_mapper.imagery.sample import sample_points
@@ -280,36 +335,15 @@ def _sample_all(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, 
             assert windows is not None
             stored = resample_windows(windows["image"].values, geometry)
             mask = resample_windows(windows["valid"].values[:, None].astype(np.float32), geometry)[:, 0]
-            images[part] = stored.astype(np.float16)
+            images.write(part, stored)
             window_valid[part] = (mask[:, lo:hi, lo:hi] > 0.999).mean(axis=(1, 2))
             features[part] = np.concatenate([pixels["reflectance"].values, pixels["covariates"].values], axis=1)
             valid[part] = pixels["valid"].values
 
 
-def _save(chips: ChipSet, path: Path) -> None:
-    """Write chips to a Zarr v3 store (atomically: a temporary sibling renamed into place)."""
-    import zarr
-
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    n, c, s, _ = chips.images.shape
-    arr = root.create_array("images", shape=chips.images.shape, dtype="float16",
-                            chunks=(min(64, max(n, 1)), c, s, s))
-    arr[...] = chips.images
-    for name in ("features", "valid", "window_valid", "x", "y"):
-        value = getattr(chips, name)
-        root.create_array(name, shape=value.shape, dtype=value.dtype)[...] = value
-    root.attrs.update({"key": chips.key, "format": CHIP_FORMAT, "ids": chips.ids.tolist(),
-                       "geometry": vars(chips.geometry), "raw_features": list(RAW_FEATURES)})
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-
-
 def chip_cache_path(cache_dir: Path, key: str) -> Path:
-    """Where :func:`build_chips` caches the chips made under ``key``."""
-    return cache_dir / f"chips-{key[:16]}.zarr"
+    """Where :func:`build_chips` caches the chips made under ``key`` (a folder of ``.npy`` files)."""
+    return cache_dir / f"chips-{key[:16]}"
 
 
 def open_cached_chips(cache_dir: Path, key: str, geometry: ChipGeometry) -> ChipSet:
@@ -324,17 +358,25 @@ def open_cached_chips(cache_dir: Path, key: str, geometry: ChipGeometry) -> Chip
 
 
 def _load(path: Path, key: str, geometry: ChipGeometry) -> ChipSet | None:
-    """The cached chips at ``path`` if they were made under ``key``; None otherwise (or if unreadable)."""
-    import zarr
-
-    if not path.exists():
+    """The cached chips at ``path`` if they were made under ``key``, images memory-mapped read-only; None
+    otherwise (or if unreadable: missing files, a truncated ``images.npy``, shapes that disagree)."""
+    if not (path / META_NAME).is_file():
         return None
     try:
-        root = zarr.open_group(str(path), mode="r")
-        if root.attrs.get("key") != key:
+        meta = json.loads((path / META_NAME).read_text())
+        if meta.get("key") != key or meta.get("format") != CHIP_FORMAT:
             return None
-        return ChipSet(np.asarray(root.attrs["ids"]), root["x"][...], root["y"][...], root["images"][...],
-                       root["features"][...], root["valid"][...], root["window_valid"][...], geometry, key)
+        ids = np.asarray(meta["ids"], dtype=str)
+        arrays = {name: np.load(path / f"{name}.npy", allow_pickle=False)
+                  for name in ("x", "y", "features", "valid", "window_valid")}
+        images = np.load(path / IMAGES_NAME, mmap_mode="r", allow_pickle=False)
+        s = geometry.stored_size
+        if images.shape != (len(ids), len(RAW_FEATURES), s, s) or images.dtype != np.float16:
+            raise ValueError(f"images.npy is {images.dtype} {images.shape}")
+        if any(len(a) != len(ids) for a in arrays.values()):
+            raise ValueError("point arrays and ids differ in length")
+        return ChipSet(ids, arrays["x"], arrays["y"], images, arrays["features"], arrays["valid"],
+                       arrays["window_valid"], geometry, key)
     except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
         log.warning("ignoring unreadable chip cache %s: %s", path, exc)
         return None

@@ -54,11 +54,29 @@ def net_config(size: str, task: str, drop_path: float | None = None,
     return MisoNetConfig.model_validate(cfg.model_dump() | {"sat_encoder": sat, "cov_encoder": cov})
 
 
-def channel_statistics(chips: ChipSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation, (19,) float32 each, of the central crops of chips ``index``."""
+def channel_statistics(chips: ChipSet, index: np.ndarray, block_bytes: int = 32 << 20
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (population) standard deviation, (19,) float32 each, of the central crops of
+    chips ``index``.
+
+    Reads ``block_bytes`` of float32 crops at a time (chips in file order) and merges the blocks' float64
+    means and squared deviations (Chan et al.), so memory stays flat however many chips there are.
+    """
     m, s = chips.geometry.margin, chips.geometry.input_size
-    crops = chips.images[np.sort(index), :, m:m + s, m:m + s].astype(np.float32)
-    return crops.mean(axis=(0, 2, 3)), crops.std(axis=(0, 2, 3))
+    c = chips.images.shape[1]
+    order = np.sort(np.asarray(index, np.int64))
+    per_block = max(1, block_bytes // (c * s * s * 4))
+    count, mean, m2 = 0, np.zeros(c), np.zeros(c)
+    for start in range(0, order.size, per_block):
+        crops = np.asarray(chips.images[order[start:start + per_block], :, m:m + s, m:m + s], np.float32)
+        k = crops.shape[0] * s * s
+        b_mean = crops.sum(axis=(0, 2, 3), dtype=np.float64) / k
+        dev = crops - b_mean.astype(np.float32)[None, :, None, None]
+        b_m2 = np.square(dev, out=dev).sum(axis=(0, 2, 3), dtype=np.float64)
+        delta, total = b_mean - mean, count + k
+        mean, m2 = mean + delta * (k / total), m2 + b_m2 + delta**2 * (count * k / total)
+        count = total
+    return mean.astype(np.float32), np.sqrt(m2 / max(count, 1)).astype(np.float32)
 
 
 def pick_device(choice: str) -> torch.device:
