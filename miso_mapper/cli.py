@@ -475,8 +475,10 @@ def checkpoint_export(
     """Write a checkpoint as a .pth state dict that the reference code's model loads strictly."""
     from miso_mapper.model.commands import export_command
 
-    written = export_command(target, checkpoint, out, force=force)
+    written, left_out = export_command(target, checkpoint, out, force=force)
     console.print(f"[green]✓ checkpoint export[/] {written}")
+    for item in left_out:
+        console.print(f"[yellow]note:[/] a state dict cannot carry the card's {item}", highlight=False)
 
 
 @checkpoint_app.command("show")

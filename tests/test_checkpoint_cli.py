@@ -153,7 +153,8 @@ def reference_round_trip(tmp_path_factory) -> dict[str, Path]:
     del state
     first = import_command("reference", folder / "best_model.pth", "permafrost", folder / "a.safetensors")
     (folder / "best_model.pth").unlink()
-    exported = export_command("reference", first, folder / "back.pth")
+    exported, left_out = export_command("reference", first, folder / "back.pth")
+    assert left_out == []  # an imported reference network has no threshold or class bias to lose
     second = import_command("reference", exported, "permafrost", folder / "b.safetensors")
     return {"entry": entry, "first": first, "exported": exported, "second": second}
 

@@ -28,16 +28,23 @@ def import_command(source: str, path: Path, task: str, out: Path, size: str = "r
     return import_reference(path, task, out, size=size)  # type: ignore[arg-type]
 
 
-def export_command(target: str, checkpoint: Path, out: Path, force: bool = False) -> Path:
+def export_command(target: str, checkpoint: Path, out: Path, force: bool = False) -> tuple[Path, list[str]]:
     """Export our checkpoint as a reference ``.pth`` (see
-    :func:`~miso_mapper.model.reference_io.export_reference`); returns ``out``."""
+    :func:`~miso_mapper.model.reference_io.export_reference`); returns ``out`` and what the reference's state
+    dict cannot carry (the card's decision threshold and class bias: the user must apply them by hand).
+    """
     if target != "reference":
         raise UsageError(f"--to {target!r}: only 'reference' (a state dict the reference code loads)")
     _free(out, force)
-    read_model_card(checkpoint)  # a foreign file fails here, naming the import command, before torch loads
+    card = read_model_card(checkpoint)  # a foreign file fails here, naming the import command, before torch loads
     from miso_mapper.model.reference_io import export_reference
 
-    return export_reference(checkpoint, out)
+    left = []
+    if card.decision_threshold not in (None, 0.5):
+        left.append(f"decision threshold {card.decision_threshold:.4g} (the reference maps P >= 0.5)")
+    if card.class_bias is not None:
+        left.append("class bias " + " ".join(f"{v:+.3f}" for v in card.class_bias) + " (add it to the logits)")
+    return export_reference(checkpoint, out), left
 
 
 def describe(path: Path) -> list[tuple[str, str]]:
@@ -51,8 +58,10 @@ def describe(path: Path) -> list[tuple[str, str]]:
             ("classes", ", ".join(card.class_names)), ("source", card.source or "-")]
     if card.source_sha256:
         rows.append(("source sha256", card.source_sha256))
-    threshold = getattr(card, "decision_threshold", None)
+    threshold = card.decision_threshold
     rows.append(("decision threshold", "-" if threshold is None else f"{threshold:.4g}"))
+    if card.class_bias is not None:
+        rows.append(("class bias", " ".join(f"{v:+.3f}" for v in card.class_bias)))
     if card.init is not None:
         i = card.init
         rows.append(("init", f"{i.kind} {i.file} (sha256 {i.sha256[:16]}..., {i.loaded} loaded, "
