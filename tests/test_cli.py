@@ -151,7 +151,8 @@ def test_validate_prints_every_predictor_default():
     assert proc.returncode == 0, proc.stderr
     predictor = json.loads(proc.stdout)["model"]["predictor"]
     assert predictor["window"] == 250 and predictor["stride"] == 50 and predictor["support"] == 100
-    assert predictor["query_spacing"] is None and predictor["device"] == "auto"
+    # the demo sets query_spacing (2 px for its compact network); every other key is filled in with its default
+    assert predictor["query_spacing"] == 2 and predictor["device"] == "auto" and predictor["ramp"] == 50
 
 
 def test_validate_accepts_an_empty_predictor_section(tmp_path):
