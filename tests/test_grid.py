@@ -156,8 +156,8 @@ def _brute_force_load(chunk: int, stride: int, support: int, spacing: int) -> tu
 
 
 def test_predictor_load_counts_the_predictors_windows_and_queries():
-    demo = load_workflow(WORKFLOWS / "demo.yaml")  # tiny network: spacing 5
-    assert predictor_load(demo) == _brute_force_load(500, 50, 100, 5)
+    demo = load_workflow(WORKFLOWS / "demo.yaml")  # compact network, query_spacing 2 set by the workflow
+    assert predictor_load(demo) == _brute_force_load(500, 50, 100, 2)
     assert predictor_load(demo)[0] == 13 * 13  # centres 50 px apart from 50 px before to 50 px after the chunk
     state = load_workflow(WORKFLOWS / "alaska-10m.yaml")  # reference network: every pixel
     assert predictor_load(state) == _brute_force_load(2500, 50, 100, 1)
@@ -181,7 +181,7 @@ def test_plan_estimates_follow_the_documented_formulas():
     halo_pixels = 850 * 850  # 500 px chunks with the 175 px halo
     assert plan.output_bytes == 4 * pixels * 9
     assert plan.input_bytes == 4 * halo_pixels * (w.imagery.max_items * 10 * 2 + 10 * 4)
-    windows, queries = _brute_force_load(500, 50, 100, 5)
+    windows, queries = _brute_force_load(500, 50, 100, 2)  # the demo's query_spacing
     assert plan.windows_per_chunk == windows and plan.queries_per_pixel == pytest.approx(queries / pixels)
     flop = 4 * 2 * (windows * 81.6e9 + queries * 151e6)
     assert plan.flop == pytest.approx(flop)
