@@ -100,8 +100,8 @@ class TrainResult:
     resumed_from: int = 0
     """epochs that were already done in the state file this run resumed from."""
     threshold: float | None = None
-    """permafrost: the decision threshold on P(permafrost) chosen on the validation points by
-    ``train.threshold`` (0.5 for 'fixed' or without two validation classes); None for soil order."""
+    """permafrost: the decision threshold on P(permafrost) chosen by ``train.threshold`` (:func:`decision_rule`;
+    0.5 for 'fixed' or when the rule falls back); None for soil order."""
     notes: list[str] = field(default_factory=list)
     """things the run's log should say (e.g. a threshold that fell back to 0.5)."""
 
