@@ -7,6 +7,7 @@ before any reader sees the file.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zipfile
 from pathlib import Path
@@ -58,3 +59,9 @@ def _has_skops_schema(path: Path) -> bool:
             return "schema.json" in z.namelist()
     except (zipfile.BadZipFile, OSError):
         return False
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (streamed; the one file hash of the package: checkpoints, imports, inits)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -50,7 +50,7 @@ def export_command(target: str, checkpoint: Path, out: Path, force: bool = False
 def describe(path: Path) -> list[tuple[str, str]]:
     """(label, value) lines about checkpoint ``path``: task, size, parameters, source, hashes, threshold, init.
     Reads only the file's header and hashes its bytes; no weights are loaded."""
-    from miso_mapper.model.reference_io import file_sha256
+    from miso_mapper.filekind import file_sha256
 
     card = read_model_card(path)
     rows = [("file", str(path)), ("sha256", file_sha256(path)), ("task", card.config.task),

@@ -17,7 +17,6 @@ Pickled files are only ever read with ``torch.load(weights_only=True)``: tensors
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections import OrderedDict
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor
 
 from miso_mapper.errors import MisoError
+from miso_mapper.filekind import file_sha256
 from miso_mapper.model.card import PRESETS, InitRecord, ModelCard, architecture
 from miso_mapper.model.checkpoint import (
     _compare,
@@ -47,15 +47,6 @@ SATLAS_SKIPPED = ("features.0.0.weight", "features.0.0.bias")
 #: Buffers recomputed from the architecture, so a file may lack them.
 _DERIVED = ("relative_position_index", "relative_coords_table")
 _SHOW = 5
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes, read in 8 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 23):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------- SatlasPretrain

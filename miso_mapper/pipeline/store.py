@@ -71,6 +71,7 @@ from miso_mapper import __version__
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
+from miso_mapper.filekind import file_sha256
 from miso_mapper.grid import AlaskaGrid, Chunk, describe_geobox, geobox_from_spatial_ref, spatial_ref_attrs
 
 #: Scale of the uint8 probabilities: stored = round(p x 250).
@@ -84,13 +85,7 @@ DEFAULT_THRESHOLD = 0.5
 _METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zmetadata"})
 
 
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(block):
-            h.update(data)
-    return h.hexdigest()
+sha256_file = file_sha256  # the run's checkpoint hashes; one implementation in miso_mapper.filekind
 
 
 def map_config_hash(workflow: Workflow, checkpoint_hashes: dict[str, str]) -> str:
