@@ -57,8 +57,8 @@ from torch import Tensor
 from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS
 from miso_mapper.errors import MisoError
 from miso_mapper.inference.predictor import interior_coords
-from miso_mapper.inference.settings import PredictorConfig, auto_query_spacing
-from miso_mapper.inference.windows import Window, WindowLayout, blend_mask, interpolate_lattice
+from miso_mapper.inference.settings import PredictorConfig
+from miso_mapper.inference.windows import StageAxis, Window, WindowLayout, blend_mask, interpolate_lattice
 from miso_mapper.model.config import MisoNetConfig
 from miso_mapper.model.network import MisoNet
 
@@ -80,13 +80,17 @@ CPU_BATCH_SIZE = 4
 CPU_QUERY_POINTS = 2048
 
 
-def window_pixel_grid(window: int) -> Tensor:
-    """Window-relative centres of ``window`` pixels, ``(window,)`` float32: ``-1 + 1/w + (2/w) k``.
+def window_pixel_grid(window: int, index: np.ndarray | None = None) -> Tensor:
+    """Window-relative centres of pixels ``index`` (default ``0..window - 1``) of a ``window`` px window,
+    float32: ``-1 + 1/w + (2/w) k``.
 
     The same float32 arithmetic as the reference's ``make_grid(-1, 1)``, so coordinates are bit-identical.
+    Indices outside the window (a coarse stage lattice may reach a few px past it) give centres outside
+    ``[-1, 1]``; the implicit query then clamps the neighbour cells to the edge, as ``grid_sample`` does.
     """
     r = (1 - -1) / (2 * window)
-    return -1 + r + (2 * r) * torch.arange(window).float()
+    k = torch.arange(window) if index is None else torch.as_tensor(np.asarray(index), dtype=torch.int64)
+    return -1 + r + (2 * r) * k.float()
 
 
 def estimate_window_bytes(cfg: MisoNetConfig, amp: bool) -> int:
@@ -128,6 +132,8 @@ class PredictStats:
     windows: int = 0
     windows_skipped: int = 0
     points_queried: int = 0
+    stage_points: list[int] = field(default_factory=list)
+    """points at which each encoder stage was evaluated, per network (multi-rate: fewer than points_queried)"""
     batch_size: int = 0
     query_batch: int = 0
     oom_retries: int = 0
@@ -177,9 +183,7 @@ class MisoPredictor:
             if self.cuda and self.config.channels_last:
                 model.sat_encoder.to(memory_format=torch.channels_last)
                 model.cov_encoder.to(memory_format=torch.channels_last)
-        self.query_spacing = 1 if self.config.query_all_pixels else (
-            self.config.query_spacing
-            or min(auto_query_spacing(m.config, self.config.stride) for m in self.models.values()))
+        self.query_spacing, self.stage_spacings = self.config.spacings([m.config for m in self.models.values()])
         self._mask = blend_mask(self.config.window, self.config.blend, self.config.sigma_fraction)
         self._grid = window_pixel_grid(self.config.window)
         self._batch_size: int | None = None
@@ -278,7 +282,7 @@ class MisoPredictor:
         except ValueError as exc:
             raise MisoError(f"cannot tile this chunk: {exc}") from None
         valid_int = valid[layout.interior]
-        self.stats = PredictStats()
+        self.stats = PredictStats(stage_points=[0] * len(self.stage_spacings))
         out_dims = {"permafrost": 1, "taxonomy": len(SOIL_ORDERS)}
         result = {t: np.full((d, *layout.interior_shape), np.nan, np.float32) for t, d in out_dims.items()}
         if not valid_int.any():
@@ -303,19 +307,21 @@ class MisoPredictor:
         sums = {t: torch.zeros((m.config.out_dim, *shape), dtype=torch.float32, device=self.device)
                 for t, m in self.models.items()}
         wsum = torch.zeros(shape, dtype=torch.float32, device=self.device)
-        groups: dict[tuple[int, int], list[tuple[Window, tuple[slice, slice], tuple[slice, slice]]]] = {}
+        groups: dict[tuple[Any, ...], list[tuple[Window, tuple[slice, slice], tuple[slice, slice]]]] = {}
         for win, (dst, src) in zip(layout.windows, layout.lattice_overlaps(), strict=True):
             if not valid_int[layout.reach(win)].any():
                 self.stats.windows_skipped += 1
                 continue
-            groups.setdefault(win.query_shape, []).append((win, dst, src))
+            grids = self._stage_grids(win, layout)
+            key = (win.query_shape, *((g[0].count, g[0].offset, g[1].count, g[1].offset) for g in grids if g))
+            groups.setdefault(key, []).append((win, dst, src))
         for entries in groups.values():
             i = 0
             while i < len(entries):
                 b, q = self.batch_sizes()
                 batch = entries[i:i + b]
                 try:
-                    probs = self._predict_batch(image, [e[0] for e in batch], q)
+                    probs = self._predict_batch(image, layout, [e[0] for e in batch], q)
                 except torch.OutOfMemoryError as exc:
                     self._shrink_after_oom(exc)
                     continue
@@ -326,13 +332,24 @@ class MisoPredictor:
                     wsum[dst] += wt
                 self.stats.windows += len(batch)
                 self.stats.batches.append(len(batch))
-                self.stats.points_queried += len(batch) * batch[0][0].query_shape[0] * batch[0][0].query_shape[1]
+                npts = len(batch) * batch[0][0].query_shape[0] * batch[0][0].query_shape[1]
+                self.stats.points_queried += npts
+                for k, g in enumerate(self._stage_grids(batch[0][0], layout)):
+                    self.stats.stage_points[k] += len(batch) * g[0].count * g[1].count if g else npts
                 i += len(batch)
         self.stats.batch_size, self.stats.query_batch = self.batch_sizes()
         return sums, wsum
 
-    def _predict_batch(self, image: np.ndarray, windows: Sequence[Window], query_batch: int) -> dict[str, Tensor]:
-        """Probabilities ``(B, C, qh, qw)`` float32 on the device for each network, for windows of one query shape.
+    def _stage_grids(self, win: Window, layout: WindowLayout) -> list[tuple[StageAxis, StageAxis] | None]:
+        """Per encoder stage: the window's (rows, cols) stage lattice when that stage is evaluated more coarsely
+        than the queried points (multi-rate), else None (evaluated at every queried point)."""
+        step = layout.lattice[0].step
+        return [win.stage_grid(layout.lattice, sp) if sp > step else None for sp in self.stage_spacings]
+
+    def _predict_batch(self, image: np.ndarray, layout: WindowLayout, windows: Sequence[Window],
+                       query_batch: int) -> dict[str, Tensor]:
+        """Probabilities ``(B, C, qh, qw)`` float32 on the device for each network, for windows of one group
+        (same query shape and stage lattices).
 
         Raises ``torch.OutOfMemoryError`` untouched (the caller halves and retries); nothing is accumulated
         before every network has finished the batch, so a retry never counts a window twice.
@@ -342,20 +359,80 @@ class MisoPredictor:
         if self.cuda and self.config.channels_last:
             imgs = imgs.contiguous(memory_format=torch.channels_last)
         coords = self._pixel_coords(windows).to(self.device, non_blocking=True)
+        stages = self._stage_inputs(windows, layout)
         n = qh * qw
         step = max(1, query_batch // len(windows))
         out: dict[str, Tensor] = {}
         for task, model in self.models.items():
             with self._autocast():
                 feats = model.encode(imgs)
+                lattices = {"sat": self._stage_lattices(model.sat_encoder, feats.sat, stages, step),
+                            "cov": self._stage_lattices(model.cov_encoder, feats.cov, stages, step)}
             probs = torch.empty((len(windows), n, model.config.out_dim), dtype=torch.float32, device=self.device)
             for j in range(0, n, step):
+                pts = slice(j, j + step)
                 with self._autocast():
-                    logits = model.query(feats, coords[:, j:j + step], None)["pred"]
-                probs[:, j:j + step] = model.predict_proba(logits.float())
-            del feats
+                    sat = self._stage_query(model.sat_encoder, feats.sat, lattices["sat"], stages, coords, pts)
+                    cov = self._stage_query(model.cov_encoder, feats.cov, lattices["cov"], stages, coords, pts)
+                    logits = model.decode(sat, cov)["pred"]
+                probs[:, pts] = model.predict_proba(logits.float())
+            del feats, lattices
             out[task] = probs.view(len(windows), qh, qw, -1).permute(0, 3, 1, 2)
         return out
+
+    def _stage_inputs(self, windows: Sequence[Window],
+                      layout: WindowLayout) -> list[tuple[Tensor, Tensor, Tensor] | None]:
+        """Per stage, None (evaluated at the queried points) or, multi-rate, the windows' stage-lattice
+        coordinates ``(B, m, 2)`` float32 and each queried point's four lattice neighbours ``(n, 4)`` int64
+        with their bilinear weights ``(n, 4)`` float32 (the same for every window of a group)."""
+        out: list[tuple[Tensor, Tensor, Tensor] | None] = []
+        for k, grid in enumerate(self._stage_grids(windows[0], layout)):
+            if grid is None:
+                out.append(None)
+                continue
+            (ri, rw), (ci, cw) = grid[0].neighbours(), grid[1].neighbours()
+            index = ri[:, None, :, None] * grid[1].count + ci[None, :, None, :]  # qh, qw, 2, 2
+            weight = rw[:, None, :, None] * cw[None, :, None, :]
+            per_window = []
+            for win in windows:
+                rows, cols = self._stage_grids(win, layout)[k]  # type: ignore[misc]
+                r = rows.g0 - win.row0 + rows.spacing * np.arange(rows.count)
+                c = cols.g0 - win.col0 + cols.spacing * np.arange(cols.count)
+                gy, gx = window_pixel_grid(self.config.window, r), window_pixel_grid(self.config.window, c)
+                gx, gy = torch.meshgrid(gx, gy, indexing="xy")
+                per_window.append(torch.stack([gx, gy], dim=-1).reshape(-1, 2))
+            out.append((torch.stack(per_window).to(self.device),
+                        torch.from_numpy(index.reshape(-1, 4)).to(self.device),
+                        torch.from_numpy(weight.reshape(-1, 4).astype(np.float32)).to(self.device)))
+        return out
+
+    @staticmethod
+    def _stage_lattices(encoder: Any, encoded: Sequence[Tensor], stages: Sequence[tuple[Tensor, Tensor, Tensor] | None],
+                        step: int) -> list[Tensor | None]:
+        """Each multi-rate stage's embeddings on its lattice, ``(B, m, E)`` (``step`` points per call)."""
+        out: list[Tensor | None] = []
+        for layer, proj, stage in zip(encoder.query_layers, encoded, stages, strict=True):
+            if stage is None:
+                out.append(None)
+                continue
+            pts = stage[0]
+            out.append(torch.cat([layer.query(proj, pts[:, j:j + step]) for j in range(0, pts.shape[1], step)], 1))
+        return out
+
+    @staticmethod
+    def _stage_query(encoder: Any, encoded: Sequence[Tensor], lattices: Sequence[Tensor | None],
+                     stages: Sequence[tuple[Tensor, Tensor, Tensor] | None], coords: Tensor,
+                     pts: slice) -> Tensor:
+        """The encoder's embedding ``(B, p, E)`` at queried points ``pts``: each stage queried there or
+        interpolated from its lattice, then :meth:`ImplicitEncoder.combine`."""
+        embs = []
+        for layer, proj, lattice, stage in zip(encoder.query_layers, encoded, lattices, stages, strict=True):
+            if stage is None or lattice is None:
+                embs.append(layer.query(proj, coords[:, pts]))
+            else:
+                index, weight = stage[1][pts], stage[2][pts]
+                embs.append((lattice[:, index] * weight[None, :, :, None].to(lattice.dtype)).sum(dim=2))
+        return encoder.combine(embs)
 
     def _pixel_coords(self, windows: Sequence[Window]) -> Tensor:
         """Window-relative (x, y) of each window's queried points, ``(B, qh * qw, 2)`` float32, row-major."""

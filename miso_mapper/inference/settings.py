@@ -7,7 +7,7 @@ runs it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 #: Side of the finest encoder feature cell in network input pixels (the Swin patch embedding's 4).
 FINEST_CELL_INPUT_PX = 4
+#: Multi-rate: a stage is evaluated every this fraction of its feature cell (rounded down to a divisor of the
+#: stride; see :func:`auto_stage_spacings`).
+STAGE_SPACING_PER_CELL = 0.5
 #: Distance between window centres of the reference's demo loop: a fifth of the window (its interval 5).
 REFERENCE_STRIDE = WINDOW_PX // 5
 
@@ -49,6 +52,15 @@ class PredictorConfig(BaseModel):
     query_spacing: int | None = Field(
         None, ge=1, description="ensemble mode: px between queried points, bilinear in between; None = from the "
                                 "network (see auto_query_spacing); must divide `stride`")
+    multi_rate: bool = Field(
+        True, description="ensemble mode: evaluate each encoder stage only on its own lattice (`stage_spacings`), "
+                          "interpolate it to the queried points, then sum, normalise and run the mappers and head "
+                          "per point; false = every stage at every queried point (exact per point)")
+    stage_spacings: tuple[int, int, int, int] | None = Field(
+        None, description="multi-rate: px between the points at which each of the four stages is evaluated "
+                          "(finest first); None = from each stage's feature cell (see auto_stage_spacings); "
+                          "each must divide `stride`; a spacing not above `query_spacing` means every queried "
+                          "point")
     blend: BlendKind = Field("gaussian", description="mask over each window: gaussian (the reference's), hann "
                                                     "or cosine")
     sigma_fraction: float = Field(0.25, gt=0, description="gaussian mask sigma as a fraction of the window")
@@ -75,6 +87,10 @@ class PredictorConfig(BaseModel):
             if self.query_spacing is not None and self.stride % self.query_spacing:
                 raise ValueError(f"query_spacing {self.query_spacing} must divide the stride {self.stride} "
                                  "(so chunks that are a multiple of the stride share their edge points)")
+            bad = [s for s in self.stage_spacings or () if s < 1 or self.stride % s]
+            if bad:
+                raise ValueError(f"stage_spacings {list(self.stage_spacings or ())} must be positive divisors of "
+                                 f"the stride {self.stride} (so neighbouring chunks evaluate the same points)")
         return self
 
     @classmethod
@@ -98,6 +114,22 @@ class PredictorConfig(BaseModel):
         if not self.query_all_pixels and chunk_size % self.stride:
             raise ValueError(f"grid.chunk_size {chunk_size} is not a multiple of the predictor stride "
                              f"{self.stride}: neighbouring chunks would use different windows (seams)")
+
+    def spacings(self, networks: Sequence[MisoNetConfig]) -> tuple[int, tuple[int, ...]]:
+        """(query spacing, per-stage spacings) in px for ``networks`` (the finest any of them needs).
+
+        The reference setting queries every pixel at every stage: ``(1, (1, 1, 1, 1))``. Without
+        ``multi_rate`` every stage runs at the query spacing.
+        """
+        if self.query_all_pixels:
+            return 1, (1,) * len(networks[0].query_hidden)
+        q = self.query_spacing or min(auto_query_spacing(n, self.stride) for n in networks)
+        if not self.multi_rate:
+            return q, (q,) * len(networks[0].query_hidden)
+        if self.stage_spacings is not None:
+            return q, tuple(max(q, s) for s in self.stage_spacings)
+        per_net = [auto_stage_spacings(n, self.stride) for n in networks]
+        return q, tuple(max(q, min(s)) for s in zip(*per_net, strict=True))
 
     def layout(self, shape: tuple[int, int], interior: tuple[slice, slice], query_spacing: int = 1) -> WindowLayout:
         """The windows for a halo grid of ``shape`` (rows, cols) with ``interior``; ``query_spacing`` is the
@@ -129,6 +161,29 @@ def checked_predictor_config(settings: PredictorConfig | Mapping[str, Any], chun
     return checked
 
 
+def feature_cells(cfg: MisoNetConfig) -> tuple[float, ...]:
+    """Side of each encoder stage's feature cell in native (10 m) px, finest first: ``crop_size / input_size
+    * 4 * 2**i`` (3.9, 7.8, 15.6, 31 px for the reference network)."""
+    base = cfg.crop_size / cfg.input_size * FINEST_CELL_INPUT_PX
+    return tuple(base * 2**i for i in range(len(cfg.query_hidden)))
+
+
+def _largest_divisor_at_most(stride: int, limit: float) -> int:
+    """The largest divisor of ``stride`` that is ``<= limit`` (at least 1)."""
+    return max((d for d in range(1, stride + 1) if stride % d == 0 and d <= limit), default=1)
+
+
+def auto_stage_spacings(cfg: MisoNetConfig, stride: int) -> tuple[int, ...]:
+    """Multi-rate spacing of each stage: the largest divisor of ``stride`` at most
+    :data:`STAGE_SPACING_PER_CELL` of the stage's feature cell (:func:`feature_cells`).
+
+    A stage's query varies on the scale of its own cell, so its coarse stages (the widest MLPs) can be
+    evaluated on far fewer points than the finest (see benchmarks/README.md for the measurements behind the
+    fraction).
+    """
+    return tuple(_largest_divisor_at_most(stride, cell * STAGE_SPACING_PER_CELL) for cell in feature_cells(cfg))
+
+
 def auto_query_spacing(cfg: MisoNetConfig, stride: int) -> int:
     """Query spacing for a network: the largest divisor of ``stride`` at most a third of the network's finest
     feature cell (``crop_size / input_size * 4`` px: 15.6 px for the tiny preset, 7.8 small, 3.9 reference),
@@ -138,5 +193,4 @@ def auto_query_spacing(cfg: MisoNetConfig, stride: int) -> int:
     averages windows whose cells are out of phase; on the trained demo networks (tiny) spacings of 5 and 10 px
     agreed equally well with the every-pixel reference map (benchmarks/README.md).
     """
-    cell = cfg.crop_size / cfg.input_size * FINEST_CELL_INPUT_PX
-    return max(d for d in range(1, stride + 1) if stride % d == 0 and d <= cell / 3) if cell >= 3 else 1
+    return _largest_divisor_at_most(stride, feature_cells(cfg)[0] / 3)

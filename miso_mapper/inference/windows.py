@@ -193,6 +193,49 @@ def blend_mask(window: int, kind: BlendKind, sigma_fraction: float = 0.25) -> np
 
 
 @dataclass(frozen=True)
+class StageAxis:
+    """Where one encoder stage is evaluated along one axis of a window (multi-rate queries), and how its values
+    reach the window's queried points.
+
+    The stage is evaluated at ``count`` pixels ``g0, g0 + spacing, ...`` of the halo grid: the points of the
+    chunk's stage lattice ``lo + m * spacing`` from the last one at or before the window's first queried pixel
+    to the first one at or after its last. The window's ``n`` queried pixels are ``g0 + offset + k * step``.
+    """
+
+    g0: int
+    count: int
+    spacing: int
+    offset: int
+    step: int
+    n: int
+
+    def interpolation(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per queried pixel ``k``: the stage point ``index[k]`` at or before it ``(n,)`` int64 and the linear
+        weight ``frac[k]`` ``(n,)`` float64 of point ``index[k] + 1`` (``1 - frac`` of ``index``); ``frac`` is 0
+        on stage points, where ``index + 1`` is clipped to the last point."""
+        off = self.offset + self.step * np.arange(self.n)
+        return np.minimum(off // self.spacing, self.count - 1), (off % self.spacing) / self.spacing
+
+    def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, 2)`` int64 stage-point indices ``[index, index + 1]`` (clipped) and ``(n, 2)`` float64 weights
+        ``[1 - frac, frac]`` of each queried pixel."""
+        index, frac = self.interpolation()
+        return (np.stack([index, np.minimum(index + 1, self.count - 1)], axis=1),
+                np.stack([1 - frac, frac], axis=1))
+
+
+def stage_axis(span: AxisSpan, lo: int, spacing: int) -> StageAxis:
+    """The stage lattice of ``spacing`` px (anchored at the interior's first pixel ``lo``, so a neighbouring
+    chunk whose origin is a multiple of ``spacing`` away uses the same points) that covers ``span``'s queried
+    pixels (see :class:`StageAxis`)."""
+    if spacing < 1:
+        raise ValueError(f"a stage spacing must be >= 1 px, got {spacing}")
+    g0 = lo + math.floor((span.q0 - lo) / spacing) * spacing
+    last = lo + math.ceil((span.q_last - lo) / spacing) * spacing
+    return StageAxis(g0, (last - g0) // spacing + 1, spacing, span.q0 - g0, span.step, span.count)
+
+
+@dataclass(frozen=True)
 class Window:
     """One window of a layout: :class:`AxisSpan` ``rows`` and ``cols``. Its queried points are the grid
     ``rows.q0 + i * step`` x ``cols.q0 + j * step`` of the halo grid."""
@@ -222,6 +265,11 @@ class Window:
     def weights(self, mask: np.ndarray) -> np.ndarray:
         """Weights ``(rows, cols)`` float64 of the queried points: ``mask`` there times both tapers."""
         return mask[self.local_slices()] * np.outer(self.rows.taper, self.cols.taper)
+
+    def stage_grid(self, lattice: tuple[LatticeAxis, LatticeAxis], spacing: int) -> tuple[StageAxis, StageAxis]:
+        """(rows, cols) :class:`StageAxis` of a stage evaluated every ``spacing`` px for this window, on the
+        stage lattice anchored at the output ``lattice``'s first points."""
+        return stage_axis(self.rows, lattice[0].lo, spacing), stage_axis(self.cols, lattice[1].lo, spacing)
 
 
 @dataclass(frozen=True)
@@ -281,6 +329,18 @@ class WindowLayout:
         total = sum(w.query_shape[0] * w.query_shape[1] for w in self.windows)
         rows, cols = self.interior_shape
         return total / (rows * cols)
+
+    def stage_points(self, spacing: int) -> int:
+        """Points at which all windows together evaluate a stage queried every ``spacing`` px: the queried
+        points themselves when ``spacing`` is not coarser than the lattice step, else each window's stage
+        lattice (:meth:`Window.stage_grid`)."""
+        if spacing <= self.lattice[0].step:
+            return sum(w.query_shape[0] * w.query_shape[1] for w in self.windows)
+        total = 0
+        for w in self.windows:
+            rows, cols = w.stage_grid(self.lattice, spacing)
+            total += rows.count * cols.count
+        return total
 
     def lattice_overlaps(self) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice]]]:
         """Per window: (slices into the output lattice, slices into its queried points) of their overlap."""

@@ -177,10 +177,15 @@ class ImplicitEncoder(nn.Module):
 
     def query(self, encoded: Sequence[Tensor], coords: Tensor) -> Tensor:
         """``encoded`` from :meth:`encode`, ``coords`` ``(B|1, N, 2)`` -> ``(B, N, E)`` (summed, normalised)."""
-        total = None
-        for q, proj in zip(self.query_layers, encoded, strict=True):
-            e = q.query(proj, coords)
-            total = e if total is None else total + e
+        return self.combine([q.query(proj, coords) for q, proj in zip(self.query_layers, encoded, strict=True)])
+
+    def combine(self, stage_embeddings: Sequence[Tensor]) -> Tensor:
+        """The encoder's embedding from its stages' ``(B, N, E)`` embeddings (stage order): their sum, then the
+        final LayerNorm (the reference's ``sum`` pooling). Multi-rate prediction calls this with stage
+        embeddings interpolated from coarser lattices."""
+        total = stage_embeddings[0]
+        for e in stage_embeddings[1:]:
+            total = total + e
         return self.norm(total)
 
     def forward(self, x: Tensor, coords: Tensor) -> Tensor:

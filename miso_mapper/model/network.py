@@ -184,15 +184,28 @@ class MisoNet(nn.Module):
         """
         if pixel_coords.ndim == 2:
             pixel_coords = pixel_coords[None]
-        sat_emb = self.sat_mapper(self.sat_encoder.query(features.sat, pixel_coords))
-        cov_emb = self.cov_mapper(self.cov_encoder.query(features.cov, pixel_coords))
-        visual_emb = self.visual_mapper(sat_emb + cov_emb)
-        out = {"pred": self.out(visual_emb), "sat_emb": sat_emb, "cov_emb": cov_emb, "visual_emb": visual_emb}
+        out = self.decode(self.sat_encoder.query(features.sat, pixel_coords),
+                          self.cov_encoder.query(features.cov, pixel_coords))
         if geo_coords is not None:
             if geo_coords.ndim == 2:
                 geo_coords = geo_coords[None]
             out["geo_emb"], out["geo_pred"] = self.query_location(geo_coords)
         return out
+
+    def decode(self, sat_query: Tensor, cov_query: Tensor) -> dict[str, Tensor]:
+        """The visual branch after the implicit queries: mappers and head, per point.
+
+        Args:
+            sat_query, cov_query: ``(B, N, E)`` embeddings of the two encoders' implicit queries
+                (:meth:`ImplicitEncoder.query` or, multi-rate, :meth:`ImplicitEncoder.combine`).
+
+        Returns:
+            ``pred`` ``(B, N, out_dim)`` logits, ``sat_emb``, ``cov_emb``, ``visual_emb`` ``(B, N, E)``.
+        """
+        sat_emb = self.sat_mapper(sat_query)
+        cov_emb = self.cov_mapper(cov_query)
+        visual_emb = self.visual_mapper(sat_emb + cov_emb)
+        return {"pred": self.out(visual_emb), "sat_emb": sat_emb, "cov_emb": cov_emb, "visual_emb": visual_emb}
 
     def forward(self, images: Tensor, pixel_coords: Tensor, geo_coords: Tensor | None) -> dict[str, Tensor]:
         """``query(encode(images), pixel_coords, geo_coords)``; same shapes as :meth:`query`."""
