@@ -52,8 +52,11 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_demo_loop import reference_demo_loop  # noqa: E402
 
+from miso_mapper.inference.chunk_cost import chunk_load  # noqa: E402
+from miso_mapper.inference.flops import query_flops  # noqa: E402
 from miso_mapper.inference.miso import MisoPredictor, PredictorConfig  # noqa: E402
 from miso_mapper.inference.synthetic import fit_synthetic, seeded_network, synthetic_inputs  # noqa: E402
+from miso_mapper.model import MisoNetConfig  # noqa: E402
 
 TASKS = ("permafrost", "taxonomy")
 
@@ -123,6 +126,35 @@ def world_chunk_inputs(workflow_path: Path, chunk: int, halo: int) -> Any:
     return ds.isel(y=slice(r0, r0 + chunk + 2 * halo), x=slice(c0, c0 + chunk + 2 * halo))
 
 
+def cost_model_table(net: MisoNetConfig, fast_cfg: PredictorConfig, chunk: int) -> dict[str, float]:
+    """FLOP per output pixel of one task's ``net`` on a ``chunk`` px chunk, from the predictor's cost model
+    (:func:`~miso_mapper.inference.chunk_cost.chunk_load`, exact against FlopCounterMode: tests/test_flops.py):
+    the literal reference loop (every pixel of every stride-50 window on a ``window / 2`` halo, plus the
+    location branch it runs), the exact ensemble with every stage at every queried point (the default before
+    multi-rate queries), ``fast_cfg``, and the floor (each pixel encoded once and queried once)."""
+    ref_cfg = PredictorConfig.reference()
+    f = query_flops(net)
+    w = ref_cfg.window
+    loop = chunk_load(ref_cfg, [net], chunk, ref_cfg.required_halo())
+    loop_flop = loop.flop(net) + loop.output_points * f.location
+    exact_cfg = fast_cfg.model_copy(update={"multi_rate": False})
+    rows = {"reference loop (demo.py)": loop_flop / loop.pixels,
+            "exact ensemble (multi-rate off)": chunk_load(exact_cfg, [net], chunk, exact_cfg.required_halo())
+            .flop_per_pixel(net),
+            "predictor, fast": chunk_load(fast_cfg, [net], chunk, fast_cfg.required_halo()).flop_per_pixel(net),
+            "one query per pixel (floor)": f.encode / (w * w) + f.point_flop}
+    return rows
+
+
+def print_cost_model(title: str, rows: dict[str, float]) -> None:
+    """The table of :func:`cost_model_table`, with ratios to the loop and to the exact ensemble."""
+    loop, exact = rows["reference loop (demo.py)"], rows["exact ensemble (multi-rate off)"]
+    print(title)
+    print(f"  {'setting':<36} {'FLOP/px':>10} {'loop / this':>11} {'this / exact':>12}")
+    for name, fl in rows.items():
+        print(f"  {name:<36} {fl:>10.3g} {loop / fl:>11.1f} {fl / exact:>12.3f}")
+
+
 def _maps(ds: Any) -> dict[str, np.ndarray]:
     return {"permafrost": ds["permafrost_probability"].values[None], "taxonomy": ds["taxonomy_probability"].values}
 
@@ -146,12 +178,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="folder with permafrost.safetensors and taxonomy.safetensors (default: seeded networks)")
     ap.add_argument("--workflow", type=Path, default=None,
                     help="demo workflow whose world's first chunk supplies the inputs (default: synthetic)")
+    ap.add_argument("--flops-only", action="store_true",
+                    help="print only the cost model's FLOP per pixel (the reference preset on a CPU: its loop would "
+                         "take hours) and exit")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     over = {k: v for k, v in (("support", args.support), ("query_spacing", args.spacing)) if v is not None}
     fast_cfg = PredictorConfig(device=args.device, **over)
+    if args.flops_only:
+        return flops_only(args, fast_cfg)
     ref_cfg = PredictorConfig.reference(device=args.device)
     w = fast_cfg.window
     halos = {"loop": ref_cfg.required_halo(), "fast": fast_cfg.required_halo(),
@@ -264,8 +301,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"fast: {pfast.stats.windows} windows, {pfast.stats.points_queried / npx:.2f} queries per interior pixel "
           f"(reference loop: {ref_windows * w * w / npx:.1f}), times {[round(t, 2) for t in times]} s")
 
+    print()
+    net_cfg = nets["permafrost"].config
+    costs = {"network": cost_model_table(net_cfg, fast_cfg, args.chunk),
+             "reference": cost_model_table(MisoNetConfig.preset("reference", "permafrost"), fast_cfg, args.chunk)}
+    print_cost_model("cost model, these networks (one task):", costs["network"])
+    print_cost_model("cost model, the same layout for the reference network (one task):", costs["reference"])
+
     result = {
         "speedup": ref_s / fast_s,
+        "cost_model_flops_per_pixel": {k: {n: round(v) for n, v in rows.items()} for k, rows in costs.items()},
         "argmax_agreement": min(agree[f"{t}_argmax_agreement"] for t in TASKS),
         "mean_abs_diff": max(agree[f"{t}_mean_abs_diff"] for t in TASKS),
         "flops_per_pixel": flops_fast / npx,
@@ -286,6 +331,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": f"{cpu_model()}, {__import__('os').cpu_count()} cores" if args.device == "cpu"
         else (torch.cuda.get_device_name() if torch.cuda.is_available() else args.device),
     }
+    print(json.dumps(result))
+    return result
+
+
+def flops_only(args: argparse.Namespace, fast_cfg: PredictorConfig) -> dict[str, Any]:
+    """``--flops-only``: the cost-model table for ``--preset`` (both tasks' networks are the same size but for the
+    head, so one task is shown) and its JSON line."""
+    net = MisoNetConfig.preset(args.preset, "permafrost")
+    rows = cost_model_table(net, fast_cfg, args.chunk)
+    q, stages = fast_cfg.spacings([net])
+    print_cost_model(f"# {args.preset} network (one task), chunk {args.chunk} px, fast: support {fast_cfg.support}, "
+                     f"ramp {fast_cfg.ramp}, query spacing {q}, stage spacings {list(stages)}", rows)
+    result = {"benchmark": "predictor", "mode": "flops-only", "preset": args.preset, "chunk": args.chunk,
+              "query_spacing": q, "stage_spacings": list(stages), "support": fast_cfg.support,
+              "flops_per_pixel": rows["predictor, fast"],
+              "exact_ensemble_flops_per_pixel": rows["exact ensemble (multi-rate off)"],
+              "reference_flops_per_pixel": rows["reference loop (demo.py)"],
+              "floor_flops_per_pixel": rows["one query per pixel (floor)"],
+              "fast_over_exact": rows["predictor, fast"] / rows["exact ensemble (multi-rate off)"],
+              "loop_over_fast": rows["reference loop (demo.py)"] / rows["predictor, fast"]}
     print(json.dumps(result))
     return result
 

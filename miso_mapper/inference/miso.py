@@ -18,7 +18,12 @@ networks (permafrost and soil order; a missing one gives an all-NaN layer). For 
    pixel of every window, Gaussian mask sigma 0.25 x 250), which reproduces ``MISO/demo.py``;
 3. encodes the windows in batches (each window once per network) and queries each window at its points,
    ``query_batch`` points per call, with window-relative pixel-centre coordinates exactly as the
-   reference builds them (``-1 + 1/w + 2k/w``, float32);
+   reference builds them (``-1 + 1/w + 2k/w``, float32). With *multi-rate queries* (``multi_rate``, the
+   default) each of the four encoder stages is evaluated only on its own lattice (``stage_spacings``, by
+   default half its feature cell: 2, 2, 5, 10 px for the reference network's 3.9 / 7.8 / 15.6 / 31 px
+   cells), each queried point takes its stage embeddings bilinearly from the four surrounding stage-lattice
+   points, and the sum, LayerNorm, mappers and head run per point as in the network. The coarse stages carry
+   the widest query MLPs, so this removes most of a query's FLOPs (benchmarks/README.md);
 4. turns the visual head's logits (``pred``, the map product of the reference demo) into probabilities
    (sigmoid for permafrost, softmax over the 7 orders for taxonomy), accumulates
    ``sum(weight * p) / sum(weight)`` on the output lattice and interpolates it to the interior's pixels;
