@@ -64,6 +64,8 @@ def _measured(model: MisoNet, device: str) -> dict[str, object]:
             "stages": tuple(s / POINTS for s in stages),
             "tail": _counted(lambda: model.out(model.visual_mapper(model.sat_mapper(emb) + model.cov_mapper(emb))))
             / POINTS,
+            "mapper": _counted(lambda: model.visual_mapper(emb)) / POINTS,
+            "head": _counted(lambda: model.out(emb)) / POINTS,
             "location": _counted(lambda: model.query_location(geo)) / POINTS,
             "query": _counted(lambda: model.query(feats, coords, None)) / POINTS,
         }
@@ -84,6 +86,7 @@ def test_counts_equal_flop_counter_mode(preset: str, task: str, device: str) -> 
     assert counted.stages == measured["stages"]
     assert counted.stages == tuple(flops.stage_point_flop(cfg, i) for i in range(4))
     assert counted.tail == flops.tail_point_flop(cfg) == measured["tail"]
+    assert flops.mapper_point_flop(cfg) == measured["mapper"] and flops.head_point_flop(cfg) == measured["head"]
     assert counted.location == flops.location_point_flop(cfg) == measured["location"]
     assert counted.point_flop == measured["query"]
 

@@ -126,20 +126,20 @@ def stage_point_flop(cfg: MisoNetConfig, stage: int) -> int:
     return 2 * (per_encoder + _linear(1, e, e))
 
 
-def _mapper(cfg: MisoNetConfig) -> int:
-    """One mapper (``E -> hidden -> E``) on one point."""
+def mapper_point_flop(cfg: MisoNetConfig) -> int:
+    """One mapper (``E -> hidden -> E``: sat, cov, visual or geo) on one point."""
     return _linear(1, cfg.emb_dim, cfg.mapper_hidden) + _linear(1, cfg.mapper_hidden, cfg.emb_dim)
 
 
-def _head(cfg: MisoNetConfig) -> int:
-    """One head (``E -> h0 -> h1 -> out_dim``) on one point."""
+def head_point_flop(cfg: MisoNetConfig) -> int:
+    """One head (``E -> h0 -> h1 -> out_dim``: ``out`` or ``geo_out``) on one point."""
     h0, h1 = cfg.head_hidden
     return _linear(1, cfg.emb_dim, h0) + _linear(1, h0, h1) + _linear(1, h1, cfg.out_dim)
 
 
 def tail_point_flop(cfg: MisoNetConfig) -> int:
     """FLOP per output point after the two encoders' stage sums: sat, cov and visual mappers and the head."""
-    return 3 * _mapper(cfg) + _head(cfg)
+    return 3 * mapper_point_flop(cfg) + head_point_flop(cfg)
 
 
 def location_point_flop(cfg: MisoNetConfig) -> int:
@@ -147,7 +147,7 @@ def location_point_flop(cfg: MisoNetConfig) -> int:
     e = cfg.emb_dim
     fc_stack = _linear(1, 4 * cfg.location.num_frequencies, e) + (cfg.location.num_residual_layers + 1) * _linear(
         1, e, e)
-    return fc_stack + _mapper(cfg) + _head(cfg)
+    return fc_stack + mapper_point_flop(cfg) + head_point_flop(cfg)
 
 
 @dataclass(frozen=True)
