@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 import shapely
+from pydantic import ValidationError
 from shapely.geometry import box
 
-from miso_mapper.config import GridConfig, load_workflow
+from miso_mapper.config import CostConfig, GridConfig, load_workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid
 from miso_mapper.plan import make_plan, predictor_load
@@ -199,6 +200,8 @@ def test_plan_cost_overrides_and_one_task():
     assert make_plan(fixed).flop == pytest.approx(4 * 2 * (windows * 81.6e9 + queries * 151e6))
     one = demo.model_copy(update={"cost": demo.cost.model_copy(update={"tasks": 1})})
     assert make_plan(one).flop == 4 * (windows * 293_255_168 + queries * 892_992)
+    with pytest.raises(ValidationError, match="less than or equal to 2"):
+        CostConfig(tasks=3)  # only permafrost and soil order have networks
     state = make_plan(load_workflow(WORKFLOWS / "alaska-10m.yaml"))  # the reference network, counted
     per_chunk = state.windows_per_chunk * 2 * 82_759_032_832 + state.queries_per_pixel * 2500**2 * (
         112_264_192 + 112_270_336)
