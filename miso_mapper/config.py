@@ -266,15 +266,19 @@ class ClusterConfig(StrictModel):
 
 
 class CostConfig(StrictModel):
-    """Figures used by ``plan`` to estimate compute; measured on the reference network (see the README).
+    """Figures used by ``plan`` to estimate compute.
 
-    FLOP per query point and per encoded window are for ONE task's network; the product runs two
-    (permafrost and taxonomy).
+    FLOP are counted from the workflow's network (``model.size``) by :mod:`miso_mapper.inference.flops` unless
+    overridden here; an override is for ONE task's network and is used for every task.
     """
 
-    query_flop: float = Field(151e6, gt=0, description="FLOP per implicit query point, one task")
-    encoder_flop_per_window: float = Field(81.6e9, gt=0, description="FLOP of both encoders, one window")
-    tasks: PositiveInt = 2
+    query_flop: float | None = Field(
+        None, gt=0, description="FLOP per implicit query point, one task; null = counted from the workflow's "
+        "network (`model.size`), every stage evaluated at the point, mappers and head included")
+    encoder_flop_per_window: float | None = Field(
+        None, gt=0, description="FLOP of both encoders on one window, one task; null = counted from the "
+        "workflow's network (`model.size`)")
+    tasks: int = Field(2, ge=1, le=2, description="task networks run: 1 = permafrost, 2 = permafrost and soil order")
     gpu_sustained_tflops: float = Field(
         200.0, gt=0, description="achieved bf16 TFLOP/s per GPU (~25% of an H100's dense peak)"
     )

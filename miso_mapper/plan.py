@@ -1,12 +1,16 @@
 """What a workflow will do and cost, computed offline from the grid and the region alone.
 
-Formulas (all per task network unless stated; ``T`` = number of tasks, 2 for permafrost + taxonomy):
+Formulas (per task network unless stated; the tasks are permafrost and, with ``cost.tasks: 2``, soil order):
 
 * chunk pixels ``P = chunk_size²``; halo pixels ``Ph = (chunk_size + 2·halo)²``
 * windows ``W`` and query points ``Q`` per chunk: those of the configured MISO predictor's layout
   (``model.predictor``, :class:`~miso_mapper.inference.settings.PredictorConfig`; query spacing from
   ``model.size`` when automatic), counted on a chunk with its halo by :func:`predictor_load`
-* FLOP per chunk ``= T · (W · encoder_flop_per_window + Q · query_flop)``
+* FLOP per chunk ``= Σ_tasks (W · E + Q · q)``, with ``E`` the FLOP of both encoders on one window and ``q``
+  of one query point (every implicit-query stage, mappers and head) counted from the task's network
+  (``MisoNetConfig.preset(model.size, task)``) by :mod:`miso_mapper.inference.flops`; the tasks are permafrost
+  (``cost.tasks`` 1) and soil order (2); ``cost.encoder_flop_per_window`` / ``cost.query_flop`` override E / q
+  for every task
 * GPU-hours ``= total FLOP / (gpu_sustained_tflops · 1e12) / 3600``
 * input bytes ``= chunks · (scenes · 10 bands · Ph · 2 B (uint16) + 10 covariates · Ph · 4 B (float32))``,
   an upper bound: 20 m bands and cloud-free scene caps make the real reads smaller
@@ -27,8 +31,9 @@ from miso_mapper.bands import COVARIATES, SOIL_ORDERS
 from miso_mapper.checks import input_problems
 from miso_mapper.config import Workflow
 from miso_mapper.grid import AlaskaGrid, Chunk
+from miso_mapper.inference import flops
 from miso_mapper.inference.settings import auto_query_spacing, checked_predictor_config
-from miso_mapper.model.config import MisoNetConfig
+from miso_mapper.model.config import MisoNetConfig, Task
 from miso_mapper.region import region_geometry
 
 S2_ASSETS_READ = 10  # 9 bands + SCL
@@ -85,6 +90,20 @@ def predictor_load(workflow: Workflow) -> tuple[int, int]:
     return len(layout.windows), sum(w.query_shape[0] * w.query_shape[1] for w in layout.windows)
 
 
+def network_flop(workflow: Workflow) -> tuple[float, float]:
+    """(FLOP per encoded window, FLOP per query point), summed over the workflow's task networks.
+
+    Counted from ``MisoNetConfig.preset(model.size, task)`` unless ``cost`` overrides them (per task).
+    """
+    cost = workflow.cost
+    tasks: tuple[Task, ...] = ("permafrost", "taxonomy")[: cost.tasks]
+    nets = [MisoNetConfig.preset(workflow.model.size, task) for task in tasks]
+    window = cost.encoder_flop_per_window
+    point = cost.query_flop
+    return (len(tasks) * window if window is not None else sum(flops.encode_flop(n) for n in nets),
+            len(tasks) * point if point is not None else sum(flops.query_flops(n).point_flop for n in nets))
+
+
 def make_plan(workflow: Workflow) -> Plan:
     """Plan a workflow offline: tiles and chunks in the region, and byte/FLOP/GPU-hour estimates."""
     grid = AlaskaGrid(workflow.grid)
@@ -99,7 +118,8 @@ def make_plan(workflow: Workflow) -> Plan:
     n = len(chunks)
     input_bytes = n * halo_pixels * (scenes * S2_ASSETS_READ * 2 + len(COVARIATES) * 4)
     output_bytes = n * pixels * OUTPUT_BYTES_PER_PIXEL
-    flop = n * cost.tasks * (windows * cost.encoder_flop_per_window + queries * cost.query_flop)
+    window_flop, point_flop = network_flop(workflow)
+    flop = n * (windows * window_flop + queries * point_flop)
     gpu_hours = flop / (cost.gpu_sustained_tflops * 1e12) / 3600
     warnings = tuple(str(p) for p in input_problems(workflow))
     return Plan(workflow, grid, region, tiles, chunks, windows, queries / pixels, input_bytes, output_bytes, flop,

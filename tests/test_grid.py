@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 import shapely
+from pydantic import ValidationError
 from shapely.geometry import box
 
-from miso_mapper.config import GridConfig, load_workflow
+from miso_mapper.config import CostConfig, GridConfig, load_workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid
 from miso_mapper.plan import make_plan, predictor_load
@@ -183,6 +184,25 @@ def test_plan_estimates_follow_the_documented_formulas():
     assert plan.input_bytes == 4 * halo_pixels * (w.imagery.max_items * 10 * 2 + 10 * 4)
     windows, queries = _brute_force_load(500, 50, 100, 2)  # the demo's query_spacing
     assert plan.windows_per_chunk == windows and plan.queries_per_pixel == pytest.approx(queries / pixels)
-    flop = 4 * 2 * (windows * 81.6e9 + queries * 151e6)
-    assert plan.flop == pytest.approx(flop)
+    # compact's counted FLOPs, permafrost + taxonomy (tests/test_flops.py checks them against FlopCounterMode)
+    window_flop = 2 * 293_255_168
+    point_flop = 892_992 + 893_376  # the heads differ: 1 and 7 outputs
+    flop = 4 * (windows * window_flop + queries * point_flop)
+    assert plan.flop == flop
     assert plan.gpu_hours == pytest.approx(flop / 200e12 / 3600)
+
+
+def test_plan_cost_overrides_and_one_task():
+    demo = load_workflow(WORKFLOWS / "demo.yaml")
+    windows, queries = predictor_load(demo)
+    fixed = demo.model_copy(update={"cost": demo.cost.model_copy(
+        update={"encoder_flop_per_window": 81.6e9, "query_flop": 151e6})})
+    assert make_plan(fixed).flop == pytest.approx(4 * 2 * (windows * 81.6e9 + queries * 151e6))
+    one = demo.model_copy(update={"cost": demo.cost.model_copy(update={"tasks": 1})})
+    assert make_plan(one).flop == 4 * (windows * 293_255_168 + queries * 892_992)
+    with pytest.raises(ValidationError, match="less than or equal to 2"):
+        CostConfig(tasks=3)  # only permafrost and soil order have networks
+    state = make_plan(load_workflow(WORKFLOWS / "alaska-10m.yaml"))  # the reference network, counted
+    per_chunk = state.windows_per_chunk * 2 * 82_759_032_832 + state.queries_per_pixel * 2500**2 * (
+        112_264_192 + 112_270_336)
+    assert state.flop == pytest.approx(len(state.chunks) * per_chunk)

@@ -29,7 +29,7 @@ from .helpers import REPO, WORKFLOWS
 def test_config_and_plan_load_no_torch():
     code = (
         "import sys\n"
-        "import miso_mapper.config, miso_mapper.plan\n"
+        "import miso_mapper.config, miso_mapper.plan, miso_mapper.inference.flops\n"
         "assert 'torch' not in sys.modules, 'import'\n"
         "from miso_mapper.config import load_workflow\n"
         "from miso_mapper.plan import make_plan\n"

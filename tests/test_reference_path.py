@@ -1,8 +1,8 @@
 """The reference-size path end to end on CPU: train the ``reference`` preset (212 M parameters, seeded) for one
 optimiser step per task, map one chunk with it through ``miso-mapper run``, export it, and check the products.
 
-Slow (minutes on 2 cores): the reference network costs about 82 GFLOP per 256 px window and 151 MFLOP per
-query point (/work/shared/reference/README.md), so the predictor is set coarse: windows every 125 px that each
+Slow (minutes on 2 cores): the reference network costs about 83 GFLOP per 256 px window and 112 MFLOP per
+query point (miso_mapper/inference/flops.py), so the predictor is set coarse: windows every 125 px that each
 answer for 125 px around their centre (25 windows for the 500 px chunk) and a query every 25 px.
 
 Training reads its chips for a 2.5 km square inside the mapped chunk only (about 90 labelled points): at the
