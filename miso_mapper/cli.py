@@ -158,6 +158,7 @@ def plan_summary(the_plan: Any, with_chunks: bool = False) -> dict[str, Any]:
         "output_bytes": int(the_plan.output_bytes),
         "windows_per_chunk": the_plan.windows_per_chunk,
         "queries_per_pixel": round(the_plan.queries_per_pixel, 3),
+        "stage_points_per_pixel": [round(v, 3) for v in the_plan.stage_points_per_pixel],
         "flop": the_plan.flop,
         "gpu_hours": round(the_plan.gpu_hours, 3),
         "tile_ids": the_plan.tiles,
@@ -180,8 +181,10 @@ def print_plan(the_plan: Any, list_chunks: bool = False) -> None:
     table.add_row("grid", f"{g.crs}, {g.resolution:g} m, tiles {g.tile_size} px, chunks {g.chunk_size} px "
                   f"(+{g.halo} px halo), Zarr chunks {g.zarr_chunk} px")
     table.add_row("tiles", f"{len(the_plan.tiles)}  ({shown})")
+    stages = "/".join(f"{v:.2g}" for v in the_plan.stage_points_per_pixel)
     table.add_row("chunks", f"{len(the_plan.chunks)}  ({the_plan.windows_per_chunk} model windows and "
-                  f"{the_plan.queries_per_pixel:.2f} queries per pixel each, per task)")
+                  f"{the_plan.queries_per_pixel:.2f} queries per pixel each, per task"
+                  + (f"; query stages at {stages} points per pixel)" if stages else ")"))
     table.add_row("area", f"{the_plan.area_km2:,.1f} km² in chunks; region {the_plan.region_area_km2:,.1f} km²")
     table.add_row("input (upper bound)", human_bytes(the_plan.input_bytes))
     table.add_row("output (uncompressed)", human_bytes(the_plan.output_bytes))

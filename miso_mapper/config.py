@@ -268,16 +268,19 @@ class ClusterConfig(StrictModel):
 class CostConfig(StrictModel):
     """Figures used by ``plan`` to estimate compute.
 
-    FLOP are counted from the workflow's network (``model.size``) by :mod:`miso_mapper.inference.flops` unless
-    overridden here; an override is for ONE task's network and is used for every task.
+    FLOP are not configured: ``plan`` counts them from the workflow's network (``model.size``) and the
+    predictor's own layout (:mod:`miso_mapper.inference.chunk_cost`).
     """
 
-    query_flop: float | None = Field(
-        None, gt=0, description="FLOP per implicit query point, one task; null = counted from the workflow's "
-        "network (`model.size`), every stage evaluated at the point, mappers and head included")
-    encoder_flop_per_window: float | None = Field(
-        None, gt=0, description="FLOP of both encoders on one window, one task; null = counted from the "
-        "workflow's network (`model.size`)")
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_figures(cls, data: Any) -> Any:
+        removed = [k for k in ("query_flop", "encoder_flop_per_window") if isinstance(data, dict) and k in data]
+        if removed:
+            raise ValueError(f"{', '.join(removed)} is no longer a setting: plan counts FLOPs from the network and "
+                             "the predictor's layout; remove it")
+        return data
+
     tasks: int = Field(2, ge=1, le=2, description="task networks run: 1 = permafrost, 2 = permafrost and soil order")
     gpu_sustained_tflops: float = Field(
         200.0, gt=0, description="achieved bf16 TFLOP/s per GPU (~25% of an H100's dense peak)"

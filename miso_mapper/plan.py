@@ -3,14 +3,15 @@
 Formulas (per task network unless stated; the tasks are permafrost and, with ``cost.tasks: 2``, soil order):
 
 * chunk pixels ``P = chunk_size²``; halo pixels ``Ph = (chunk_size + 2·halo)²``
-* windows ``W`` and query points ``Q`` per chunk: those of the configured MISO predictor's layout
-  (``model.predictor``, :class:`~miso_mapper.inference.settings.PredictorConfig`; query spacing from
-  ``model.size`` when automatic), counted on a chunk with its halo by :func:`predictor_load`
-* FLOP per chunk ``= Σ_tasks (W · E + Q · q)``, with ``E`` the FLOP of both encoders on one window and ``q``
-  of one query point (every implicit-query stage, mappers and head) counted from the task's network
-  (``MisoNetConfig.preset(model.size, task)``) by :mod:`miso_mapper.inference.flops`; the tasks are permafrost
-  (``cost.tasks`` 1) and soil order (2); ``cost.encoder_flop_per_window`` / ``cost.query_flop`` override E / q
-  for every task
+* per task network, what the configured MISO predictor (``model.predictor``,
+  :class:`~miso_mapper.inference.settings.PredictorConfig`) does on one chunk with its halo, counted on its own
+  layout by :func:`~miso_mapper.inference.chunk_cost.chunk_load` (:func:`predictor_load`): ``W`` windows
+  encoded, ``S_i`` points at which implicit-query stage ``i`` is evaluated (fewer than the queried points for
+  the coarse stages with multi-rate queries), ``Q`` queried points (mappers and head)
+* FLOP per chunk ``= Σ_tasks (W · E + Σ_i S_i · s_i + Q · t)`` with ``E`` (both encoders, one window), ``s_i``
+  (stage ``i``, one point) and ``t`` (mappers and head, one point) counted from the task's network
+  (``MisoNetConfig.preset(model.size, task)``) by :mod:`miso_mapper.inference.flops`, exactly as
+  FlopCounterMode counts the predictor (tests); the tasks are permafrost (``cost.tasks`` 1) and soil order (2)
 * GPU-hours ``= total FLOP / (gpu_sustained_tflops · 1e12) / 3600``
 * input bytes ``= chunks · (scenes · 10 bands · Ph · 2 B (uint16) + 10 covariates · Ph · 4 B (float32))``,
   an upper bound: 20 m bands and cloud-free scene caps make the real reads smaller
@@ -31,8 +32,8 @@ from miso_mapper.bands import COVARIATES, SOIL_ORDERS
 from miso_mapper.checks import input_problems
 from miso_mapper.config import Workflow
 from miso_mapper.grid import AlaskaGrid, Chunk
-from miso_mapper.inference import flops
-from miso_mapper.inference.settings import auto_query_spacing, checked_predictor_config
+from miso_mapper.inference.chunk_cost import ChunkLoad, chunk_load
+from miso_mapper.inference.settings import checked_predictor_config
 from miso_mapper.model.config import MisoNetConfig, Task
 from miso_mapper.region import region_geometry
 
@@ -52,6 +53,9 @@ class Plan:
     windows_per_chunk: int
     queries_per_pixel: float
     """implicit queries per output pixel and task network (the predictor's layout; 25+ for the reference loop)"""
+    stage_points_per_pixel: tuple[float, ...]
+    """points per output pixel and task network at which each implicit-query stage is evaluated (finest first;
+    below ``queries_per_pixel`` for the coarse stages with multi-rate queries)"""
     input_bytes: float
     output_bytes: float
     flop: float
@@ -70,38 +74,26 @@ class Plan:
         return self.region.area / 1e6
 
 
-def predictor_load(workflow: Workflow) -> tuple[int, int]:
-    """(windows encoded, points queried) per chunk and task network by the workflow's MISO predictor.
+def task_networks(workflow: Workflow) -> list[MisoNetConfig]:
+    """The architecture of each task network the workflow runs (``model.size``; ``cost.tasks`` 1 = permafrost,
+    2 = permafrost and soil order)."""
+    tasks: tuple[Task, ...] = ("permafrost", "taxonomy")[: workflow.cost.tasks]
+    return [MisoNetConfig.preset(workflow.model.size, task) for task in tasks]
 
-    Counts the predictor's own :class:`~miso_mapper.inference.windows.WindowLayout` on one chunk
-    (``grid.chunk_size`` px with ``grid.halo``), so it follows every predictor setting; ``(0, 0)`` when the
-    workflow maps with RF-11 or the synthetic stand-in (no network). Torch is not loaded. Raises
-    :class:`MisoError` when the predictor settings are invalid or do not fit the grid (only possible for a
-    workflow that skipped validation, e.g. one made by ``model_copy(update=...)``).
+
+def predictor_load(workflow: Workflow) -> ChunkLoad | None:
+    """What the workflow's MISO predictor does on one chunk (``grid.chunk_size`` px with ``grid.halo``), per
+    task network: windows, per-stage points, queried points (:func:`~miso_mapper.inference.chunk_cost.chunk_load`,
+    the predictor's own layout, so it follows every predictor setting); ``None`` when the workflow maps with
+    RF-11 or the synthetic stand-in (no network). Torch is not loaded. Raises :class:`MisoError` when the
+    predictor settings are invalid or do not fit the grid (only possible for a workflow that skipped validation,
+    e.g. one made by ``model_copy(update=...)``).
     """
     if workflow.model.kind != "miso":
-        return 0, 0
+        return None
     g = workflow.grid
     settings = checked_predictor_config(workflow.model.predictor, g.chunk_size, g.halo)
-    spacing = settings.query_spacing or auto_query_spacing(MisoNetConfig.preset(workflow.model.size, "permafrost"),
-                                                           settings.stride)
-    side = g.chunk_size + 2 * g.halo
-    layout = settings.layout((side, side), (slice(g.halo, g.halo + g.chunk_size),) * 2, spacing)
-    return len(layout.windows), sum(w.query_shape[0] * w.query_shape[1] for w in layout.windows)
-
-
-def network_flop(workflow: Workflow) -> tuple[float, float]:
-    """(FLOP per encoded window, FLOP per query point), summed over the workflow's task networks.
-
-    Counted from ``MisoNetConfig.preset(model.size, task)`` unless ``cost`` overrides them (per task).
-    """
-    cost = workflow.cost
-    tasks: tuple[Task, ...] = ("permafrost", "taxonomy")[: cost.tasks]
-    nets = [MisoNetConfig.preset(workflow.model.size, task) for task in tasks]
-    window = cost.encoder_flop_per_window
-    point = cost.query_flop
-    return (len(tasks) * window if window is not None else sum(flops.encode_flop(n) for n in nets),
-            len(tasks) * point if point is not None else sum(flops.query_flops(n).point_flop for n in nets))
+    return chunk_load(settings, task_networks(workflow), g.chunk_size, g.halo)
 
 
 def make_plan(workflow: Workflow) -> Plan:
@@ -113,16 +105,17 @@ def make_plan(workflow: Workflow) -> Plan:
     g, cost = workflow.grid, workflow.cost
     pixels = g.chunk_size**2
     halo_pixels = (g.chunk_size + 2 * g.halo) ** 2
-    windows, queries = predictor_load(workflow)
+    load = predictor_load(workflow)
     scenes = cost.scenes_per_chunk or workflow.imagery.max_items
     n = len(chunks)
     input_bytes = n * halo_pixels * (scenes * S2_ASSETS_READ * 2 + len(COVARIATES) * 4)
     output_bytes = n * pixels * OUTPUT_BYTES_PER_PIXEL
-    window_flop, point_flop = network_flop(workflow)
-    flop = n * (windows * window_flop + queries * point_flop)
+    flop = n * sum(load.flop(net) for net in task_networks(workflow)) if load else 0
     gpu_hours = flop / (cost.gpu_sustained_tflops * 1e12) / 3600
     warnings = tuple(str(p) for p in input_problems(workflow))
-    return Plan(workflow, grid, region, tiles, chunks, windows, queries / pixels, input_bytes, output_bytes, flop,
+    return Plan(workflow, grid, region, tiles, chunks, load.windows if load else 0,
+                load.output_points / pixels if load else 0.0,
+                tuple(p / pixels for p in load.stage_points) if load else (), input_bytes, output_bytes, flop,
                 gpu_hours, warnings)
 
 

@@ -151,8 +151,9 @@ def test_validate_prints_every_predictor_default():
     assert proc.returncode == 0, proc.stderr
     predictor = json.loads(proc.stdout)["model"]["predictor"]
     assert predictor["window"] == 250 and predictor["stride"] == 50 and predictor["support"] == 100
-    # the demo sets query_spacing (2 px for its compact network); every other key is filled in with its default
-    assert predictor["query_spacing"] == 2 and predictor["device"] == "auto" and predictor["ramp"] == 50
+    # the demo sets nothing: every key is filled in with its default (spacings automatic from the network)
+    assert predictor["query_spacing"] is None and predictor["device"] == "auto" and predictor["ramp"] == 50
+    assert predictor["multi_rate"] is True and predictor["stage_spacings"] is None
 
 
 def test_validate_accepts_an_empty_predictor_section(tmp_path):
@@ -186,6 +187,8 @@ def _rf_with_small_halo(raw):
         (_predictor(strdie=25), ["model.predictor.strdie: unknown key"]),
         (_predictor(support=20), ["model.predictor: support 20 must be more than half the stride (50)"]),
         (_predictor(device="tpu"), ["model.predictor.device"]),
+        (_predictor(stage_spacings=[5, 5, 10, 20]), ["model.predictor: stage_spacings [5, 5, 10, 20] must be "
+                                                     "positive divisors of the stride 50"]),
         (_small_halo, ["model.predictor: grid.halo is 125 px but the predictor needs at least 175 px"]),
         (_predictor(stride=40, support=60, ramp=40), ["model.predictor: grid.chunk_size 500 is not a multiple of "
                                                        "the predictor stride 40"]),

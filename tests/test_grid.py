@@ -11,6 +11,8 @@ from shapely.geometry import box
 from miso_mapper.config import CostConfig, GridConfig, load_workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid
+from miso_mapper.inference.flops import query_flops
+from miso_mapper.model.config import MisoNetConfig
 from miso_mapper.plan import make_plan, predictor_load
 from miso_mapper.region import region_geometry
 
@@ -143,35 +145,53 @@ def test_alaska_10m_chunk_count_matches_independent_count():
     assert plan.area_km2 == pytest.approx(len(plan.chunks) * 625.0)
 
 
-def _brute_force_load(chunk: int, stride: int, support: int, spacing: int) -> tuple[int, int]:
-    """Windows and queried points of the ensemble layout on one chunk, counted point by point along one axis:
-    a window centred on ``j * stride`` answers lattice point ``k * spacing`` (k = 0..chunk/spacing) when they
-    are less than ``support`` px apart (the taper is 0 there and beyond)."""
+def _brute_force_load(chunk: int, stride: int, support: int, spacing: int,
+                      stage_spacings: tuple[int, ...] = ()) -> tuple[int, int, list[int]]:
+    """Windows, queried points and per-stage points of the ensemble layout on one chunk, counted point by
+    point along one axis: a window centred on ``j * stride`` answers lattice point ``k * spacing``
+    (k = 0..chunk/spacing) when they are less than ``support`` px apart (the taper is 0 there and beyond); a
+    stage evaluated every ``s > spacing`` px needs, per window, the multiples of ``s`` from the last at or
+    before its first answered point to the first at or after its last."""
     points = range(0, chunk + 1, spacing) if spacing > 1 else range(chunk)
-    per_window = {}
+    answered = {}
     for j in range(-10, chunk // stride + 10):
-        n = sum(1 for p in points if abs(p - j * stride) < support)
-        if n:
-            per_window[j] = n
-    return len(per_window) ** 2, sum(per_window.values()) ** 2
+        mine = [p for p in points if abs(p - j * stride) < support]
+        if mine:
+            answered[j] = mine
+    queries = sum(len(p) for p in answered.values()) ** 2
+    stages = [queries if s <= spacing else
+              sum(math.ceil(p[-1] / s) - math.floor(p[0] / s) + 1 for p in answered.values()) ** 2
+              for s in stage_spacings]
+    return len(answered) ** 2, queries, stages
 
 
 def test_predictor_load_counts_the_predictors_windows_and_queries():
-    demo = load_workflow(WORKFLOWS / "demo.yaml")  # compact network, query_spacing 2 set by the workflow
-    assert predictor_load(demo) == _brute_force_load(500, 50, 100, 2)
-    assert predictor_load(demo)[0] == 13 * 13  # centres 50 px apart from 50 px before to 50 px after the chunk
-    state = load_workflow(WORKFLOWS / "alaska-10m.yaml")  # reference network: every pixel
-    assert predictor_load(state) == _brute_force_load(2500, 50, 100, 1)
-    assert 15 < predictor_load(state)[1] / 2500**2 < 16.5  # ~ (2 x 100 / 50)² queries per pixel
+    demo = load_workflow(WORKFLOWS / "demo.yaml")  # compact network: query spacing 5, stages 5, 5, 10, 25 px
+    load = predictor_load(demo)
+    assert (load.windows, load.output_points, list(load.stage_points)) == _brute_force_load(500, 50, 100, 5,
+                                                                                            (5, 5, 10, 25))
+    assert load.windows == 13 * 13  # centres 50 px apart from 50 px before to 50 px after the chunk
+    state = load_workflow(WORKFLOWS / "alaska-10m.yaml")  # reference network: the same spacings
+    load = predictor_load(state)
+    assert (load.windows, load.output_points, list(load.stage_points)) == _brute_force_load(2500, 50, 100, 5,
+                                                                                            (5, 5, 10, 25))
+    assert 0.6 < load.output_points / 2500**2 < 0.66  # ~ (2 x 100 / (50 x 5))² queries per pixel
+    exact = state.model_copy(update={"model": state.model.model_copy(
+        update={"predictor": {"multi_rate": False, "query_spacing": 1}})})
+    load = predictor_load(exact)
+    assert load.stage_points == (load.output_points,) * 4 and 15 < load.output_points / 2500**2 < 16.5
     reference = state.model_copy(update={"model": state.model.model_copy(
         update={"predictor": {"query_all_pixels": True}})})
     side = (2500 + 2 * 175 - 250) // 50 + 1
-    assert predictor_load(reference) == (side**2, side**2 * 250**2)  # every pixel of every window
+    load = predictor_load(reference)
+    assert (load.windows, load.output_points) == (side**2, side**2 * 250**2)  # every pixel of every window
+    assert load.stage_points == (side**2 * 250**2,) * 4
     small_halo = demo.model_copy(update={"grid": demo.grid.model_copy(update={"halo": 125})})
     with pytest.raises(MisoError, match="needs at least 175 px"):
         predictor_load(small_halo)
     rf = small_halo.model_copy(update={"model": small_halo.model.model_copy(update={"kind": "rf"})})
-    assert predictor_load(rf) == (0, 0)  # no network, no windows: the halo is RF-11's business
+    assert predictor_load(rf) is None  # no network, no windows: the halo is RF-11's business
+    assert make_plan(rf).flop == 0 and make_plan(rf).windows_per_chunk == 0
 
 
 def test_plan_estimates_follow_the_documented_formulas():
@@ -182,27 +202,37 @@ def test_plan_estimates_follow_the_documented_formulas():
     halo_pixels = 850 * 850  # 500 px chunks with the 175 px halo
     assert plan.output_bytes == 4 * pixels * 9
     assert plan.input_bytes == 4 * halo_pixels * (w.imagery.max_items * 10 * 2 + 10 * 4)
-    windows, queries = _brute_force_load(500, 50, 100, 2)  # the demo's query_spacing
+    windows, queries, stages = _brute_force_load(500, 50, 100, 5, (5, 5, 10, 25))  # the compact network's
     assert plan.windows_per_chunk == windows and plan.queries_per_pixel == pytest.approx(queries / pixels)
+    assert plan.stage_points_per_pixel == pytest.approx([s / pixels for s in stages])
     # compact's counted FLOPs, permafrost + taxonomy (tests/test_flops.py checks them against FlopCounterMode)
-    window_flop = 2 * 293_255_168
-    point_flop = 892_992 + 893_376  # the heads differ: 1 and 7 outputs
-    flop = 4 * (windows * window_flop + queries * point_flop)
-    assert plan.flop == flop
-    assert plan.gpu_hours == pytest.approx(flop / 200e12 / 3600)
+    flop = 0
+    for task in ("permafrost", "taxonomy"):
+        f = query_flops(MisoNetConfig.preset("compact", task))
+        flop += windows * f.encode + sum(n * s for n, s in zip(stages, f.stages, strict=True)) + queries * f.tail
+    assert plan.flop == 4 * flop
+    assert plan.gpu_hours == pytest.approx(4 * flop / 200e12 / 3600)
 
 
-def test_plan_cost_overrides_and_one_task():
+def test_plan_counts_one_task_and_refuses_the_removed_flop_figures():
     demo = load_workflow(WORKFLOWS / "demo.yaml")
-    windows, queries = predictor_load(demo)
-    fixed = demo.model_copy(update={"cost": demo.cost.model_copy(
-        update={"encoder_flop_per_window": 81.6e9, "query_flop": 151e6})})
-    assert make_plan(fixed).flop == pytest.approx(4 * 2 * (windows * 81.6e9 + queries * 151e6))
     one = demo.model_copy(update={"cost": demo.cost.model_copy(update={"tasks": 1})})
-    assert make_plan(one).flop == 4 * (windows * 293_255_168 + queries * 892_992)
+    both = make_plan(demo).flop
+    assert both / 2 * 0.999 < make_plan(one).flop < both / 2  # the soil-order head is a little wider
     with pytest.raises(ValidationError, match="less than or equal to 2"):
         CostConfig(tasks=3)  # only permafrost and soil order have networks
-    state = make_plan(load_workflow(WORKFLOWS / "alaska-10m.yaml"))  # the reference network, counted
-    per_chunk = state.windows_per_chunk * 2 * 82_759_032_832 + state.queries_per_pixel * 2500**2 * (
-        112_264_192 + 112_270_336)
-    assert state.flop == pytest.approx(len(state.chunks) * per_chunk)
+    with pytest.raises(ValidationError, match="query_flop is no longer a setting"):
+        CostConfig(query_flop=151e6)
+
+
+def test_statewide_plan_fits_the_gpu_budget():
+    """Issue target: both statewide maps with the reference network in <= 15 GPU-hours at 200 TFLOP/s, and
+    at most a tenth of the FLOP per pixel of the exact ensemble that was the default before multi-rate queries
+    (every stage at every pixel)."""
+    state = load_workflow(WORKFLOWS / "alaska-10m.yaml")
+    plan = make_plan(state)
+    before = make_plan(state.model_copy(update={"model": state.model.model_copy(
+        update={"predictor": {"multi_rate": False, "query_spacing": 1}})}))
+    print(f"statewide: {plan.gpu_hours:.1f} GPU-hours (before multi-rate: {before.gpu_hours:.1f})")
+    assert plan.gpu_hours <= 15
+    assert plan.flop <= before.flop / 10

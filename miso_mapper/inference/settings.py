@@ -21,9 +21,12 @@ if TYPE_CHECKING:
 
 #: Side of the finest encoder feature cell in network input pixels (the Swin patch embedding's 4).
 FINEST_CELL_INPUT_PX = 4
-#: Multi-rate: a stage is evaluated every this fraction of its feature cell (rounded down to a divisor of the
-#: stride; see :func:`auto_stage_spacings`).
-STAGE_SPACING_PER_CELL = 0.5
+#: Automatic query spacing: at most this many of the network's finest feature cells (rounded down to a divisor
+#: of the stride; :func:`auto_query_spacing`): 5 px for 3.9 px cells, 10 px for tiny's 15.6 px.
+QUERY_SPACING_PER_CELL = 1.3
+#: Multi-rate: a stage is evaluated at most every this fraction of its own feature cell (rounded down to a
+#: divisor of the stride, never finer than the query spacing; :func:`auto_stage_spacings`).
+STAGE_SPACING_PER_CELL = 0.8
 #: Distance between window centres of the reference's demo loop: a fifth of the window (its interval 5).
 REFERENCE_STRIDE = WINDOW_PX // 5
 
@@ -175,7 +178,9 @@ def _largest_divisor_at_most(stride: int, limit: float) -> int:
 
 def auto_stage_spacings(cfg: MisoNetConfig, stride: int) -> tuple[int, ...]:
     """Multi-rate spacing of each stage: the largest divisor of ``stride`` at most
-    :data:`STAGE_SPACING_PER_CELL` of the stage's feature cell (:func:`feature_cells`).
+    :data:`STAGE_SPACING_PER_CELL` of the stage's feature cell (:func:`feature_cells`); 2, 5, 10 and 25 px for
+    the reference network's 3.9 / 7.8 / 15.6 / 31 px cells (:meth:`PredictorConfig.spacings` then raises the
+    fine ones to the query spacing).
 
     A stage's query varies on the scale of its own cell, so its coarse stages (the widest MLPs) can be
     evaluated on far fewer points than the finest (see benchmarks/README.md for the measurements behind the
@@ -185,12 +190,13 @@ def auto_stage_spacings(cfg: MisoNetConfig, stride: int) -> tuple[int, ...]:
 
 
 def auto_query_spacing(cfg: MisoNetConfig, stride: int) -> int:
-    """Query spacing for a network: the largest divisor of ``stride`` at most a third of the network's finest
-    feature cell (``crop_size / input_size * 4`` px: 15.6 px for the tiny preset, 7.8 small, 3.9 reference),
-    so 5, 2 and 1 px at stride 50.
+    """Query spacing for a network: the largest divisor of ``stride`` at most :data:`QUERY_SPACING_PER_CELL`
+    times the network's finest feature cell (``crop_size / input_size * 4`` px: 3.9 px for the reference and
+    compact networks, 7.8 small, 15.6 tiny), so 5, 10 and 10 px at stride 50.
 
-    Why a third: the implicit query is a smooth function of the point inside a cell, and the ensemble
-    averages windows whose cells are out of phase; on the trained demo networks (tiny) spacings of 5 and 10 px
-    agreed equally well with the every-pixel reference map (benchmarks/README.md).
+    Why so coarse: a trained network's output is smooth within a feature cell, and the ensemble averages
+    windows whose cells are out of phase. Measured on the trained compact demo networks (3.9 px cells) against
+    the full-context reference map: spacings of 1, 2 and 5 px agree equally (>= 99 % argmax), 10 px loses
+    about 1 % on soil order (benchmarks/README.md, "Tuning").
     """
-    return _largest_divisor_at_most(stride, feature_cells(cfg)[0] / 3)
+    return _largest_divisor_at_most(stride, feature_cells(cfg)[0] * QUERY_SPACING_PER_CELL)
