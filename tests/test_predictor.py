@@ -31,8 +31,10 @@ from miso_mapper.model import LocationConfig, MisoNetConfig, SwinConfig, save_ch
 
 W = 40  # window of the micro networks (the real one is 250)
 REF_STRIDE = W // 5  # the reference's interval 5
-# the default ensemble scaled to 40 px windows (250 px: stride 50, support 100, ramp 50, spacing 5)
-FAST = {"window": W, "stride": REF_STRIDE, "support": 2 * REF_STRIDE, "ramp": REF_STRIDE, "query_spacing": 2}
+# the default ensemble scaled to 40 px windows (250 px: stride 50, support 100, ramp 50, spacing 5, stages 5, 5,
+# 10, 25 px = about 0.64, 0.64 and 0.8 of the coarse stages' cells; the micro cells are 5, 10, 20, 40 px)
+FAST = {"window": W, "stride": REF_STRIDE, "support": 2 * REF_STRIDE, "ramp": REF_STRIDE, "query_spacing": 2,
+        "stage_spacings": (2, 4, 8, 8)}
 HALO = W // 2 + REF_STRIDE  # what FAST needs (PredictorConfig.required_halo)
 N = 40  # interior side
 TASKS = ("permafrost", "taxonomy")
@@ -172,7 +174,7 @@ def test_ensemble_equals_an_independent_computation(nets, chunk, interior, multi
     got_ds = pred.predict_chunk(chunk, interior)
     stride, support, ramp, q = FAST["stride"], FAST["support"], FAST["ramp"], FAST["query_spacing"]
     spacings = pred.stage_spacings
-    assert spacings == ((2, 4, 8, 8) if multi_rate else (2, 2, 2, 2))  # micro cells: 5, 10, 20, 40 px
+    assert spacings == ((2, 4, 8, 8) if multi_rate else (2, 2, 2, 2))
     size = N + 2 * HALO
     image = np.concatenate([chunk["s2"].values, chunk["cov"].values]).astype(np.float32)
     gauss = mask_of(W, "gaussian")
@@ -207,7 +209,7 @@ def test_ensemble_equals_an_independent_computation(nets, chunk, interior, multi
 
 def test_query_spacing_changes_only_the_pixels_between_lattice_points(nets, chunk, interior, fast_out):
     every = MisoPredictor(nets["permafrost"], nets["taxonomy"],
-                          PredictorConfig(**(FAST | {"query_spacing": 1, "stage_spacings": (2, 4, 8, 8)})))
+                          PredictorConfig(**(FAST | {"query_spacing": 1})))
     full = every.predict_chunk(chunk, interior)
     for name in ("permafrost_probability", "taxonomy_probability"):
         a, b = full[name].values, fast_out[name].values

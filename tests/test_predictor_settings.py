@@ -54,15 +54,18 @@ def test_one_window_size():
 def test_auto_query_spacing_of_the_presets():
     spacing = {size: auto_query_spacing(MisoNetConfig.preset(size, "permafrost"), 50)
                for size in ("tiny", "small", "compact", "reference")}
-    assert spacing == {"tiny": 10, "small": 10, "compact": 5, "reference": 5}
-    # multi-rate: each stage at most 0.8 of its own cell (3.9 / 7.8 / 15.6 / 31 px), never below the query spacing
+    assert spacing == {"tiny": 5, "small": 5, "compact": 5, "reference": 5}
+    assert auto_query_spacing(MisoNetConfig.preset("reference", "permafrost"), 8) == 4  # a divisor of the stride
+    # multi-rate: the finest stage at every queried point, the others at most 0.8 of their own cell (7.8 / 15.6
+    # / 31 px), never below the query spacing
     ref = MisoNetConfig.preset("reference", "permafrost")
     assert PredictorConfig().spacings([ref]) == (5, (5, 5, 10, 25))
-    assert PredictorConfig(query_spacing=1).spacings([ref]) == (1, (2, 5, 10, 25))
+    assert PredictorConfig(query_spacing=1).spacings([ref]) == (1, (1, 5, 10, 25))
+    tiny = MisoNetConfig.preset("tiny", "permafrost")
+    assert PredictorConfig().spacings([tiny]) == (5, (5, 25, 50, 50))
     assert PredictorConfig(multi_rate=False).spacings([ref]) == (5, (5, 5, 5, 5))
     assert PredictorConfig(stage_spacings=(1, 10, 10, 50)).spacings([ref]) == (5, (5, 10, 10, 50))
     assert PredictorConfig.reference().spacings([ref]) == (1, (1, 1, 1, 1))  # exact: every pixel, every stage
-    tiny = MisoNetConfig.preset("tiny", "permafrost")
     assert PredictorConfig().spacings([tiny, ref]) == (5, (5, 5, 10, 25))  # the finer network wins
 
 

@@ -21,11 +21,15 @@ if TYPE_CHECKING:
 
 #: Side of the finest encoder feature cell in network input pixels (the Swin patch embedding's 4).
 FINEST_CELL_INPUT_PX = 4
-#: Automatic query spacing: at most this many of the network's finest feature cells (rounded down to a divisor
-#: of the stride; :func:`auto_query_spacing`): 5 px for 3.9 px cells, 10 px for tiny's 15.6 px.
+#: Automatic query spacing: at most this many of the network's finest feature cells and at most
+#: :data:`MAX_AUTO_QUERY_SPACING` px (rounded down to a divisor of the stride; :func:`auto_query_spacing`).
 QUERY_SPACING_PER_CELL = 1.3
-#: Multi-rate: a stage is evaluated at most every this fraction of its own feature cell (rounded down to a
-#: divisor of the stride, never finer than the query spacing; :func:`auto_stage_spacings`).
+#: Largest automatic query spacing, px: on both trained demo networks (3.9 and 15.6 px cells) 10 px lost about
+#: 1 % of soil-order agreement with the reference map and 5 px at most 0.4 % (benchmarks/README.md, "Tuning").
+MAX_AUTO_QUERY_SPACING = 5
+#: Multi-rate: the coarser stages (all but the finest, which runs at every queried point) are evaluated at most
+#: every this fraction of their own feature cell (rounded down to a divisor of the stride;
+#: :func:`auto_stage_spacings`).
 STAGE_SPACING_PER_CELL = 0.8
 #: Distance between window centres of the reference's demo loop: a fifth of the window (its interval 5).
 REFERENCE_STRIDE = WINDOW_PX // 5
@@ -177,26 +181,29 @@ def _largest_divisor_at_most(stride: int, limit: float) -> int:
 
 
 def auto_stage_spacings(cfg: MisoNetConfig, stride: int) -> tuple[int, ...]:
-    """Multi-rate spacing of each stage: the largest divisor of ``stride`` at most
-    :data:`STAGE_SPACING_PER_CELL` of the stage's feature cell (:func:`feature_cells`); 2, 5, 10 and 25 px for
-    the reference network's 3.9 / 7.8 / 15.6 / 31 px cells (:meth:`PredictorConfig.spacings` then raises the
-    fine ones to the query spacing).
+    """Multi-rate spacing of each stage: 1 for the finest stage (so it runs at every queried point; evaluated
+    more coarsely it cost the tiny network 2 % of soil-order agreement) and, for the others, the largest
+    divisor of ``stride`` at most :data:`STAGE_SPACING_PER_CELL` of the stage's feature cell
+    (:func:`feature_cells`): 5, 10 and 25 px for the reference network's 7.8 / 15.6 / 31 px cells
+    (:meth:`PredictorConfig.spacings` raises every spacing to at least the query spacing).
 
-    A stage's query varies on the scale of its own cell, so its coarse stages (the widest MLPs) can be
-    evaluated on far fewer points than the finest (see benchmarks/README.md for the measurements behind the
-    fraction).
+    A stage's query varies on the scale of its own cell, and the coarse stages carry the widest MLPs (60 % of a
+    reference query's FLOPs), so they can be evaluated on far fewer points.
     """
-    return tuple(_largest_divisor_at_most(stride, cell * STAGE_SPACING_PER_CELL) for cell in feature_cells(cfg))
+    cells = feature_cells(cfg)
+    return (1, *(_largest_divisor_at_most(stride, cell * STAGE_SPACING_PER_CELL) for cell in cells[1:]))
 
 
 def auto_query_spacing(cfg: MisoNetConfig, stride: int) -> int:
     """Query spacing for a network: the largest divisor of ``stride`` at most :data:`QUERY_SPACING_PER_CELL`
     times the network's finest feature cell (``crop_size / input_size * 4`` px: 3.9 px for the reference and
-    compact networks, 7.8 small, 15.6 tiny), so 5, 10 and 10 px at stride 50.
+    compact networks, 7.8 small, 15.6 tiny) and at most :data:`MAX_AUTO_QUERY_SPACING` px: 5 px for every
+    preset at stride 50.
 
     Why so coarse: a trained network's output is smooth within a feature cell, and the ensemble averages
-    windows whose cells are out of phase. Measured on the trained compact demo networks (3.9 px cells) against
-    the full-context reference map: spacings of 1, 2 and 5 px agree equally (>= 99 % argmax), 10 px loses
-    about 1 % on soil order (benchmarks/README.md, "Tuning").
+    windows whose cells are out of phase. Measured against the full-context reference map on the trained
+    compact demo networks: 1, 2 and 5 px agree alike (>= 99 % argmax), 10 px loses about 1 % on soil order;
+    the tiny networks lose the same at 10 px although their cells are 4x larger (the demo landscape's own
+    detail sets the limit there) (benchmarks/README.md, "Tuning").
     """
-    return _largest_divisor_at_most(stride, feature_cells(cfg)[0] * QUERY_SPACING_PER_CELL)
+    return _largest_divisor_at_most(stride, min(MAX_AUTO_QUERY_SPACING, feature_cells(cfg)[0] * QUERY_SPACING_PER_CELL))
