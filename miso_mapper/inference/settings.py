@@ -40,7 +40,9 @@ class PredictorConfig(BaseModel):
     fast (ensemble) setting.
 
     Lengths are in pixels of the 10 m grid. Cost: about ``(2 support / (stride * query_spacing))**2``
-    queries per output pixel (the reference setting: ``(window / stride)**2 = 25`` plus its halo windows).
+    queries per output pixel (the reference setting: ``(window / stride)**2 = 25`` plus its halo windows), the
+    coarse stages evaluated on fewer points with ``multi_rate``; counted exactly by
+    :func:`~miso_mapper.inference.chunk_cost.chunk_load`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

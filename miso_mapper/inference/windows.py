@@ -26,6 +26,12 @@ Two layouts:
   with the edge is added (the reference would leave them empty); with ``(size - window) % stride == 0``
   nothing is added. Windows that do not reach the interior are dropped (they cannot change it).
 
+Multi-rate queries: a stage evaluated every ``s`` px (``s`` a divisor of the stride) uses the chunk's
+**stage lattice** ``lo + m * s``; each window evaluates it at the stage points from the last one at or before
+its first queried pixel to the first at or after its last (:class:`StageAxis`, :meth:`Window.stage_grid`), and
+its queried points interpolate between them. Neighbouring chunks (origins a multiple of the stride apart)
+share these points too.
+
 The weight of a window at one of its queried points is ``mask[row, col] * taper_row * taper_col``
 (:meth:`Window.weights`; the tapers are 1 in reference mode). The map at a lattice point is
 ``sum(weight * probability) / sum(weight)``.
