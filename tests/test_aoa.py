@@ -153,3 +153,13 @@ def test_bad_sidecar_files_fail_in_one_line(tmp_path: Path) -> None:
     aoa = _fitted()
     aoa.mean_distance = float("nan")
     assert "not finite" in _one_line(save_aoa(aoa, tmp_path / "nan.aoa.safetensors"))
+
+
+def test_checkpoint_show_names_the_sidecar(tmp_path: Path) -> None:
+    from miso_mapper.model.commands import describe
+
+    model = build_model(MisoNetConfig.preset("tiny", "permafrost")).eval()
+    aoa = _fitted()
+    rows = dict(describe(save_checkpoint(model, tmp_path / "permafrost.safetensors", aoa=aoa)))
+    assert rows["area of applicability"].startswith("permafrost.aoa.safetensors (sha256 ")
+    assert f"cast-di, threshold DI {aoa.threshold:.3g}" in rows["area of applicability"]
