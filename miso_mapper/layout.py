@@ -69,6 +69,10 @@ class EvaluationLayout:
         """The table of results by permafrost zone and MLRA as ``suffix`` ('csv' or 'md')."""
         return self.directory / f"regions.{suffix}"
 
+    def aoa(self, suffix: str) -> Path:
+        """The table of MISO's accuracy inside vs outside the area of applicability as ``suffix`` ('csv', 'md')."""
+        return self.directory / f"area_of_applicability.{suffix}"
+
     @property
     def predictions(self) -> Path:
         """One CSV row per test point, model and task."""

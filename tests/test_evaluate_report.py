@@ -85,3 +85,44 @@ def test_per_class_rows_and_predictions_use_each_folds_miso_threshold(tmp_path):
     assert all(r["threshold"] == "" for r in lines if r["task"] == "taxonomy")
     md = (tmp_path / "table1_permafrost.md").read_text()
     assert "| random | permafrost |" in md and "presence recall" in md
+
+
+def test_area_of_applicability_table_counts_and_accuracies_inside_and_outside(tmp_path):
+    from miso_mapper.evaluate.applicability import aoa_rows
+
+    ev = fake_evaluation()
+    for scheme in ev.schemes:
+        for task in ev.tasks:
+            pred = ev.predictions[(scheme, task, "MISO")]
+            for f in range(2):
+                # permafrost, random: DI 0..1.9 with threshold 1.0 -> 11 inside, 9 outside per fold
+                di = np.linspace(0, 1.9, 20) if (scheme, task) == ("random", "permafrost") else np.zeros(20)
+                pred.aoa_di.append(di)
+                pred.aoa_threshold.append(1.0 if f == 0 else 1.5)
+    rows = {(r["scheme"], r["task"]): r for r in aoa_rows(ev)}
+    r = rows[("random", "permafrost")]
+    pred = ev.predictions[("random", "permafrost", "MISO")]
+    truth, prob, _ = pred.arrays()
+    ok = (prob >= 0.5).astype(int) == truth
+    inside = np.concatenate([np.linspace(0, 1.9, 20) <= 1.0, np.linspace(0, 1.9, 20) <= 1.5])
+    assert (r["n_inside"], r["n_outside"]) == (int(inside.sum()), int((~inside).sum())) == (27, 13)
+    assert r["accuracy_inside"] == pytest.approx(ok[inside].mean())
+    assert r["accuracy_outside"] == pytest.approx(ok[~inside].mean())
+    assert r["threshold_mean"] == pytest.approx(1.25) and r["note"] == ""
+    tax = rows[("spatial-1km", "taxonomy")]
+    assert tax["n_outside"] == 0 and np.isnan(tax["accuracy_outside"]) and tax["note"] == "every test point is inside"
+    write_outputs(ev, tmp_path)
+    md = (tmp_path / "area_of_applicability.md").read_text()
+    assert "| random | permafrost | 27 |" in md and "every test point is inside" in md
+    assert json.loads((tmp_path / "metrics.json").read_text())["area_of_applicability"][0]["n_inside"] == 27
+    assert "<h2>Area of applicability</h2>" in (tmp_path / "report.html").read_text()
+    with (tmp_path / "predictions.csv").open() as f:
+        di = [row["aoa_di"] for row in csv.DictReader(f) if row["model"] == "MISO" and row["scheme"] == "random"
+              and row["task"] == "permafrost"]
+    assert di[1] == f"{1.9 / 19:.4f}"
+
+
+def test_no_area_of_applicability_rows_without_miso_di():
+    from miso_mapper.evaluate.applicability import aoa_rows
+
+    assert aoa_rows(fake_evaluation()) == []

@@ -304,3 +304,42 @@ def test_chip_cache_is_a_shared_memory_map_written_in_place_and_rebuilt_when_dam
         rebuilt = build_chips(workflow, points, g, tmp_path / "cache")
     assert "ignoring unreadable chip cache" in caplog.text
     assert np.array_equal(rebuilt.images, expected) and np.array_equal(rebuilt.valid, chips.valid)
+
+
+def test_aoa_of_a_trained_network_uses_its_embeddings_and_flags_foreign_imagery(tmp_path):
+    from miso_mapper.model.aoa import head_weights
+    from miso_mapper.train.applicability import aoa_folds, aoa_summary, fit_network_aoa
+    from miso_mapper.train.loop import point_outputs
+
+    chips, labels = synthetic_chips(n=20)
+    train = np.arange(16)
+    net = train_miso(chips, labels, train, np.arange(16, 20), "permafrost", CFG.model_copy(update={"epochs": 1}),
+                     "tiny").model
+    folds, how = aoa_folds(chips.x[train], chips.y[train], ["random"], 4, 0)
+    assert how == "4 random folds" and np.bincount(folds).tolist() == [4, 4, 4, 4]
+    aoa = fit_network_aoa(net, chips, labels, train, folds)
+    sampler = ChipSampler(chips, labels, train, SampleSpec())
+    probs, emb = point_outputs(net, sampler, train)
+    np.testing.assert_allclose(probs, predict_points(net, sampler, train))
+    assert emb.shape == (16, net.config.emb_dim)
+    z = (torch.from_numpy(emb) - aoa.centre) / aoa.scale * head_weights(net)
+    torch.testing.assert_close(aoa.train_embeddings, z, rtol=1e-4, atol=1e-4)
+    assert aoa.index(torch.from_numpy(emb)).max() < 1e-3  # training points are at distance 0 of themselves
+    # imagery unlike any training chip: far outside
+    chips.images[16:] = np.float16(30.0)
+    _, foreign = point_outputs(net, sampler, np.arange(16, 20))
+    assert bool((aoa.index(torch.from_numpy(foreign)) > aoa.threshold).all())
+    assert aoa_summary(aoa).startswith(f"AOA: threshold DI {aoa.threshold:.2f}, ")
+
+
+def test_aoa_folds_keep_spatial_clusters_together():
+    from miso_mapper.train.applicability import aoa_folds
+
+    centres = np.array([[0, 0], [20_000, 0], [0, 20_000], [20_000, 20_000]], float)
+    rng = np.random.default_rng(0)
+    xy = np.concatenate([c + rng.uniform(0, 100, (5, 2)) for c in centres])
+    folds, how = aoa_folds(xy[:, 0], xy[:, 1], ["random", "spatial-1km", "spatial-10km"], 2, 0)
+    assert how == "2 spatial-1km folds"
+    per_cluster = folds.reshape(4, 5)
+    assert all(np.unique(row).size == 1 for row in per_cluster)
+    assert set(folds.tolist()) == {0, 1}

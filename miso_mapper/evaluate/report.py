@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from miso_mapper.bands import SOIL_ORDERS
+from miso_mapper.evaluate.applicability import aoa_html, aoa_markdown, aoa_rows
 from miso_mapper.evaluate.metrics import (
     PERMAFROST_CLASSES,
     PERMAFROST_KEYS,
@@ -190,20 +191,26 @@ def write_outputs(ev: Evaluation, directory: Path) -> dict[str, Path]:
         out.table(task, "md").write_text(markdown_table(rows, keys, title) + "\n"
                                          + per_class_markdown(per_class_rows(ev, task), task))
         paths[out.table(task, "md").stem] = out.table(task, "md")
+    aoa = aoa_rows(ev)
+    _write_csv(out.aoa("csv"), aoa)
+    out.aoa("md").write_text(aoa_markdown(aoa))
+    paths[out.aoa("md").stem] = out.aoa("md")
     regions = region_rows(ev)
     _write_csv(out.regions("csv"), regions)
     out.regions("md").write_text(_regions_markdown(regions))
     with out.predictions.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["scheme", "task", "model", "fold", "id", "truth", "probability", "threshold"])
+        writer.writerow(["scheme", "task", "model", "fold", "id", "truth", "probability", "threshold", "aoa_di"])
         for (scheme, task, model), pred in ev.predictions.items():
             truth, prob, fold = pred.arrays()
             threshold = pred.point_thresholds()
+            aoa_di = (pred.aoa_arrays() or (np.full(truth.size, np.nan),))[0]
             for i in range(truth.size):
                 p = prob[i]
                 cell = f"{p:.4f}" if np.ndim(p) == 0 else json.dumps([round(float(v), 4) for v in p])
                 thr = f"{threshold[i]:.4f}" if task == "permafrost" else ""
-                writer.writerow([scheme, task, model, int(fold[i]), pred.ids[i], int(truth[i]), cell, thr])
+                di = "" if np.isnan(aoa_di[i]) else f"{aoa_di[i]:.4f}"
+                writer.writerow([scheme, task, model, int(fold[i]), pred.ids[i], int(truth[i]), cell, thr, di])
     out.metrics.write_text(json.dumps(evaluation_json(ev), indent=1, default=float))
     out.report.write_text(html_report(ev, regions))
     paths["report"] = out.report
@@ -366,6 +373,7 @@ def html_report(ev: Evaluation, regions: list[dict[str, Any]]) -> str:
         f"<td>{r['f1']:.3f}</td></tr>" for r in regions)
     parts.append("<table><tr><th>Scheme</th><th>Task</th><th>Layer</th><th>Region</th><th>Model</th><th>n</th>"
                  f"<th>Acc</th><th>Recall</th><th>F1</th></tr>{rows}</table>")
+    parts.append(aoa_html(aoa_rows(ev)))
     if "taxonomy" in ev.tasks:
         parts.append("<h2>Confusion matrices (soil order, pooled over folds)</h2>")
         for scheme in ev.schemes:

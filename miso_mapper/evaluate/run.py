@@ -40,6 +40,11 @@ class Predictions:
     threshold: list[float] = field(default_factory=list)
     """per fold: the permafrost decision threshold the model used (MISO's from its training; 0.5 for the
     others); empty = 0.5 for every fold."""
+    aoa_di: list[np.ndarray] = field(default_factory=list)
+    """MISO, per fold: (n,) dissimilarity index of the test points to the fold network's training points
+    (:mod:`miso_mapper.model.aoa`); NaN where the fold had no area of applicability; empty for other models."""
+    aoa_threshold: list[float] = field(default_factory=list)
+    """MISO, per fold: the DI threshold of the fold's area of applicability (NaN: none)."""
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(truth (n,), probabilities (n,) or (n, 7), fold (n,)) over all folds."""
@@ -50,6 +55,15 @@ class Predictions:
         if not self.threshold:
             return np.full(len(self.truth), 0.5)
         return np.concatenate([np.full(len(p), t) for p, t in zip(self.prob, self.threshold, strict=True)])
+
+    def aoa_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(DI (n,), inside (n,) bool) of the pooled points, or None when the model has no area of
+        applicability (RF-11, majority); points of a fold without one are NaN and not inside."""
+        if len(self.aoa_di) != len(self.prob) or not self.aoa_di:
+            return None
+        di = np.concatenate(self.aoa_di).astype(np.float64)
+        thr = np.concatenate([np.full(len(d), t) for d, t in zip(self.aoa_di, self.aoa_threshold, strict=True)])
+        return di, di <= thr
 
 
 @dataclass
@@ -88,6 +102,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     from miso_mapper.baseline.rf import RFModel, features_from_raw, rf_setting
     from miso_mapper.evaluate.metrics import binary_metrics, majority_prediction, multiclass_metrics
     from miso_mapper.evaluate.report import write_outputs
+    from miso_mapper.train.applicability import aoa_folds
     from miso_mapper.train.chips import ChipGeometry, build_chips
     from miso_mapper.train.init import check_init
     from miso_mapper.train.loop import net_config
@@ -158,8 +173,10 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
                 run_dir = out.run(scheme, fold.index + 1, task)
                 if fresh:
                     discard_state(run_dir)
+                aoa_fold_ids = aoa_folds(chips.x[tr[keep]], chips.y[tr[keep]], ev.schemes, ev.folds,
+                                         ev.seed + fold.index)[0]
                 jobs.append(_MisoJob(scheme, fold.index, task, tr, tr[keep], tr[val],
-                                     np.flatnonzero(~has & ~excluded & chips.valid), te, run_dir))
+                                     np.flatnonzero(~has & ~excluded & chips.valid), te, run_dir, aoa_fold_ids))
 
     workers = min(cfg.workers, max(len(jobs), 1))
     threads = threads_per_worker(cfg, workers)
@@ -177,7 +194,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
         else:
             results = (_train_and_predict(job, chips, labels_of[job.task], cfg, size, None, ref, threads,
                                           progress)() for job in jobs)
-        for job, (miso_prob, trained) in zip(jobs, results, strict=True):
+        for job, (miso_prob, trained, aoa_di) in zip(jobs, results, strict=True):
             t_miso += trained.seconds
             miso_threshold = trained.threshold
             for note in trained.notes:
@@ -199,6 +216,9 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
                 pred.truth += labels[te].tolist()
                 pred.prob.append(np.asarray(prob))
                 pred.threshold.append(thresholds[model])
+                if model == "MISO":
+                    pred.aoa_di.append(aoa_di[0])
+                    pred.aoa_threshold.append(aoa_di[1])
                 metric = (binary_metrics(labels[te], prob, thresholds[model]) | {"threshold": thresholds[model]}
                           if job.task == "permafrost" else multiclass_metrics(labels[te], prob))
                 fold_metrics.setdefault(key, []).append(metric)
@@ -230,6 +250,8 @@ class _MisoJob:
     unlabelled: np.ndarray
     test: np.ndarray
     run_dir: Path
+    aoa_folds: np.ndarray
+    """(len(train),) fold of each training point for the area of applicability's threshold."""
 
 
 def _fold_line(job: _MisoJob, metrics: dict[str, dict[str, Any]], trained: Any, n_train: int) -> str:
@@ -250,9 +272,13 @@ def _fold_line(job: _MisoJob, metrics: dict[str, dict[str, Any]], trained: Any, 
 def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: TrainConfig, size: str,
                        pool: Any, ref: Any, threads: int, progress: Any = None) -> Any:
     """Train MISO for ``job`` (in ``pool`` when given, resuming its state file); a zero-argument callable
-    returning (probabilities at the test points, the :class:`~miso_mapper.train.loop.TrainResult`)."""
+    returning (probabilities at the test points, the :class:`~miso_mapper.train.loop.TrainResult`, (the test
+    points' DI (n,), the DI threshold) of the network's area of applicability, NaN when it has none)."""
+    import torch
+
+    from miso_mapper.train.applicability import try_fit_network_aoa
     from miso_mapper.train.batches import ChipSampler, SampleSpec
-    from miso_mapper.train.loop import predict_points, train_miso
+    from miso_mapper.train.loop import point_outputs, train_miso
     from miso_mapper.train.parallel import train_in_worker
 
     if pool is not None:
@@ -264,10 +290,13 @@ def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: Train
                           unlabelled_idx=job.unlabelled, progress=progress,
                           description=f"MISO {job.scheme} fold {job.fold + 1} {job.task}")
 
-    def result() -> tuple[np.ndarray, Any]:
+    def result() -> tuple[np.ndarray, Any, tuple[np.ndarray, float]]:
         trained = future.result() if future is not None else done
-        prob = predict_points(trained.model, ChipSampler(chips, labels, job.train_all, SampleSpec()), job.test)
-        return prob, trained
+        prob, emb = point_outputs(trained.model, ChipSampler(chips, labels, job.train_all, SampleSpec()), job.test)
+        aoa, _ = try_fit_network_aoa(trained.model, chips, labels, job.train, job.aoa_folds)
+        if aoa is None:
+            return prob, trained, (np.full(job.test.size, np.nan), float("nan"))
+        return prob, trained, (aoa.index(torch.from_numpy(emb)).numpy(), aoa.threshold)
 
     return result
 
@@ -296,10 +325,14 @@ def _regions(workflow: Workflow, points: PointSet) -> dict[str, dict[str, str]]:
 
 
 def evaluation_json(ev: Evaluation) -> dict[str, Any]:
-    """JSON-able summary (metrics per fold, sizes, timings)."""
+    """JSON-able summary (metrics per fold, sizes, timings, MISO's accuracy inside and outside its area of
+    applicability)."""
+    from miso_mapper.evaluate.applicability import aoa_rows
+
     return {
         "workflow": ev.workflow, "schemes": ev.schemes, "tasks": ev.tasks, "folds_run": ev.folds_run,
         "folds": ev.folds, "size": ev.size, "epochs": ev.epochs, "seconds": ev.seconds, "timings": ev.timings,
         "split_sizes": ev.split_sizes, "label_counts": ev.label_counts, "notes": ev.notes,
         "fold_metrics": {"/".join(k): v for k, v in ev.fold_metrics.items()},
+        "area_of_applicability": aoa_rows(ev),
     }

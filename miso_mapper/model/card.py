@@ -36,6 +36,17 @@ class InitRecord(BaseModel):
     skipped: int = Field(ge=0, description="tensors of the file not used (Satlas: patch embedding, FPN, heads)")
 
 
+class AoaRecord(BaseModel):
+    """The area-of-applicability sidecar of a checkpoint (:mod:`miso_mapper.model.aoa`), as the card records it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="sidecar file name, next to the checkpoint (<stem>.aoa.safetensors)")
+    sha256: str = Field(description="hex sha256 of the sidecar's bytes")
+    threshold: float = Field(ge=0, description="dissimilarity index above which a pixel is outside the area")
+    method: str = Field(description="how it was fitted ('cast-di': Meyer & Pebesma 2021, CAST's trainDI/aoa)")
+
+
 class ModelCard(BaseModel):
     """What a checkpoint is: the network config and what its inputs and outputs mean."""
 
@@ -60,6 +71,8 @@ class ModelCard(BaseModel):
     source: str = Field("", description="where the weights came from (training run id, imported file)")
     source_sha256: str | None = Field(None, description="hex sha256 of the imported file (checkpoint import)")
     init: InitRecord | None = Field(None, description="the weights training started from (train.init)")
+    aoa: AoaRecord | None = Field(None, description="the area-of-applicability sidecar written by train; None = "
+                                  "none (the AOA layers are then no data)")
     created: str = ""
     software_version: str = ""
     extra: dict[str, Any] = Field(default_factory=dict)

@@ -30,7 +30,9 @@ from torch import Tensor, nn
 from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
 
 from miso_mapper.errors import MisoError
-from miso_mapper.model.card import CARD_KEY, FORMAT_VERSION, ModelCard, check_checkpoint, read_model_card
+from miso_mapper.filekind import file_sha256
+from miso_mapper.model.aoa import AreaOfApplicability, aoa_path, load_aoa, save_aoa
+from miso_mapper.model.card import CARD_KEY, FORMAT_VERSION, AoaRecord, ModelCard, check_checkpoint, read_model_card
 from miso_mapper.model.config import MisoNetConfig, Task
 from miso_mapper.model.location import GridCellEncoding
 from miso_mapper.model.network import MisoNet
@@ -46,11 +48,15 @@ __all__ = ["CARD_KEY", "FORMAT_VERSION", "ModelCard", "check_checkpoint", "load_
 _SHOW = 5  # keys listed per category in error messages
 
 
-def save_checkpoint(model: MisoNet, path: str | os.PathLike[str], card: ModelCard | None = None) -> Path:
-    """Write ``model`` and its card to ``path`` (a ``.safetensors`` file), atomically.
+def save_checkpoint(model: MisoNet, path: str | os.PathLike[str], card: ModelCard | None = None,
+                    aoa: AreaOfApplicability | None = None) -> Path:
+    """Write ``model`` and its card to ``path`` (a ``.safetensors`` file), atomically, and ``aoa`` (when given)
+    as its sidecar ``<stem>.aoa.safetensors``, recorded in the card (file, sha256, threshold, method).
 
-    The card's ``config`` and (if empty) ``class_names``, ``created`` and ``software_version`` are set from the
-    model and the running package. Returns the path written.
+    Both files are written under temporary names first, so a failure leaves neither; a sidecar of an earlier
+    checkpoint at ``path`` is removed when ``aoa`` is None. The card's ``config`` and (if empty)
+    ``class_names``, ``created`` and ``software_version`` are set from the model and the running package.
+    Returns the path written.
     """
     from miso_mapper import __version__
 
@@ -64,20 +70,41 @@ def save_checkpoint(model: MisoNet, path: str | os.PathLike[str], card: ModelCar
     card.software_version = card.software_version or __version__
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    side = aoa_path(path)
+    temps = []
     try:
-        save_file(tensors, tmp, metadata={"format": "pt", CARD_KEY: card.model_dump_json()})
-        os.replace(tmp, path)
+        if aoa is not None:
+            temps.append(_temp_beside(side))
+            save_aoa(aoa, temps[-1])
+            card.aoa = AoaRecord(file=side.name, sha256=file_sha256(temps[-1]), threshold=aoa.threshold,
+                                 method=aoa.method)
+        else:
+            card.aoa = None
+        temps.append(_temp_beside(path))
+        save_file(tensors, temps[-1], metadata={"format": "pt", CARD_KEY: card.model_dump_json()})
+        # sidecar first: a crash in between leaves a sidecar whose hash the old card does not match
+        if aoa is not None:
+            os.replace(temps[0], side)
+        else:
+            side.unlink(missing_ok=True)
+        os.replace(temps[-1], path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
+def _temp_beside(path: Path) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> MisoNet:
     """Load a checkpoint written by :func:`save_checkpoint`; the model is in eval mode on ``device`` and its
-    card is available as ``model.card``."""
+    card is available as ``model.card``, its area of applicability (sidecar, on CPU) as ``model.aoa`` (None
+    without sidecar)."""
     path = _existing(path)
     card = read_model_card(path)
     try:
@@ -92,7 +119,22 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             raise MisoError(f"{path}: model card class_bias has {len(card.class_bias)} values, the head "
                             f"{card.config.out_dim}")
         model.logit_bias = torch.tensor(card.class_bias, dtype=torch.float32)
+    model.aoa = _sidecar(path, card)
     return model.to(device).eval()
+
+
+def _sidecar(path: Path, card: ModelCard) -> AreaOfApplicability | None:
+    """The checkpoint's area of applicability: its sidecar when present (checked against the card's hash and
+    the network's embedding width), else None (a card that names a missing sidecar is logged)."""
+    side = aoa_path(path)
+    if not side.is_file():
+        if card.aoa is not None:
+            log.warning("%s: its area-of-applicability file %s is missing; the AOA layers will be no data",
+                        path, side.name)
+        return None
+    if card.aoa is not None and file_sha256(side) != card.aoa.sha256:
+        raise MisoError(f"{side}: not the area-of-applicability file of {path.name} (sha256 differs from its card)")
+    return load_aoa(side, dim=card.config.emb_dim)
 
 
 def load_reference_checkpoint(path: str | os.PathLike[str], task: Task,

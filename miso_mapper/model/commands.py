@@ -48,7 +48,8 @@ def export_command(target: str, checkpoint: Path, out: Path, force: bool = False
 
 
 def describe(path: Path) -> list[tuple[str, str]]:
-    """(label, value) lines about checkpoint ``path``: task, size, parameters, source, hashes, threshold, init.
+    """(label, value) lines about checkpoint ``path``: task, size, parameters, source, hashes, threshold, init,
+    area of applicability.
     Reads only the file's header and hashes its bytes; no weights are loaded."""
     from miso_mapper.filekind import file_sha256
 
@@ -66,6 +67,10 @@ def describe(path: Path) -> list[tuple[str, str]]:
         i = card.init
         rows.append(("init", f"{i.kind} {i.file} (sha256 {i.sha256[:16]}..., {i.loaded} loaded, "
                              f"{i.skipped} skipped)"))
+    if card.aoa is not None:
+        a = card.aoa
+        rows.append(("area of applicability", f"{a.file} (sha256 {a.sha256[:16]}..., {a.method}, threshold DI "
+                                              f"{a.threshold:.3g})"))
     rows.append(("input standardization", "yes" if card.config.input_standardization else "no"))
     if card.metrics:
         rows.append(("metrics", "  ".join(f"{k} {v:.4g}" for k, v in card.metrics.items())))

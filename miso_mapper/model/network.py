@@ -32,6 +32,7 @@ from miso_mapper.model.sat_encoder import build_sat_backbone, sat_stage_features
 from miso_mapper.model.swin_cov import SwinV1
 
 if TYPE_CHECKING:
+    from miso_mapper.model.aoa import AreaOfApplicability
     from miso_mapper.model.checkpoint import ModelCard
 
 
@@ -101,6 +102,8 @@ class MisoNet(nn.Module):
     """
 
     card: ModelCard | None
+    aoa: AreaOfApplicability | None
+    """area of applicability of the embeddings (``load_checkpoint`` attaches the sidecar); None = none."""
     logit_bias: Tensor | None
     """(out_dim,) added to the head's logits by :meth:`predict_proba` (soil order: the card's ``class_bias``,
     prior matching); not a weight, so not in the state dict. None = no shift."""
@@ -109,6 +112,7 @@ class MisoNet(nn.Module):
         super().__init__()
         self.config = config
         self.card = None
+        self.aoa = None
         self.logit_bias = None
         e = config.emb_dim
         self.sat_encoder = SatEncoder(config)

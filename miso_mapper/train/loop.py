@@ -122,25 +122,33 @@ def run_key(task: str, cfg: TrainConfig, net: MisoNetConfig, chips: ChipSet, tra
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-@torch.no_grad()
 def predict_points(model: MisoNet, sampler: ChipSampler, index: np.ndarray, batch: int = 128,
                    device: torch.device | None = None) -> np.ndarray:
     """Probabilities at the points ``index`` (positions into the chips) from centred windows.
 
     Returns (n,) float32 permafrost probabilities or (n, 7) float32 soil-order probabilities.
     """
+    return point_outputs(model, sampler, index, batch, device)[0]
+
+
+@torch.no_grad()
+def point_outputs(model: MisoNet, sampler: ChipSampler, index: np.ndarray, batch: int = 128,
+                  device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (as :func:`predict_points`) and the visual embeddings (n, E) float32 (``visual_emb``, what
+    the area of applicability compares) at the points ``index``, from centred windows, eval mode."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = []
+    out, emb = [], []
     for start in range(0, len(index), batch):
         b = sampler.eval_batch(index[start:start + batch])
         res = model(b.images.to(device), b.pixel.to(device), None)
         out.append(model.predict_proba(res["pred"].float())[:, 0].cpu().numpy())
+        emb.append(res["visual_emb"].float()[:, 0].cpu().numpy())
     model.train(was_training)
     probs = np.concatenate(out) if out else np.zeros((0, model.config.out_dim), np.float32)
-    return probs[:, 0] if model.config.task == "permafrost" else probs
-
+    embeddings = np.concatenate(emb) if emb else np.zeros((0, model.config.emb_dim), np.float32)
+    return (probs[:, 0] if model.config.task == "permafrost" else probs), embeddings
 
 
 @dataclass(frozen=True)

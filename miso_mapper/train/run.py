@@ -24,9 +24,10 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     """Train the workflow's MISO networks; returns task -> checkpoint path."""
     from miso_mapper.model import ModelCard, save_checkpoint
     from miso_mapper.points import load_points
+    from miso_mapper.train.applicability import aoa_folds, try_fit_network_aoa
     from miso_mapper.train.chips import ChipGeometry, build_chips
     from miso_mapper.train.init import check_init
-    from miso_mapper.train.loop import net_config, train_miso
+    from miso_mapper.train.loop import net_config, pick_device, train_miso
     from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, train_in_worker, training_pool
     from miso_mapper.train.progress import progress_bars
     from miso_mapper.train.source import ensure_world_exists
@@ -72,7 +73,10 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
                     results.append(train_miso(chips, labels, tr, va, task, cfg, size, run_dir=run_dir,
                                               unlabelled_idx=unl, progress=progress, description=f"MISO {task}"))
     written: dict[str, Path] = {}
-    for (task, _labels, tr, va, _unl, _run_dir), result in zip(jobs, results, strict=True):
+    ev = workflow.evaluate
+    for (task, labels, tr, va, _unl, _run_dir), result in zip(jobs, results, strict=True):
+        folds, how = aoa_folds(chips.x[tr], chips.y[tr], ev.schemes, ev.folds, cfg.seed)
+        aoa, aoa_line = try_fit_network_aoa(result.model, chips, labels, tr, folds, pick_device(cfg.device))
         card = ModelCard(
             training_data_hash=points.subset(tr).content_hash(),
             decision_threshold=result.threshold,
@@ -82,9 +86,9 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
             extra={"points_file_sha256": points.source_hash, "n_train": int(tr.size), "n_val": int(va.size),
                    "chip_key": chips.key, "epochs_run": len(result.history), "class_weights": cfg.class_weights,
                    "sampling": cfg.sampling, "threshold_rule": cfg.threshold,
-                   "class_prior": cfg.class_prior},
+                   "class_prior": cfg.class_prior, "aoa_folds": how},
         )
-        path = save_checkpoint(result.model, out.checkpoint(task), card)
+        path = save_checkpoint(result.model, out.checkpoint(task), card, aoa=aoa)
         written[task] = path
         resumed = f", resumed after epoch {result.resumed_from}" if result.resumed_from else ""
         metrics = "  ".join(f"{k} {v:.3f}" for k, v in result.best.items())
@@ -96,6 +100,7 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
             metrics += f"  class prior matched (logit shifts {_shifts(result.model.logit_bias)})"
         echo(f"[green]✓ {task}[/] {path}  ({len(result.history)} epochs{resumed}, best {result.best_epoch}: "
              f"{metrics or 'no validation'}; {result.seconds:.0f} s)")
+        echo(f"  {task} {aoa_line} ({how})" if aoa is not None else f"[yellow]note:[/] {task}: {aoa_line}")
     return written
 
 
