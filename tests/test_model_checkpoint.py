@@ -132,6 +132,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
 
 def test_calibration_and_conformal_records_round_trip_and_the_loaded_network_applies_them(tmp_path: Path) -> None:
     from miso_mapper.model.card import CalibrationRecord, ConformalRecord
+    from miso_mapper.model.commands import describe
 
     torch.manual_seed(0)
     model = build_model(MisoNetConfig.preset("tiny", "taxonomy")).eval()
@@ -144,6 +145,9 @@ def test_calibration_and_conformal_records_round_trip_and_the_loaded_network_app
     assert card.conformal == conformal and card.conformal.score == "lac"
     back = load_checkpoint(path)
     assert back.temperature == 1.7 and back.card.conformal.qhat == 0.83
+    shown = dict(describe(path))
+    assert shown["calibration"] == "temperature 1.7 (0 validation points)"
+    assert shown["conformal sets"] == "coverage 0.9, qhat 0.83 (lac, 41 points)"
     logits = torch.randn(3, 7)
     # bias first, then the temperature: the order the temperature was fitted in
     assert torch.allclose(back.predict_proba(logits), ((logits + bias) / 1.7).softmax(-1))
