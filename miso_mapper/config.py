@@ -437,6 +437,15 @@ class TrainConfig(StrictModel):
         "training labels' (prior matching; undoes the over-prediction of rare orders that class weights cause); "
         "'none' = the network's own probabilities (reference)"
     )
+    calibration: Literal["temperature", "none"] = Field(
+        "temperature", description="after training, calibrate the probabilities on the validation points: "
+        "'temperature' scaling (one T dividing the logits, fitted by minimum NLL; stored in the model card; "
+        "applied before the permafrost threshold is chosen) or 'none' (the network's own probabilities)"
+    )
+    conformal_coverage: float = Field(
+        0.9, gt=0, lt=1, description="soil order: nominal coverage of the conformal prediction set stored in "
+        "the model card (split conformal, LAC score 1 - p_true, on the validation points)"
+    )
     seed: int = 0
     num_threads: PositiveInt | None = Field(None, description="torch CPU threads (default: all cores)")
     workers: PositiveInt = Field(

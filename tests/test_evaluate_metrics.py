@@ -104,3 +104,25 @@ def test_binary_balanced_accuracy_and_per_point_thresholds():
     assert binary_metrics(y, p, np.array([0.5] * 4 + [0.35] * 4))["recall_1"] == pytest.approx(4 / 5)
     # one class only: balanced accuracy is the recall of that class
     assert binary_metrics(np.ones(3), np.array([0.2, 0.7, 0.9]))["balanced_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_a_folds_miso_predictions_come_calibrated_with_their_uncertainty_figures(tmp_path):
+    from miso_mapper.evaluate.run import _MisoJob, _train_and_predict, _uncertainty
+    from miso_mapper.model.calibration import probabilities
+    from tests.test_train_loop import CFG, synthetic_chips
+
+    chips, _ = synthetic_chips(32)
+    labels = (np.arange(32) % 3).astype(np.float32)
+    idx = np.arange(32)
+    job = _MisoJob("random", 0, "taxonomy", idx[:24], idx[:16], idx[16:24], np.zeros(0, np.int64), idx[24:],
+                   tmp_path / "run")
+    prob, raw, trained = _train_and_predict(job, chips, labels, CFG.model_copy(update={"epochs": 1}), "tiny",
+                                            None, None, 1)()
+    t = trained.calibration.temperature
+    assert t != 1.0 and trained.model.temperature == t
+    # one forward pass: the calibrated probabilities are the raw ones with the logits divided by T
+    assert prob == pytest.approx(probabilities(np.log(raw), "taxonomy", t), abs=1e-6)
+    assert raw == pytest.approx(probabilities(np.log(prob), "taxonomy", 1 / t), abs=1e-6)
+    m = _uncertainty(labels[job.test], prob, raw, "taxonomy", 0.5, trained)
+    assert m["temperature"] == t and m["conformal_nominal"] == 0.9 and 0 <= m["conformal_coverage"] <= 1
+    assert set(m) >= {"ece_before", "ece_after", "error_auroc", "conformal_set_size"}

@@ -126,3 +126,54 @@ def test_no_area_of_applicability_rows_without_miso_di():
     from miso_mapper.evaluate.applicability import aoa_rows
 
     assert aoa_rows(fake_evaluation()) == []
+
+
+def with_calibration(ev):
+    """``ev`` with MISO's probabilities before calibration (over-confident: T = 2.5) and its fold figures."""
+    from miso_mapper.evaluate.uncertainty import uncertainty_metrics
+    from miso_mapper.model.card import ConformalRecord
+
+    for (scheme, task, model), pred in ev.predictions.items():
+        if model != "MISO":
+            continue
+        folds = ev.fold_metrics[(scheme, task, model)]
+        for f, prob in enumerate(pred.prob):
+            logit = np.log(prob / (1 - prob)) if task == "permafrost" else np.log(prob)
+            raw = 1 / (1 + np.exp(-2.5 * logit)) if task == "permafrost" else np.exp(2.5 * logit)
+            raw = raw if task == "permafrost" else raw / raw.sum(axis=1, keepdims=True)
+            pred.raw_prob.append(raw)
+            truth = np.asarray(pred.truth[20 * f:20 * (f + 1)])
+            folds[f] |= uncertainty_metrics(truth, prob, raw, task, 0.5, 2.5,
+                                            ConformalRecord(coverage=0.9, qhat=0.9 - 0.05 * f, n=30))
+    return ev
+
+
+def test_calibration_and_uncertainty_tables_and_reliability_diagrams(tmp_path):
+    from miso_mapper.evaluate.uncertainty import expected_calibration_error
+    from miso_mapper.evaluate.uncertainty_report import uncertainty_rows
+
+    plain = fake_evaluation()
+    write_outputs(plain, tmp_path / "plain")  # an evaluation without the figures still writes its report
+    assert "no MISO calibration figures" in (tmp_path / "plain" / "table1_permafrost.md").read_text()
+    ev = with_calibration(fake_evaluation())
+    pred = ev.predictions[("random", "taxonomy", "MISO")]
+    truth = np.asarray(pred.truth)
+    rows = {r["scheme"]: r for r in uncertainty_rows(ev, "taxonomy")}
+    eces = [expected_calibration_error(truth[20 * f:20 * (f + 1)], pred.raw_prob[f], "taxonomy") for f in (0, 1)]
+    assert rows["random"]["ece_before_mean"] == pytest.approx(np.mean(eces))
+    assert rows["random"]["temperature_mean"] == 2.5 and rows["random"]["folds"] == 2
+    sets = [(pred.prob[f] >= 0.1 + 0.05 * f - 1e-6)[np.arange(20), truth[20 * f:20 * (f + 1)]].mean() for f in (0, 1)]
+    assert rows["random"]["conformal_coverage_mean"] == pytest.approx(np.mean(sets))
+    assert "conformal_coverage_mean" not in uncertainty_rows(ev, "permafrost")[0]
+    write_outputs(ev, tmp_path)
+    md = (tmp_path / "table2_taxonomy.md").read_text()
+    assert "Calibration and uncertainty, MISO, soil order" in md and "| Set coverage |" in md
+    assert md.count("| spatial-1km |") == 3 + 7 + 1
+    saved = json.loads((tmp_path / "metrics.json").read_text())["uncertainty"]
+    assert saved["permafrost"][0]["error_auroc_mean"] == pytest.approx(
+        uncertainty_rows(ev, "permafrost")[0]["error_auroc_mean"])
+    page = (tmp_path / "report.html").read_text()
+    for task in ("permafrost", "taxonomy"):
+        for scheme in ev.schemes:
+            assert f'alt="reliability diagram, {task}, {scheme}"' in page
+    assert "AUROC (uncertainty for errors)" in page

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from miso_mapper.errors import MisoError
 from miso_mapper.model import (
@@ -127,6 +128,34 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     assert meta.training_data_hash == "sha256:abc" and meta.metrics == {"accuracy": 0.61}
     assert meta.class_names[2] == "Gelisols" and len(meta.class_names) == 7
     assert meta.sat_bands[:3] == ("red", "green", "blue") and len(meta.covariates) == 10
+
+
+def test_calibration_and_conformal_records_round_trip_and_the_loaded_network_applies_them(tmp_path: Path) -> None:
+    from miso_mapper.model.card import CalibrationRecord, ConformalRecord
+    from miso_mapper.model.commands import describe
+
+    torch.manual_seed(0)
+    model = build_model(MisoNetConfig.preset("tiny", "taxonomy")).eval()
+    bias = torch.linspace(-1, 1, 7)
+    model.logit_bias, model.temperature = bias, 1.7  # the card's records come from the model when not given
+    conformal = ConformalRecord(coverage=0.9, qhat=0.83, n=41)
+    path = save_checkpoint(model, tmp_path / "tax.safetensors", ModelCard(conformal=conformal))
+    card = read_model_card(path)
+    assert card.calibration == CalibrationRecord(method="temperature", temperature=1.7)
+    assert card.conformal == conformal and card.conformal.score == "lac"
+    back = load_checkpoint(path)
+    assert back.temperature == 1.7 and back.card.conformal.qhat == 0.83
+    shown = dict(describe(path))
+    assert shown["calibration"] == "temperature 1.7 (0 validation points)"
+    assert shown["conformal sets"] == "coverage 0.9, qhat 0.83 (lac, 41 points)"
+    logits = torch.randn(3, 7)
+    # bias first, then the temperature: the order the temperature was fitted in
+    assert torch.allclose(back.predict_proba(logits), ((logits + bias) / 1.7).softmax(-1))
+    none = save_checkpoint(build_model(MisoNetConfig.preset("tiny", "permafrost")), tmp_path / "pf.safetensors",
+                           ModelCard(calibration=CalibrationRecord(method="none")))
+    assert load_checkpoint(none).temperature is None
+    with pytest.raises(ValidationError):
+        ConformalRecord(coverage=1.0, qhat=0.5, n=3)
 
 
 def test_truncated_safetensors_raises_miso_error(tmp_path: Path) -> None:

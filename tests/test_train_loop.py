@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from miso_mapper.config import TrainConfig
-from miso_mapper.model import ModelCard, read_model_card, save_checkpoint
+from miso_mapper.model import ModelCard, load_checkpoint, read_model_card, save_checkpoint
+from miso_mapper.model.calibration import fit_temperature, probabilities
+from miso_mapper.model.conformal import conformal_qhat
 from miso_mapper.model.losses import class_weights, task_loss
 from miso_mapper.train.batches import ChipSampler, SampleSpec
 from miso_mapper.train.chips import ChipGeometry, ChipSet, resample_windows
@@ -243,6 +245,42 @@ def test_prior_matching_after_training_sets_the_taxonomy_shift_and_a_prevalence_
     val_prob = predict_points(pf.model, ChipSampler(chips, labels, train, SampleSpec()), val)
     share = float(np.mean(labels[train] == 1))
     assert pf.threshold == pytest.approx(choose_threshold(labels[val], val_prob, "prevalence", share)[0])
+
+
+def test_training_calibrates_before_the_threshold_and_stores_conformal_sets(tmp_path):
+    chips, labels = synthetic_chips(32)
+    train, val = np.arange(16), np.arange(16, 32)
+    cfg = CFG.model_copy(update={"threshold": "youden"})
+    pf = train_miso(chips, labels, train, val, "permafrost", cfg, "tiny", run_dir=tmp_path / "pf")
+    sampler = ChipSampler(chips, labels, train, SampleSpec())
+    logits = predict_points(pf.model, sampler, val, logits=True)
+    t = fit_temperature(logits, labels[val], "permafrost")
+    assert pf.calibration.method == "temperature" and pf.calibration.n == 16 and pf.conformal is None
+    assert pf.model.temperature == pytest.approx(t, rel=1e-4) and abs(np.log(t)) > 0.05
+    calibrated = predict_points(pf.model, sampler, val)
+    assert calibrated == pytest.approx(probabilities(logits, "permafrost", t), abs=1e-5)
+    # the threshold is chosen on the calibrated probabilities (youden's midpoint moves with T)
+    assert pf.threshold == pytest.approx(choose_threshold(labels[val], calibrated, "youden")[0], abs=1e-5)
+    plain = train_miso(chips, labels, train, val, "permafrost", cfg.model_copy(update={"calibration": "none"}),
+                       "tiny", run_dir=tmp_path / "pf")
+    assert plain.resumed_from == cfg.epochs  # calibration is applied after training: nothing retrained
+    assert plain.model.temperature is None and plain.calibration.method == "none"
+
+    tax_labels = (np.arange(32) % 3).astype(np.float32)
+    tax_cfg = CFG.model_copy(update={"epochs": 1, "class_prior": "match", "conformal_coverage": 0.8})
+    tax = train_miso(chips, tax_labels, train, val, "taxonomy", tax_cfg, "tiny")
+    shifted = predict_points(tax.model, ChipSampler(chips, tax_labels, train, SampleSpec()), val, logits=True)
+    t = fit_temperature(shifted, tax_labels[val], "taxonomy")  # T is fitted after the class prior's shift
+    assert tax.model.logit_bias is not None and tax.calibration.temperature == pytest.approx(t, rel=1e-4)
+    qhat = conformal_qhat(probabilities(shifted, "taxonomy", t), tax_labels[val], 0.8)
+    assert tax.conformal.qhat == pytest.approx(qhat, abs=1e-6) and tax.conformal.n == 16
+    assert tax.conformal.coverage == 0.8 and 0 < qhat < 1
+    path = save_checkpoint(tax.model, tmp_path / "tax.safetensors",
+                           ModelCard(calibration=tax.calibration, conformal=tax.conformal))
+    back = load_checkpoint(path)
+    assert back.temperature == pytest.approx(t, rel=1e-4) and back.card.conformal == tax.conformal
+    few = train_miso(chips, tax_labels, train, val[:3], "taxonomy", tax_cfg, "tiny")  # rank 4 > n = 3
+    assert few.conformal.qhat == 1.0 and any("too few" in n for n in few.notes)
 
 
 def test_channel_statistics_in_blocks_match_the_whole_array_in_float64():

@@ -3,8 +3,9 @@
 Table 1 (permafrost) and Table 2 (soil order) follow the layout of the paper's tables: one block of rows per
 split scheme, one row per model, metrics as mean ± standard deviation over the folds. The regional table
 pools each scheme's test points over its folds (every point is tested once) and breaks them down by
-permafrost zone and MLRA. The HTML report is one self-contained file: tables plus base64 PNG plots
-(per-region bars, confusion matrices, reliability diagrams).
+permafrost zone and MLRA. Each table file ends with MISO's calibration and uncertainty figures
+(:mod:`miso_mapper.evaluate.uncertainty_report`). The HTML report is one self-contained file: tables plus
+base64 PNG plots (per-region bars, confusion matrices, reliability diagrams before and after calibration).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from miso_mapper.evaluate.metrics import (
     binary_metrics,
     multiclass_metrics,
     per_class_metrics,
-    reliability,
 )
 from miso_mapper.evaluate.run import MODELS, Evaluation, evaluation_json
 from miso_mapper.htmlpage import figure_img, table
@@ -177,6 +177,8 @@ def write_outputs(ev: Evaluation, directory: Path) -> dict[str, Path]:
     """Write every table, ``predictions.csv``, ``metrics.json`` and ``report.html`` into ``directory`` (file
     names: :class:`~miso_mapper.layout.EvaluationLayout`); returns {table stem: its Markdown file,
     'report': the HTML report} of the files written."""
+    from miso_mapper.evaluate.uncertainty_report import uncertainty_markdown, uncertainty_rows
+
     out = EvaluationLayout(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -189,7 +191,8 @@ def write_outputs(ev: Evaluation, directory: Path) -> dict[str, Path]:
         rows = summary_rows(ev, task)
         _write_csv(out.table(task, "csv"), rows)
         out.table(task, "md").write_text(markdown_table(rows, keys, title) + "\n"
-                                         + per_class_markdown(per_class_rows(ev, task), task))
+                                         + per_class_markdown(per_class_rows(ev, task), task) + "\n"
+                                         + uncertainty_markdown(uncertainty_rows(ev, task), task))
         paths[out.table(task, "md").stem] = out.table(task, "md")
     aoa = aoa_rows(ev)
     _write_csv(out.aoa("csv"), aoa)
@@ -301,30 +304,11 @@ def _confusion(ev: Evaluation, scheme: str, model: str) -> str:
     return _png(fig)
 
 
-def _reliability(ev: Evaluation, scheme: str) -> str:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3.8, 3.6))
-    ax.plot([0, 1], [0, 1], "k:", lw=1)
-    for model in ("MISO", "RF-11"):
-        pred = ev.predictions.get((scheme, "permafrost", model))
-        if pred is None:
-            continue
-        truth, prob, _ = pred.arrays()
-        rel = reliability(truth, prob)
-        ax.plot(rel["confidence"], rel["frequency"], "o-", ms=3, label=f"{model} (ECE {rel['ece'][0]:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("predicted P(permafrost)")
-    ax.set_ylabel("observed frequency")
-    ax.set_title(f"reliability, {scheme}", fontsize=9)
-    ax.legend(fontsize=7)
-    return _png(fig)
-
-
 def html_report(ev: Evaluation, regions: list[dict[str, Any]]) -> str:
     """The self-contained HTML report (no external files or scripts)."""
     import matplotlib
+
+    from miso_mapper.evaluate.uncertainty_report import uncertainty_html
 
     matplotlib.use("Agg")
     parts = [
@@ -378,9 +362,8 @@ def html_report(ev: Evaluation, regions: list[dict[str, Any]]) -> str:
         parts.append("<h2>Confusion matrices (soil order, pooled over folds)</h2>")
         for scheme in ev.schemes:
             parts.append("<div>" + "".join(_confusion(ev, scheme, m) for m in ("MISO", "RF-11")) + "</div>")
-    if "permafrost" in ev.tasks:
-        parts.append("<h2>Reliability (permafrost probability)</h2><div>")
-        parts.append("".join(_reliability(ev, scheme) for scheme in ev.schemes) + "</div>")
+    parts.append("<h2>Calibration and uncertainty</h2>")
+    parts += [uncertainty_html(ev, task) for task in ev.tasks]
     parts.append("</body></html>")
     return "\n".join(parts)
 

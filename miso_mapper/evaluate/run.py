@@ -45,10 +45,17 @@ class Predictions:
     (:mod:`miso_mapper.model.aoa`); NaN where the fold had no area of applicability; empty for other models."""
     aoa_threshold: list[float] = field(default_factory=list)
     """MISO, per fold: the DI threshold of the fold's area of applicability (NaN: none)."""
+    raw_prob: list[np.ndarray] = field(default_factory=list)
+    """per fold, MISO: the probabilities before calibration (T = 1; :attr:`prob` are calibrated); empty for the
+    models that are not calibrated."""
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(truth (n,), probabilities (n,) or (n, 7), fold (n,)) over all folds."""
         return np.asarray(self.truth), np.concatenate(self.prob), np.asarray(self.fold)
+
+    def raw_probabilities(self) -> np.ndarray:
+        """The probabilities before calibration over all folds (:attr:`prob` when there are none)."""
+        return np.concatenate(self.raw_prob if self.raw_prob else self.prob)
 
     def point_thresholds(self) -> np.ndarray:
         """(n,) float64 decision threshold of each pooled point (its fold's)."""
@@ -194,7 +201,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
         else:
             results = (_train_and_predict(job, chips, labels_of[job.task], cfg, size, None, ref, threads,
                                           progress)() for job in jobs)
-        for job, (miso_prob, trained, aoa_di) in zip(jobs, results, strict=True):
+        for job, (miso_prob, miso_raw, trained, aoa_di) in zip(jobs, results, strict=True):
             t_miso += trained.seconds
             miso_threshold = trained.threshold
             for note in trained.notes:
@@ -221,6 +228,9 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
                     pred.aoa_threshold.append(aoa_di[1])
                 metric = (binary_metrics(labels[te], prob, thresholds[model]) | {"threshold": thresholds[model]}
                           if job.task == "permafrost" else multiclass_metrics(labels[te], prob))
+                if model == "MISO":
+                    pred.raw_prob.append(miso_raw)
+                    metric |= _uncertainty(labels[te], miso_prob, miso_raw, job.task, thresholds[model], trained)
                 fold_metrics.setdefault(key, []).append(metric)
             if progress is not None:
                 progress.advance(overall)
@@ -269,13 +279,25 @@ def _fold_line(job: _MisoJob, metrics: dict[str, dict[str, Any]], trained: Any, 
             f"{job.test.size}, MISO {trained.best_epoch} ep best{thr}, {trained.seconds:.0f} s)")
 
 
+def _uncertainty(truth: np.ndarray, prob: np.ndarray, raw: np.ndarray, task: str, threshold: float,
+                 trained: Any) -> dict[str, float]:
+    """MISO's calibration, error-ranking and conformal figures of one fold
+    (:func:`~miso_mapper.evaluate.uncertainty.uncertainty_metrics`)."""
+    from miso_mapper.evaluate.uncertainty import uncertainty_metrics
+
+    t = trained.calibration.temperature if trained.calibration is not None else 1.0
+    return uncertainty_metrics(truth, prob, raw, task, threshold, t, trained.conformal)
+
+
 def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: TrainConfig, size: str,
                        pool: Any, ref: Any, threads: int, progress: Any = None) -> Any:
     """Train MISO for ``job`` (in ``pool`` when given, resuming its state file); a zero-argument callable
-    returning (probabilities at the test points, the :class:`~miso_mapper.train.loop.TrainResult`, (the test
-    points' DI (n,), the DI threshold) of the network's area of applicability, NaN when it has none)."""
+    returning (calibrated probabilities at the test points, those before calibration (T = 1), the
+    :class:`~miso_mapper.train.loop.TrainResult`, (the test points' DI (n,), the DI threshold) of the network's
+    area of applicability, NaN when it has none)."""
     import torch
 
+    from miso_mapper.model.calibration import probabilities
     from miso_mapper.train.applicability import try_fit_network_aoa
     from miso_mapper.train.batches import ChipSampler, SampleSpec
     from miso_mapper.train.loop import point_outputs, train_miso
@@ -290,13 +312,16 @@ def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: Train
                           unlabelled_idx=job.unlabelled, progress=progress,
                           description=f"MISO {job.scheme} fold {job.fold + 1} {job.task}")
 
-    def result() -> tuple[np.ndarray, Any, tuple[np.ndarray, float]]:
+    def result() -> tuple[np.ndarray, np.ndarray, Any, tuple[np.ndarray, float]]:
         trained = future.result() if future is not None else done
-        prob, emb = point_outputs(trained.model, ChipSampler(chips, labels, job.train_all, SampleSpec()), job.test)
+        logits, emb = point_outputs(trained.model, ChipSampler(chips, labels, job.train_all, SampleSpec()),
+                                    job.test, logits=True)
+        t = trained.model.temperature or 1.0
+        prob, raw = probabilities(logits, job.task, t), probabilities(logits, job.task)
         aoa, _ = try_fit_network_aoa(trained.model, chips, labels, job.train, job.aoa_folds)
         if aoa is None:
-            return prob, trained, (np.full(job.test.size, np.nan), float("nan"))
-        return prob, trained, (aoa.index(torch.from_numpy(emb)).numpy(), aoa.threshold)
+            return prob, raw, trained, (np.full(job.test.size, np.nan), float("nan"))
+        return prob, raw, trained, (aoa.index(torch.from_numpy(emb)).numpy(), aoa.threshold)
 
     return result
 
@@ -325,9 +350,10 @@ def _regions(workflow: Workflow, points: PointSet) -> dict[str, dict[str, str]]:
 
 
 def evaluation_json(ev: Evaluation) -> dict[str, Any]:
-    """JSON-able summary (metrics per fold, sizes, timings, MISO's accuracy inside and outside its area of
-    applicability)."""
+    """JSON-able summary (metrics per fold, sizes, timings, MISO's calibration and uncertainty per scheme, its
+    accuracy inside and outside its area of applicability)."""
     from miso_mapper.evaluate.applicability import aoa_rows
+    from miso_mapper.evaluate.uncertainty_report import uncertainty_rows
 
     return {
         "workflow": ev.workflow, "schemes": ev.schemes, "tasks": ev.tasks, "folds_run": ev.folds_run,
@@ -335,4 +361,5 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
         "split_sizes": ev.split_sizes, "label_counts": ev.label_counts, "notes": ev.notes,
         "fold_metrics": {"/".join(k): v for k, v in ev.fold_metrics.items()},
         "area_of_applicability": aoa_rows(ev),
+        "uncertainty": {task: uncertainty_rows(ev, task) for task in ev.tasks},
     }

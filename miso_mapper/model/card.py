@@ -47,6 +47,29 @@ class AoaRecord(BaseModel):
     method: str = Field(description="how it was fitted ('cast-di': Meyer & Pebesma 2021, CAST's trainDI/aoa)")
 
 
+class CalibrationRecord(BaseModel):
+    """How a network's probabilities were calibrated (``train.calibration``; :mod:`miso_mapper.model.calibration`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["temperature", "none"] = Field(description="'temperature' scaling or 'none' (T = 1)")
+    temperature: float = Field(1.0, gt=0, description="T: the head's logits (plus class_bias) are divided by T "
+                               "before the sigmoid / softmax")
+    n: int = Field(0, ge=0, description="validation points T was fitted on")
+
+
+class ConformalRecord(BaseModel):
+    """Split-conformal prediction sets of a soil-order network (``train.conformal_coverage``;
+    :mod:`miso_mapper.model.conformal`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    coverage: float = Field(gt=0, lt=1, description="nominal coverage: share of points whose set holds the truth")
+    qhat: float = Field(ge=0, le=1, description="the set of a pixel is {c : p_c >= 1 - qhat} (calibrated p)")
+    n: int = Field(ge=0, description="validation points qhat was computed on")
+    score: Literal["lac"] = Field("lac", description="conformity score: 'lac' = 1 - p_true")
+
+
 class ModelCard(BaseModel):
     """What a checkpoint is: the network config and what its inputs and outputs mean."""
 
@@ -67,6 +90,10 @@ class ModelCard(BaseModel):
         None, description="soil-order networks: added to the head's logits before the softmax, so that the "
         "predicted classes' frequencies match the training labels' (train.class_prior: match); None = no shift"
     )
+    calibration: CalibrationRecord | None = Field(
+        None, description="temperature scaling of the probabilities (train.calibration); None = not calibrated")
+    conformal: ConformalRecord | None = Field(
+        None, description="soil order: conformal prediction sets at the stored coverage; None = no sets")
     metrics: dict[str, float] = Field(default_factory=dict)
     source: str = Field("", description="where the weights came from (training run id, imported file)")
     source_sha256: str | None = Field(None, description="hex sha256 of the imported file (checkpoint import)")

@@ -32,7 +32,15 @@ from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
 from miso_mapper.errors import MisoError
 from miso_mapper.filekind import file_sha256
 from miso_mapper.model.aoa import AreaOfApplicability, aoa_path, load_aoa, save_aoa
-from miso_mapper.model.card import CARD_KEY, FORMAT_VERSION, AoaRecord, ModelCard, check_checkpoint, read_model_card
+from miso_mapper.model.card import (
+    CARD_KEY,
+    FORMAT_VERSION,
+    AoaRecord,
+    CalibrationRecord,
+    ModelCard,
+    check_checkpoint,
+    read_model_card,
+)
 from miso_mapper.model.config import MisoNetConfig, Task
 from miso_mapper.model.location import GridCellEncoding
 from miso_mapper.model.network import MisoNet
@@ -66,6 +74,8 @@ def save_checkpoint(model: MisoNet, path: str | os.PathLike[str], card: ModelCar
     card.class_names = card.class_names or model.config.class_names
     if card.class_bias is None and model.logit_bias is not None:
         card.class_bias = tuple(float(v) for v in model.logit_bias)
+    if card.calibration is None and model.temperature is not None:
+        card.calibration = CalibrationRecord(method="temperature", temperature=float(model.temperature))
     card.created = card.created or datetime.now(UTC).isoformat(timespec="seconds")
     card.software_version = card.software_version or __version__
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -119,6 +129,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             raise MisoError(f"{path}: model card class_bias has {len(card.class_bias)} values, the head "
                             f"{card.config.out_dim}")
         model.logit_bias = torch.tensor(card.class_bias, dtype=torch.float32)
+    if card.calibration is not None and card.calibration.method == "temperature":
+        model.temperature = card.calibration.temperature
     model.aoa = _sidecar(path, card)
     return model.to(device).eval()
 

@@ -31,7 +31,8 @@ def import_command(source: str, path: Path, task: str, out: Path, size: str = "r
 def export_command(target: str, checkpoint: Path, out: Path, force: bool = False) -> tuple[Path, list[str]]:
     """Export our checkpoint as a reference ``.pth`` (see
     :func:`~miso_mapper.model.reference_io.export_reference`); returns ``out`` and what the reference's state
-    dict cannot carry (the card's decision threshold and class bias: the user must apply them by hand).
+    dict cannot carry (the card's decision threshold, class bias and temperature: the user must apply them by
+    hand).
     """
     if target != "reference":
         raise UsageError(f"--to {target!r}: only 'reference' (a state dict the reference code loads)")
@@ -44,6 +45,8 @@ def export_command(target: str, checkpoint: Path, out: Path, force: bool = False
         left.append(f"decision threshold {card.decision_threshold:.4g} (the reference maps P >= 0.5)")
     if card.class_bias is not None:
         left.append("class bias " + " ".join(f"{v:+.3f}" for v in card.class_bias) + " (add it to the logits)")
+    if card.calibration is not None and card.calibration.method == "temperature":
+        left.append(f"temperature {card.calibration.temperature:.4g} (divide the logits, after any class bias)")
     return export_reference(checkpoint, out), left
 
 
@@ -63,6 +66,13 @@ def describe(path: Path) -> list[tuple[str, str]]:
     rows.append(("decision threshold", "-" if threshold is None else f"{threshold:.4g}"))
     if card.class_bias is not None:
         rows.append(("class bias", " ".join(f"{v:+.3f}" for v in card.class_bias)))
+    if card.calibration is not None:
+        c = card.calibration
+        rows.append(("calibration", "none" if c.method == "none" else
+                     f"temperature {c.temperature:.4g} ({c.n} validation points)"))
+    if card.conformal is not None:
+        q = card.conformal
+        rows.append(("conformal sets", f"coverage {q.coverage:.3g}, qhat {q.qhat:.4g} ({q.score}, {q.n} points)"))
     if card.init is not None:
         i = card.init
         rows.append(("init", f"{i.kind} {i.file} (sha256 {i.sha256[:16]}..., {i.loaded} loaded, "

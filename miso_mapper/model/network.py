@@ -107,6 +107,9 @@ class MisoNet(nn.Module):
     logit_bias: Tensor | None
     """(out_dim,) added to the head's logits by :meth:`predict_proba` (soil order: the card's ``class_bias``,
     prior matching); not a weight, so not in the state dict. None = no shift."""
+    temperature: float | None
+    """T of temperature scaling (the card's ``calibration``): :meth:`predict_proba` divides the logits, after
+    :attr:`logit_bias`, by T. None = 1 (not calibrated)."""
 
     def __init__(self, config: MisoNetConfig) -> None:
         super().__init__()
@@ -114,6 +117,7 @@ class MisoNet(nn.Module):
         self.card = None
         self.aoa = None
         self.logit_bias = None
+        self.temperature = None
         e = config.emb_dim
         self.sat_encoder = SatEncoder(config)
         self.sat_mapper = _mapper(e, config.mapper_hidden)
@@ -217,10 +221,16 @@ class MisoNet(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, logits: Tensor) -> Tensor:
-        """Head logits (plus :attr:`logit_bias`) -> probabilities: sigmoid (permafrost, ``(..., 1)``) or softmax
-        (taxonomy, ``(..., 7)``)."""
+        """Head logits (plus :attr:`logit_bias`, then divided by :attr:`temperature`) -> probabilities: sigmoid
+        (permafrost, ``(..., 1)``) or softmax (taxonomy, ``(..., 7)``).
+
+        The bias comes first because training fits T on the shifted logits
+        (:func:`miso_mapper.train.loop.calibrate`); T > 0 keeps each point's argmax, so the prior matching the
+        bias does still holds."""
         if self.logit_bias is not None:
             logits = logits + self.logit_bias.to(device=logits.device, dtype=logits.dtype)
+        if self.temperature is not None:
+            logits = logits / self.temperature
         return torch.sigmoid(logits) if self.config.task == "permafrost" else logits.softmax(dim=-1)
 
 

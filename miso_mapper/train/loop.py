@@ -28,7 +28,10 @@ import torch
 from miso_mapper.config import TrainConfig
 from miso_mapper.errors import MisoError
 from miso_mapper.model import MisoNet, MisoNetConfig, build_model, miso_loss
+from miso_mapper.model.calibration import fit_temperature, probabilities
+from miso_mapper.model.card import CalibrationRecord, ConformalRecord
 from miso_mapper.model.config import SwinConfig
+from miso_mapper.model.conformal import conformal_qhat
 from miso_mapper.model.losses import class_weights
 from miso_mapper.train.batches import ChipSampler, SampleSpec
 from miso_mapper.train.chips import ChipSet
@@ -100,10 +103,14 @@ class TrainResult:
     resumed_from: int = 0
     """epochs that were already done in the state file this run resumed from."""
     threshold: float | None = None
-    """permafrost: the decision threshold on P(permafrost) chosen by ``train.threshold`` (:func:`decision_rule`;
+    """permafrost: the decision threshold on P(permafrost) chosen by ``train.threshold`` (:func:`permafrost_threshold`;
     0.5 for 'fixed' or when the rule falls back); None for soil order."""
     notes: list[str] = field(default_factory=list)
     """things the run's log should say (e.g. a threshold that fell back to 0.5)."""
+    calibration: CalibrationRecord | None = None
+    """the temperature scaling fitted on the validation points (``train.calibration``; also set on the model)."""
+    conformal: ConformalRecord | None = None
+    """soil order: the conformal sets' ``qhat`` from the validation points (``train.conformal_coverage``)."""
 
 
 def run_key(task: str, cfg: TrainConfig, net: MisoNetConfig, chips: ChipSet, train_ids: np.ndarray,
@@ -114,7 +121,8 @@ def run_key(task: str, cfg: TrainConfig, net: MisoNetConfig, chips: ChipSet, tra
         # the decision rules and the kept epoch are applied after training: changing them must not restart a
         # finished run
         "train": cfg.model_dump(mode="json", exclude={"directory", "num_threads", "device", "tasks", "threshold",
-                                                        "class_prior", "keep"}),
+                                                        "class_prior", "keep", "calibration",
+                                                        "conformal_coverage"}),
         "net": net.model_dump(mode="json"),
         "chips": chips.key,
         "ids": [np.asarray(a).astype(str).tolist() for a in (train_ids, val_ids, extra_ids)],
@@ -123,18 +131,20 @@ def run_key(task: str, cfg: TrainConfig, net: MisoNetConfig, chips: ChipSet, tra
 
 
 def predict_points(model: MisoNet, sampler: ChipSampler, index: np.ndarray, batch: int = 128,
-                   device: torch.device | None = None) -> np.ndarray:
+                   device: torch.device | None = None, logits: bool = False) -> np.ndarray:
     """Probabilities at the points ``index`` (positions into the chips) from centred windows.
 
-    Returns (n,) float32 permafrost probabilities or (n, 7) float32 soil-order probabilities.
+    Returns (n,) float32 permafrost probabilities or (n, 7) float32 soil-order probabilities
+    (:meth:`MisoNet.predict_proba`: with the network's logit bias and temperature); with ``logits`` the head's
+    logits plus the logit bias instead, before the temperature (what temperature scaling divides).
     """
-    return point_outputs(model, sampler, index, batch, device)[0]
+    return point_outputs(model, sampler, index, batch, device, logits)[0]
 
 
 @torch.no_grad()
 def point_outputs(model: MisoNet, sampler: ChipSampler, index: np.ndarray, batch: int = 128,
-                  device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (as :func:`predict_points`) and the visual embeddings (n, E) float32 (``visual_emb``, what
+                  device: torch.device | None = None, logits: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (or logits, as :func:`predict_points`) and the visual embeddings (n, E) float32 (``visual_emb``, what
     the area of applicability compares) at the points ``index``, from centred windows, eval mode."""
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -143,7 +153,13 @@ def point_outputs(model: MisoNet, sampler: ChipSampler, index: np.ndarray, batch
     for start in range(0, len(index), batch):
         b = sampler.eval_batch(index[start:start + batch])
         res = model(b.images.to(device), b.pixel.to(device), None)
-        out.append(model.predict_proba(res["pred"].float())[:, 0].cpu().numpy())
+        pred = res["pred"].float()
+        if logits:
+            bias = model.logit_bias
+            pred = pred if bias is None else pred + bias.to(device=pred.device, dtype=pred.dtype)
+        else:
+            pred = model.predict_proba(pred)
+        out.append(pred[:, 0].cpu().numpy())
         emb.append(res["visual_emb"].float()[:, 0].cpu().numpy())
     model.train(was_training)
     probs = np.concatenate(out) if out else np.zeros((0, model.config.out_dim), np.float32)
@@ -334,37 +350,82 @@ def training_result(setup: TrainingSetup, state: TrainingState, seconds: float, 
     best = {}
     if state.best_epoch and setup.validates:
         best = {k: v for k, v in state.history[state.best_epoch - 1].items() if k.startswith("val_")}
-    threshold, notes = decision_rule(setup, model)
+    notes = class_prior_shift(setup, model)
+    calibration, conformal, more = calibrate(setup, model)
+    threshold, last = permafrost_threshold(setup, model)
     return TrainResult(model.cpu().eval(), state.history, state.best_epoch, best, seconds, resumed_from,
-                       threshold, notes)
+                       threshold, notes + last + more, calibration, conformal)
 
 
-def decision_rule(setup: TrainingSetup, model: MisoNet) -> tuple[float | None, list[str]]:
-    """After training: the permafrost threshold (``train.threshold``), or for soil order the prior-matching
-    logit shifts (``train.class_prior: match``, set on ``model.logit_bias``); and notes for the log.
+def permafrost_threshold(setup: TrainingSetup, model: MisoNet) -> tuple[float | None, list[str]]:
+    """After training and calibration: the permafrost threshold (``train.threshold``) on the network's
+    (calibrated) probabilities, and notes for the log; None for soil order.
 
-    Rules that need no label ('prevalence', 'match') are fitted at the held-out points: validation points and
-    the chips without this task's label (never in the supervised loss), against the training labels' class
-    shares; the others at the validation points.
+    The 'prevalence' rule needs no label and is fitted at the held-out points: validation points and the chips
+    without this task's label (never in the supervised loss), against the training labels' share; the others
+    at the validation points.
     """
-    cfg, train_labels = setup.cfg, setup.labels[setup.train_idx].astype(int)
-    if setup.task == "permafrost":
-        rule = cfg.threshold
-        points = np.concatenate([setup.val_idx, setup.unlabelled_idx]) if rule == "prevalence" else setup.val_idx
-        needed = points.size and rule != "fixed"
-        probs = predict_points(model, setup.sampler, points, device=setup.device) if needed else np.zeros(0)
-        share = float(np.mean(train_labels == 1)) if train_labels.size else None
-        threshold, note = choose_threshold(setup.labels[points] if needed else np.zeros(0), probs, rule, share)
-        return threshold, [note] if note else []
-    if cfg.class_prior == "none":
+    if setup.task != "permafrost":
         return None, []
+    cfg, train_labels = setup.cfg, setup.labels[setup.train_idx].astype(int)
+    rule = cfg.threshold
+    points = np.concatenate([setup.val_idx, setup.unlabelled_idx]) if rule == "prevalence" else setup.val_idx
+    needed = points.size and rule != "fixed"
+    probs = predict_points(model, setup.sampler, points, device=setup.device) if needed else np.zeros(0)
+    share = float(np.mean(train_labels == 1)) if train_labels.size else None
+    threshold, note = choose_threshold(setup.labels[points] if needed else np.zeros(0), probs, rule, share)
+    return threshold, [note] if note else []
+
+
+def class_prior_shift(setup: TrainingSetup, model: MisoNet) -> list[str]:
+    """After training, before calibration: for soil order with ``train.class_prior: match`` the prior-matching
+    logit shifts, set on ``model.logit_bias``; notes for the log.
+
+    Fitted at the held-out points (validation points and the chips without this task's label) against the
+    training labels' class shares (no label needed).
+    """
+    if setup.task != "taxonomy" or setup.cfg.class_prior == "none":
+        return []
+    train_labels = setup.labels[setup.train_idx].astype(int)
     points = np.concatenate([setup.val_idx, setup.unlabelled_idx])
     if points.size < 2 * model.config.out_dim:
-        return None, [f"class prior: {points.size} held-out points are too few to match; not applied"]
+        return [f"class prior: {points.size} held-out points are too few to match; not applied"]
     probs = predict_points(model, setup.sampler, points, device=setup.device)
     prior = np.bincount(train_labels, minlength=model.config.out_dim)
     model.logit_bias = torch.as_tensor(match_class_prior(probs, prior), dtype=torch.float32)
-    return None, []
+    return []
+
+
+def calibrate(setup: TrainingSetup, model: MisoNet
+              ) -> tuple[CalibrationRecord, ConformalRecord | None, list[str]]:
+    """Temperature scaling (``train.calibration``) on the validation points' logits (with the class prior's
+    shift, so the probabilities calibrated are those the map uses), set on ``model.temperature``; for soil
+    order then the conformal ``qhat`` (``train.conformal_coverage``) of the calibrated probabilities there.
+
+    Without validation points (or, permafrost, with one class only) the network stays uncalibrated (method
+    'none') and has no conformal sets; a note says so.
+    """
+    cfg, task, val = setup.cfg, setup.task, setup.val_idx
+    labels = setup.labels[val].astype(np.int64)
+    logits = predict_points(model, setup.sampler, val, device=setup.device, logits=True) if val.size else None
+    record, notes = CalibrationRecord(method="none", temperature=1.0, n=0), []
+    if cfg.calibration == "temperature":
+        if logits is None or (task == "permafrost" and np.unique(labels).size < 2):
+            what = "no validation points" if logits is None else "validation points of one class"
+            notes.append(f"calibration: {what}; probabilities left uncalibrated")
+        else:
+            t = fit_temperature(logits, labels, task)
+            model.temperature = t
+            record = CalibrationRecord(method="temperature", temperature=t, n=int(val.size))
+    if task != "taxonomy":
+        return record, None, notes
+    if logits is None:
+        return record, None, [*notes, "conformal sets: no validation points; none stored"]
+    qhat = conformal_qhat(probabilities(logits, task, record.temperature), labels, cfg.conformal_coverage)
+    if qhat >= 1.0:
+        notes.append(f"conformal sets: {val.size} validation points are too few for coverage "
+                     f"{cfg.conformal_coverage}; every set holds all orders")
+    return record, ConformalRecord(coverage=cfg.conformal_coverage, qhat=qhat, n=int(val.size)), notes
 
 
 def train_miso(

@@ -80,6 +80,8 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
         card = ModelCard(
             training_data_hash=points.subset(tr).content_hash(),
             decision_threshold=result.threshold,
+            calibration=result.calibration,
+            conformal=result.conformal,
             metrics={k: float(v) for k, v in result.best.items()},
             source=f"miso-mapper train {workflow.name} ({size}, best epoch {result.best_epoch})",
             init=init,
@@ -98,6 +100,10 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
             metrics += f"  threshold {result.threshold:.3f} ({cfg.threshold})"
         if result.model.logit_bias is not None:
             metrics += f"  class prior matched (logit shifts {_shifts(result.model.logit_bias)})"
+        if result.calibration is not None and result.calibration.method == "temperature":
+            metrics += f"  temperature {result.calibration.temperature:.3f}"
+        if result.conformal is not None:
+            metrics += f"  conformal qhat {result.conformal.qhat:.3f} ({result.conformal.coverage:.0%} sets)"
         echo(f"[green]✓ {task}[/] {path}  ({len(result.history)} epochs{resumed}, best {result.best_epoch}: "
              f"{metrics or 'no validation'}; {result.seconds:.0f} s)")
         echo(f"  {task} {aoa_line} ({how})" if aoa is not None else f"[yellow]note:[/] {task}: {aoa_line}")
