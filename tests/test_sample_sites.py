@@ -3,7 +3,7 @@
 The store is the demo workflow's (4 chunks of 5 km), made with ``create_store``, its probability layers
 written as the pipeline writes them and the uncertainty / AOA layers added with zarr under the names and
 scalings of the store design (uint8, 255 no data; spread x 500, entropy x 250, AOA 0/1, AOA index x 50).
-Over a quiet background (permafrost spread 0.02, soil-order entropy 0.2, inside both areas of applicability):
+The layers are :func:`tests.helpers.uncertainty_layers`: over a quiet background (score 0.2),
 
 * ``AOA``: a 600 m square outside the permafrost area of applicability (score 1.2),
 * ``ENTROPY``: a 300 m square of soil-order entropy 0.92 (score 0.92),
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,6 @@ import pyogrio
 import pytest
 import shapely
 import yaml
-import zarr
 from pyproj import Transformer
 from typer.testing import CliRunner
 
@@ -38,13 +36,11 @@ from miso_mapper.sites.candidates import exact_keep, scan_store
 from miso_mapper.sites.run import sample_sites
 from miso_mapper.sites.select import greedy_sites
 
-from .helpers import WORKFLOWS
+from .helpers import AOA_BLOCK, ENTROPY_BLOCK, SPREAD_BLOCK, WORKFLOWS, add_store_layers, uncertainty_layers
 
 RES, X0, Y1, N = 10.0, 260_000.0, 1_670_000.0, 1000  # the demo region: 1000 x 1000 px
 #: (row, col) slices of the region holding each feature.
-AOA = (slice(700, 760), slice(700, 760))
-ENTROPY = (slice(100, 130), slice(200, 230))
-SPREAD = (slice(400, 430), slice(850, 880))
+AOA, ENTROPY, SPREAD = AOA_BLOCK, ENTROPY_BLOCK, SPREAD_BLOCK
 TO_LL = Transformer.from_crs("EPSG:3338", "EPSG:4326", always_xy=True)
 
 
@@ -54,18 +50,6 @@ class Made:
     config: Path
     layers: dict[str, np.ndarray]
     """the added layers over the region, stored uint8 values"""
-
-
-def _region_layers() -> dict[str, np.ndarray]:
-    full = {name: np.full((N, N), value, np.uint8) for name, value in (
-        ("permafrost_spread", 10), ("taxonomy_entropy", 50), ("taxonomy_spread", 20), ("permafrost_aoa", 1),
-        ("taxonomy_aoa", 1), ("permafrost_aoa_index", 20), ("taxonomy_aoa_index", 15), ("valid_observations", 7),
-        ("masked_fraction", 50))}
-    full["permafrost_aoa"][AOA] = 0
-    full["permafrost_aoa_index"][AOA] = 254
-    full["taxonomy_entropy"][ENTROPY] = 230
-    full["permafrost_spread"][SPREAD] = 200
-    return full
 
 
 def _make_run(out: Path, layers: dict[str, np.ndarray] | None) -> Workflow:
@@ -81,15 +65,7 @@ def _make_run(out: Path, layers: dict[str, np.ndarray] | None) -> Workflow:
         store.write_layers(chunk, stored_layers(chunk.geobox, np.full((h, w), 100, np.uint8), tx,
                                                 np.full((h, w), 2, np.uint8)))
     if layers is not None:
-        rows, cols = _store_slices(store)
-        z = wf.grid.zarr_chunk
-        for name, data in layers.items():
-            array = store.group.create_array(name, shape=store.geobox.shape, chunks=(z, z), dtype="uint8",
-                                             fill_value=255, attributes={"grid_mapping": "spatial_ref"})
-            array[rows, cols] = data
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
-            zarr.consolidate_metadata(str(store.path))
+        add_store_layers(store.path, *_store_slices(store), layers, wf.grid.zarr_chunk)
     return wf
 
 
@@ -102,7 +78,7 @@ def _store_slices(store) -> tuple[slice, slice]:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
     base = tmp_path_factory.mktemp("sites")
-    layers = _region_layers()
+    layers = uncertainty_layers()
     wf = _make_run(base / "out", layers)
     config = base / "wf.yaml"
     config.write_text(yaml.safe_dump(wf.model_dump(mode="json")))
