@@ -448,11 +448,13 @@ def sample_sites(
     optionally inside --mask and within --max-access-distance of --access. Reads maps.zarr only.
     """
     from miso_mapper.config import load_workflow
+    from miso_mapper.sites.run import resolve_settings
     from miso_mapper.sites.run import sample_sites as choose_sites
 
     workflow = load_workflow(config)
     overrides = {"n": n, "min_distance_m": min_distance, "lattice_px": lattice_px, "mask": _abs(mask),
                  "access": _abs(access), "max_access_distance_m": max_access_distance, "directory": _abs(out)}
+    resolve_settings(workflow, overrides)  # a bad flag is one line before any progress bar
     with _progress() as progress:
         task = progress.add_task("scoring candidate sites (Zarr chunks)", total=None)
         result = choose_sites(workflow, overrides,

@@ -52,9 +52,9 @@ class Made:
     """the added layers over the region, stored uint8 values"""
 
 
-def _make_run(out: Path, layers: dict[str, np.ndarray] | None) -> Workflow:
+def _make_run(out: Path, layers: dict[str, np.ndarray] | None, zarr_format: int = 3) -> Workflow:
     wf = load_workflow(WORKFLOWS / "demo.yaml", {
-        "imagery": {"stac_url": "http://127.0.0.1:9/"}, "output": {"directory": str(out)},
+        "imagery": {"stac_url": "http://127.0.0.1:9/"}, "output": {"directory": str(out), "zarr_format": zarr_format},
         "model": {"kind": "synthetic"}})
     chunks = make_plan(wf).chunks
     store = create_store(RunLayout.of(wf).store, wf, chunks, {"map_config_hash": "test"})
@@ -120,7 +120,7 @@ def test_sites_follow_the_layers(made: Made, tmp_path: Path) -> None:
         for name, scale in (("permafrost_spread", 0.002), ("taxonomy_entropy", 0.004), ("masked_fraction", 0.004),
                             ("permafrost_aoa_index", 0.02)):
             assert rec[name] == pytest.approx(made.layers[name][r, c] * scale)
-        assert rec["permafrost_aoa"] == made.layers["permafrost_aoa"][r, c]
+        assert rec["permafrost_aoa"] == made.layers["permafrost_aoa"][r, c] and type(rec["permafrost_aoa"]) is int
         assert rec["valid_observations"] == 7 and rec["soil_order"] == "Gelisols"
         assert rec["permafrost_probability"] == pytest.approx(0.4)
         assert rec["access_distance_m"] is None
@@ -142,6 +142,7 @@ def test_outputs_open_in_gdal(made: Made, tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert [float(r["score"]) for r in rows] == [r["score"] for r in result.records]
     assert rows[0]["reasons"].startswith("outside AOA (permafrost)") and rows[0]["access_distance_m"] == ""
+    assert (rows[0]["permafrost_aoa"], rows[0]["valid_observations"], rows[0]["masked_fraction"]) == ("0", "7", "0.2")
 
 
 def test_mask_and_access(made: Made, tmp_path: Path) -> None:
@@ -220,6 +221,14 @@ def test_errors(made: Made, tmp_path: Path) -> None:
     raw["output"]["directory"] = str(tmp_path / "never-run")
     (tmp_path / "never.yaml").write_text(yaml.safe_dump(raw))
     _fails([str(tmp_path / "never.yaml")], "no map store at", tmp_path / "o5")
+
+
+def test_a_zarr_v2_store_gives_the_same_sites(made: Made, tmp_path: Path) -> None:
+    wf = _make_run(tmp_path / "v2", uncertainty_layers(), zarr_format=2)
+    assert (RunLayout.of(wf).store / "permafrost_spread" / ".zarray").is_file()
+    v2, v3 = sample_sites(wf, {"n": 8}).records, sample_sites(made.workflow, {"n": 8, "directory": tmp_path}).records
+    assert [(r["x_3338"], r["y_3338"], r["reasons"]) for r in v2] == [(r["x_3338"], r["y_3338"], r["reasons"])
+                                                                        for r in v3]
 
 
 def test_a_store_without_the_layers_is_refused(tmp_path: Path) -> None:

@@ -55,7 +55,8 @@ def site_records(candidates: Candidates, chosen: np.ndarray, grid_crs: str,
     decoded = {name: decode(name, sites.values[name]) for name in SCALES if name in sites.values}
     records = []
     for k in range(len(sites)):
-        values = {name: _number(decoded[name][k]) if name in decoded else None for name in SCALES}
+        values = {name: _number(decoded[name][k], SCALES[name] is None) if name in decoded else None
+                  for name in SCALES}
         cls = int(sites.values[CLASS_LAYER][k]) if CLASS_LAYER in sites.values else NODATA
         records.append({
             "rank": k + 1, "score": round(float(sites.score[k]), 4),
@@ -68,8 +69,11 @@ def site_records(candidates: Candidates, chosen: np.ndarray, grid_crs: str,
     return records
 
 
-def _number(value: float) -> float | None:
-    return None if math.isnan(value) else round(float(value), 4)
+def _number(value: float, whole: bool) -> float | int | None:
+    """A decoded layer value for the records: None for no data, int for counts and flags, else 4 decimals."""
+    if math.isnan(value):
+        return None
+    return int(value) if whole else round(float(value), 4)
 
 
 def geojson_text(records: list[dict[str, Any]]) -> str:
