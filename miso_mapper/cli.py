@@ -422,6 +422,60 @@ def export(
     export_command(config, tiles=tiles, overwrite=overwrite)
 
 
+@app.command("sample-sites")
+@user_errors
+def sample_sites(
+    config: ConfigArg,
+    n: Annotated[int | None, typer.Option("--n", help="number of sites (default: sample_sites.n, 20)")] = None,
+    min_distance: Annotated[float | None, typer.Option("--min-distance", help="smallest distance between two "
+                                                       "sites, metres (default: sample_sites.min_distance_m, 500)")]
+    = None,
+    lattice_px: Annotated[int | None, typer.Option("--lattice-px", help="candidate spacing, grid pixels "
+                                                   "(default: sample_sites.lattice_px, 10)")] = None,
+    mask: Annotated[Path | None, typer.Option("--mask", help="polygons sites must lie in (GeoJSON/GPKG, any CRS)")]
+    = None,
+    access: Annotated[Path | None, typer.Option("--access", help="access lines: roads, rivers (GeoJSON/GPKG, any "
+                                                "CRS); needs --max-access-distance")] = None,
+    max_access_distance: Annotated[float | None, typer.Option("--max-access-distance", help="largest distance "
+                                                              "from a site to the access lines, metres")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="output folder (default: <output.directory>/"
+                                             "sample-sites)")] = None,
+) -> None:
+    """Rank candidate field sites where a new label would help the maps most; write GeoJSON and CSV.
+
+    Score = max(permafrost spread / 0.5, soil-order entropy), + 1 outside either task's area of applicability;
+    candidates every --lattice-px pixels of the mapped area, chosen greedily at least --min-distance apart,
+    optionally inside --mask and within --max-access-distance of --access. Reads maps.zarr only.
+    """
+    from miso_mapper.config import load_workflow
+    from miso_mapper.sites.run import resolve_settings
+    from miso_mapper.sites.run import sample_sites as choose_sites
+
+    workflow = load_workflow(config)
+    overrides = {"n": n, "min_distance_m": min_distance, "lattice_px": lattice_px, "mask": _abs(mask),
+                 "access": _abs(access), "max_access_distance_m": max_access_distance, "directory": _abs(out)}
+    resolve_settings(workflow, overrides)  # a bad flag is one line before any progress bar
+    with _progress() as progress:
+        task = progress.add_task("scoring candidate sites (Zarr chunks)", total=None)
+        result = choose_sites(workflow, overrides,
+                              progress=lambda done, total: progress.update(task, completed=done, total=total))
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    table = Table(title=f"sample sites: {workflow.name}", title_justify="left")
+    for column in ("rank", "score", "x_3338", "y_3338", "reasons"):
+        table.add_column(column)
+    for record in result.records:
+        table.add_row(*(str(record[c]) for c in ("rank", "score", "x_3338", "y_3338", "reasons")))
+    console.print(table)
+    console.print(f"[green]✓ sample-sites[/] {len(result.records)} site(s): {result.layout.geojson}, "
+                  f"{result.layout.csv}", highlight=False, soft_wrap=True)
+
+
+def _abs(path: Path | None) -> Path | None:
+    """A command-line path made absolute against the current folder (None stays None)."""
+    return None if path is None else path.expanduser().resolve()
+
+
 @rf_app.command("convert")
 @user_errors
 def rf_convert(

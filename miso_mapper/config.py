@@ -547,6 +547,31 @@ class DemoConfig(StrictModel):
     quick: dict[str, Any] = Field(default_factory=dict, description="workflow overrides applied by `demo --quick`")
 
 
+class SampleSitesConfig(StrictModel):
+    """Field-sampling guidance (``miso-mapper sample-sites``): where a new label would help the maps most.
+
+    Candidates lie on a lattice of every ``lattice_px`` grid pixels inside the mapped area; each is scored by its
+    uncertainty (plus 1 outside the area of applicability) and sites are chosen greedily by score, at least
+    ``min_distance_m`` apart, optionally inside the polygons of ``mask`` and within ``max_access_distance_m`` of
+    the lines of ``access``. The command's flags override these settings.
+    """
+
+    n: PositiveInt = Field(20, description="number of sites to propose")
+    min_distance_m: float = Field(500.0, ge=0, description="smallest distance between two sites, grid CRS metres")
+    lattice_px: PositiveInt = Field(10, description="candidate spacing, grid pixels (10: every 100 m at 10 m)")
+    mask: Path | None = Field(None, description="polygons (GeoJSON/GPKG, any CRS) sites must lie in")
+    access: Path | None = Field(None, description="access lines (roads, rivers; GeoJSON/GPKG, any CRS)")
+    max_access_distance_m: float | None = Field(
+        None, gt=0, description="largest distance from a site to the `access` lines, metres (needs access)")
+    directory: Path | None = Field(None, description="output folder (default: output.directory/sample-sites)")
+
+    @model_validator(mode="after")
+    def _access_pair(self) -> SampleSitesConfig:
+        if (self.access is None) != (self.max_access_distance_m is None):
+            raise ValueError("access and max_access_distance_m go together: give both or neither")
+        return self
+
+
 class Workflow(StrictModel):
     """A whole workflow file."""
 
@@ -566,6 +591,7 @@ class Workflow(StrictModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
     demo: DemoConfig = DemoConfig()
+    sample_sites: SampleSitesConfig = SampleSitesConfig()
 
     @model_validator(mode="after")
     def _stac_url(self) -> Workflow:
@@ -608,6 +634,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         ("train", "directory"),
         ("evaluate", "directory"),
         ("export", "directory"),
+        ("sample_sites", "mask"),
+        ("sample_sites", "access"),
+        ("sample_sites", "directory"),
     ):
         part: Any = raw
         for name in section.split("."):

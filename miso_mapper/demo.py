@@ -9,7 +9,9 @@ Stages, in order (each prints a ``[i/7]`` header, its own progress and a ``✓``
    of each scheme; ``miso-mapper evaluate workflows/demo.yaml`` runs all of them) -> ``<out>/evaluate/``;
 5. **run**: the trained networks map the region on a Dask LocalCluster -> ``<out>/maps.zarr``;
 6. **export**: per-tile COGs, VRT mosaics, overview COGs and a STAC collection -> ``<out>/products/``;
-7. **report**: quicklooks, the HTML run report and the map's accuracy against the world's truth.
+7. **report**: field sites where new labels would help most (``sample-sites`` with the workflow's
+   ``sample_sites`` settings, 20 sites) -> ``<out>/sample-sites/``, quicklooks, the HTML run report (which
+   maps the sites) and the map's accuracy against the world's truth.
 
 ``--quick`` merges the workflow's ``demo.quick`` overrides first (fewer scenes, epochs, folds). The demo
 owns its output folder: a rerun retrains only what changed (training state is resumable) and replaces the
@@ -43,6 +45,8 @@ class DemoResult:
     products: Path
     report: Path
     evaluation_report: Path | None
+    sites: Path
+    """the field sites chosen by ``sample-sites`` (GeoJSON; the CSV lies beside it)."""
     accuracy: dict[str, Any]
     """:func:`miso_mapper.report.map_accuracy` of the map against the world's truth."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -145,6 +149,7 @@ def _after_serving(config: Path, out: Path | None, quick: bool, workflow: Workfl
     from miso_mapper.pipeline.commands import RichRunProgress
     from miso_mapper.pipeline.run import run_workflow
     from miso_mapper.report import map_accuracy, write_run_report
+    from miso_mapper.sites.run import sample_sites
     from miso_mapper.train.run import run_training
 
     with stages.stage("train", f"MISO ({workflow.train.size or workflow.model.size}), both tasks"):
@@ -167,13 +172,18 @@ def _after_serving(config: Path, out: Path | None, quick: bool, workflow: Workfl
             exported = export_workflow(workflow, client=client, overwrite=True)
             console.print(f"[green]✓ export[/] {len(exported.tiles)} tile(s), {len(exported.files)} files in "
                           f"{exported.seconds:.1f} s")
-    with stages.stage("report", "quicklooks, run report, accuracy against the truth"):
+    with stages.stage("report", "field sites, quicklooks, run report, accuracy against the truth"):
+        sites = sample_sites(workflow)
+        for note in sites.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[green]✓ sample-sites[/] {len(sites.records)} field site(s): {sites.layout.geojson}",
+                      highlight=False)
         accuracy = map_accuracy(workflow)
         report = write_run_report(workflow, layout.report, evaluation_dir=layout.evaluate.directory,
                                   products=exported.files, accuracy=accuracy)
     evaluation_report = layout.evaluate.report
     return DemoResult(layout.directory, layout.store, layout.products, report,
-                      evaluation_report if evaluation_report.exists() else None, accuracy)
+                      evaluation_report if evaluation_report.exists() else None, sites.layout.geojson, accuracy)
 
 
 def _print_result(result: DemoResult, console: Console) -> None:
@@ -190,4 +200,5 @@ def _print_result(result: DemoResult, console: Console) -> None:
     console.print(f"COGs:        {result.products / 'cogs'}")
     console.print(f"mosaics:     {result.products / 'mosaic'}")
     console.print(f"STAC:        {result.products / 'stac' / 'collection.json'}")
+    console.print(f"field sites: {result.sites}")
     console.print(f"Zarr store:  {result.store}")

@@ -11,6 +11,7 @@ A run folder (``output.directory``) holds::
     train/                (train.directory)                    RunLayout.train, see TrainLayout
     evaluate/             (evaluate.directory)                 RunLayout.evaluate, see EvaluationLayout
     products/             (export.directory)                   RunLayout.products (inside: miso_mapper.export)
+    sample-sites/         (sample_sites.directory)             RunLayout.sample_sites, see SitesLayout
 
 Every module that needs one of these paths asks :meth:`RunLayout.of`; none joins these names itself.
 Torch-free and cheap: it depends only on :mod:`miso_mapper.config`.
@@ -90,11 +91,28 @@ class EvaluationLayout:
 
 
 @dataclass(frozen=True)
+class SitesLayout:
+    """The output folder of ``miso-mapper sample-sites``: the proposed field sites as GeoJSON and CSV."""
+
+    directory: Path
+
+    @property
+    def geojson(self) -> Path:
+        """The sites as EPSG:4326 points with their rank, score, reasons and layer values."""
+        return self.directory / "sample_sites.geojson"
+
+    @property
+    def csv(self) -> Path:
+        """The same sites as a CSV table."""
+        return self.directory / "sample_sites.csv"
+
+
+@dataclass(frozen=True)
 class RunLayout:
     """Every path of one workflow's run folder (absolute when the workflow was loaded from a file).
 
-    ``train``, ``evaluate`` and ``products`` honour ``train.directory``, ``evaluate.directory`` and
-    ``export.directory``; by default they are folders of the run folder.
+    ``train``, ``evaluate``, ``products`` and ``sample_sites`` honour ``train.directory``, ``evaluate.directory``,
+    ``export.directory`` and ``sample_sites.directory``; by default they are folders of the run folder.
     """
 
     directory: Path
@@ -103,6 +121,7 @@ class RunLayout:
     evaluate: EvaluationLayout
     products: Path
     """the export products folder; its inside belongs to :mod:`miso_mapper.export`."""
+    sample_sites: SitesLayout
 
     @classmethod
     def of(cls, workflow: Workflow) -> RunLayout:
@@ -113,6 +132,7 @@ class RunLayout:
             train=TrainLayout(workflow.train.directory or out / "train"),
             evaluate=EvaluationLayout(workflow.evaluate.directory or out / "evaluate"),
             products=workflow.export.directory or out / "products",
+            sample_sites=SitesLayout(workflow.sample_sites.directory or out / "sample-sites"),
         )
 
     @property

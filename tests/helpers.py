@@ -1,6 +1,9 @@
 """Paths and small utilities shared by tests."""
 
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
@@ -73,3 +76,41 @@ def check_page_in_chromium(page: Path, tmp_path: Path) -> Path:
     assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', dom), re.findall(
         r'<pre id="js-errors".*?</pre>', dom, re.S)
     return shot
+
+
+#: (row, col) slices, in a 1000 x 1000 px region, of the features of :func:`uncertainty_layers`.
+AOA_BLOCK = (slice(700, 760), slice(700, 760))
+ENTROPY_BLOCK = (slice(100, 130), slice(200, 230))
+SPREAD_BLOCK = (slice(400, 430), slice(850, 880))
+
+
+def uncertainty_layers(n: int = 1000) -> dict[str, np.ndarray]:
+    """The uncertainty, input-quality and AOA layers of an n x n px region as stored (uint8, the store design's
+    scalings): a quiet background (permafrost spread 0.02, soil-order entropy 0.2, inside both areas of
+    applicability), a 600 m square outside the permafrost AOA (:data:`AOA_BLOCK`), a 300 m square of entropy
+    0.92 (:data:`ENTROPY_BLOCK`) and one of permafrost spread 0.4 (:data:`SPREAD_BLOCK`)."""
+    full = {name: np.full((n, n), value, np.uint8) for name, value in (
+        ("permafrost_spread", 10), ("taxonomy_entropy", 50), ("taxonomy_spread", 20), ("permafrost_aoa", 1),
+        ("taxonomy_aoa", 1), ("permafrost_aoa_index", 20), ("taxonomy_aoa_index", 15), ("valid_observations", 7),
+        ("masked_fraction", 50))}
+    full["permafrost_aoa"][AOA_BLOCK] = 0
+    full["permafrost_aoa_index"][AOA_BLOCK] = 254
+    full["taxonomy_entropy"][ENTROPY_BLOCK] = 230
+    full["permafrost_spread"][SPREAD_BLOCK] = 200
+    return full
+
+
+def add_store_layers(store: Path, rows: slice, cols: slice, layers: dict[str, np.ndarray], zarr_chunk: int) -> None:
+    """Add (y, x) uint8 layers (255 = no data) to a ``maps.zarr``, holding ``layers`` at ``rows, cols``, and
+    consolidate its metadata again (as ``run`` will once it writes them)."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+")
+    shape = group["permafrost_probability"].shape
+    for name, data in layers.items():
+        array = group.create_array(name, shape=shape, chunks=(zarr_chunk, zarr_chunk), dtype="uint8",
+                                   fill_value=255, attributes={"grid_mapping": "spatial_ref"})
+        array[rows, cols] = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
+        zarr.consolidate_metadata(str(store))

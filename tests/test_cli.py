@@ -27,7 +27,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles
 @pytest.mark.parametrize(
     "command",
     [[], ["plan"], ["validate"], ["world"], ["world", "create"], ["world", "serve"], ["demo"], ["train"],
-     ["evaluate"], ["run"], ["status"]],
+     ["evaluate"], ["run"], ["status"], ["sample-sites"]],
 )
 def test_every_command_has_help(command):
     proc = run_cli(*command, "--help")

@@ -8,6 +8,7 @@ demo world is linked in as ``<out>/world`` so the demo reuses it instead of gene
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def test_demo_finishes_after_a_worker_is_killed(demo_run: dict) -> None:
     assert demo_run["rc"] == 0, demo_run["log"][-4000:]
     assert demo_run["killed"], "no Dask worker was found running a chunk to kill"
     for word in ("[1/7] world", "[3/7] train", "[4/7] evaluate", "[5/7] run", "[6/7] export", "[7/7] report",
-                 "demo finished", "report:", "COGs:", "Zarr store:"):
+                 "demo finished", "report:", "COGs:", "Zarr store:", "field sites:", "✓ sample-sites"):
         assert word in demo_run["log"], word
 
 
@@ -147,4 +148,8 @@ def test_map_agrees_with_truth_above_majority(demo_run: dict) -> None:
 def test_report_opens_in_chromium(demo_run: dict, tmp_path: Path) -> None:
     report = RunLayout.of(demo_run["workflow"]).report
     assert report.is_file()
+    sites = RunLayout.of(demo_run["workflow"]).sample_sites
+    assert len(json.loads(sites.geojson.read_text())["features"]) == 20 and sites.csv.is_file()
+    section = report.read_text().split("<h2>Field-sampling guidance</h2>")[1].split("<h2>")[0]
+    assert 'alt="field sites over the map' in section and section.count("<tr>") == 21
     check_page_in_chromium(report, tmp_path)

@@ -45,12 +45,15 @@ def test_default_layout_is_the_run_folder_of_today(tmp_path):
         run / "evaluate" / "regions.md", run / "evaluate" / "predictions.csv", run / "evaluate" / "metrics.json",
         run / "evaluate" / "report.html")
     assert layout.products == run / "products"
+    assert (layout.sample_sites.geojson, layout.sample_sites.csv) == (
+        run / "sample-sites" / "sample_sites.geojson", run / "sample-sites" / "sample_sites.csv")
 
 
 def test_directory_overrides_are_honoured(tmp_path):
     wf = _workflow(tmp_path, train={"directory": "nets"}, evaluate={"directory": "/abs/cv"},
-                   export={"directory": "cogs-out"})
+                   export={"directory": "cogs-out"}, sample_sites={"directory": "field"})
     layout = RunLayout.of(wf)
+    assert layout.sample_sites.directory == tmp_path / "field"
     assert layout.train.checkpoint("permafrost") == tmp_path / "nets" / "permafrost.safetensors"
     assert layout.evaluate == EvaluationLayout(Path("/abs/cv"))
     assert layout.products == tmp_path / "cogs-out"

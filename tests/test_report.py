@@ -393,3 +393,44 @@ def test_report_in_headless_chromium(made: Made, tmp_path: Path) -> None:
     page = Path(write_run_report(made.workflow, tmp_path / "page" / "report.html",
                                  evaluation_dir=tmp_path / "none", accuracy=map_accuracy(made.workflow)))
     check_page_in_chromium(page, tmp_path)
+
+
+def test_report_notes_a_store_without_uncertainty_layers(made: Made, tmp_path: Path) -> None:
+    text = write_run_report(made.workflow, tmp_path / "r.html", evaluation_dir=tmp_path / "none",
+                            accuracy=map_accuracy(made.workflow)).read_text()
+    assert "<h2>Field-sampling guidance</h2>" in text
+    assert "This store has no uncertainty and area-of-applicability layers" in text
+
+
+def test_report_shows_the_sample_sites(made: Made, tmp_path: Path) -> None:
+    """Sites of a run with uncertainty layers: on the map and in the table; none in the failed chunk or the
+    hole, where the store has no data although the uncertainty layers have."""
+    import shutil
+
+    from miso_mapper.sites.run import sample_sites
+
+    from .helpers import AOA_BLOCK, ENTROPY_BLOCK, add_store_layers, uncertainty_layers
+
+    shutil.copytree(made.workflow.output.directory, tmp_path / "out")
+    wf = made.workflow.model_copy(update={"output": made.workflow.output.model_copy(
+        update={"directory": tmp_path / "out"})})
+    *_, rs, cs = _map_and_truth(made)
+    add_store_layers(RunLayout.of(wf).store, rs, cs, uncertainty_layers(), wf.grid.zarr_chunk)
+    before = write_run_report(wf, tmp_path / "before.html", evaluation_dir=tmp_path / "none",
+                              accuracy=map_accuracy(made.workflow)).read_text()
+    assert "No field sites chosen yet" in before
+    records = sample_sites(wf, {"n": 12}).records
+    pf, *_ = _map_and_truth(made)
+    for rec in records:
+        r, c = int((1_670_000 - rec["y_3338"]) // RES), int((rec["x_3338"] - 260_000) // RES)
+        assert pf[r, c] != NODATA  # only mapped pixels: the AOA square lies in the failed chunk
+        assert not (AOA_BLOCK[0].start <= r < AOA_BLOCK[0].stop and AOA_BLOCK[1].start <= c < AOA_BLOCK[1].stop)
+    r, c = int((1_670_000 - records[0]["y_3338"]) // RES), int((records[0]["x_3338"] - 260_000) // RES)
+    assert ENTROPY_BLOCK[0].start <= r < ENTROPY_BLOCK[0].stop and ENTROPY_BLOCK[1].start <= c < ENTROPY_BLOCK[1].stop
+    text = write_run_report(wf, tmp_path / "r.html", evaluation_dir=tmp_path / "none",
+                            accuracy=map_accuracy(made.workflow)).read_text()
+    section = text.split("<h2>Field-sampling guidance</h2>")[1].split("<h2>")[0]
+    assert section.count("<img") == 1 and 'alt="field sites over the map' in section
+    assert section.count("<tr>") == 1 + len(records) == 13
+    assert f"<td>{records[0]['reasons']}</td>" in section and "<td>soil-order entropy 0.92; " in section
+    assert "chosen before this store was made" not in section

@@ -2,8 +2,9 @@
 
 Sections: what was run (workflow, store provenance, model card(s), the resolved YAML config), coverage
 (chunks by status, failed chunks with their errors), timings (totals, throughput, per-chunk seconds), the
-quicklooks, accuracy against the demo world's truth (:func:`~miso_mapper.report.accuracy.map_accuracy`),
-the evaluation tables of ``miso-mapper evaluate`` when its folder exists, and links to products.
+quicklooks, the field sites of ``miso-mapper sample-sites`` over the uncertainty (:mod:`.sites`), accuracy
+against the demo world's truth (:func:`~miso_mapper.report.accuracy.map_accuracy`), the evaluation tables of
+``miso-mapper evaluate`` when its folder exists, and links to products.
 
 Every image is a base64 data URI; the only script is the inline one of
 :data:`~miso_mapper.htmlpage.READY_SCRIPT` (ready flag and error capture for headless-browser checks).
@@ -226,6 +227,10 @@ def write_run_report(workflow: Workflow, out_path: Path, evaluation_dir: Path | 
                      f"PNG files: <code>{esc(str(page_dir / 'quicklooks'))}</code>.</p>")
     else:
         parts.append("<p class='note'>No chunk is done yet: nothing to show.</p>")
+    if run.store is not None and run.done():
+        from miso_mapper.report.sites import sites_section
+
+        parts += ["<h2>Field-sampling guidance</h2>", sites_section(run)]
     if truth_paths(workflow) is not None and run.store is not None and run.done():
         parts.append("<h2>Accuracy against the demo world's truth</h2>")
         parts.append(_accuracy_section(accuracy or map_accuracy(workflow, run)))
