@@ -144,8 +144,9 @@ def predict_points(model: MisoNet, sampler: ChipSampler, index: np.ndarray, batc
 @torch.no_grad()
 def point_outputs(model: MisoNet, sampler: ChipSampler, index: np.ndarray, batch: int = 128,
                   device: torch.device | None = None, logits: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (or logits, as :func:`predict_points`) and the visual embeddings (n, E) float32 (``visual_emb``, what
-    the area of applicability compares) at the points ``index``, from centred windows, eval mode."""
+    """Probabilities (or logits, as :func:`predict_points`) and the visual embeddings (n, E) float32
+    (``visual_emb``, what the area of applicability compares) at the points ``index``, from centred windows,
+    eval mode."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
