@@ -344,7 +344,7 @@ class MisoPredictor:
             top = np.argmax(np.nan_to_num(prob, nan=-1.0), axis=0)
             result["taxonomy_spread"] = np.where(ok, np.take_along_axis(spread, top[None], 0)[0], np.nan)
             result["taxonomy_entropy"] = normalised_entropy(prob)
-            qhat = conformal_qhat(model)
+            qhat = card_qhat(model)
             if qhat is not None:
                 bits = prediction_set_bits(torch.from_numpy(np.nan_to_num(np.moveaxis(prob, 0, -1))), qhat)
                 result["taxonomy_set"] = np.where(ok, bits.numpy().astype(np.float32), np.float32(np.nan))
@@ -576,7 +576,7 @@ def prediction_set_bits(probs: Tensor, qhat: float) -> Tensor:
     return (inside.to(torch.int64) * weights).sum(dim=-1).to(torch.uint8)
 
 
-def conformal_qhat(model: MisoNet) -> float | None:
+def card_qhat(model: MisoNet) -> float | None:
     """The conformal threshold ``qhat`` of a network's card (``card.conformal``, object or mapping), or None."""
     entry = getattr(model.card, "conformal", None) if model.card is not None else None
     if entry is None:
