@@ -236,11 +236,20 @@ def _gdal_check(path):
         assert src.scales[0] == pytest.approx(0.004)
         a = src.read(1)
     assert set(np.unique(a)) == {100, NODATA}
+    with rasterio.open(f'ZARR:"{path}":/permafrost_spread') as src:  # an extra layer: its own CF scale
+        assert src.crs.to_epsg() == 3338 and src.nodata == NODATA and src.scales[0] == pytest.approx(0.002)
+        assert set(np.unique(src.read(1))) == {25, NODATA}
+
+
+def _with_spread(chunk):
+    """:func:`_prediction` with a permafrost spread of 0.05 (stored 25)."""
+    pred = _prediction(chunk)
+    return pred.assign(permafrost_spread=pred["permafrost_probability"] * 0 + np.float32(0.05))
 
 
 def test_gdal_opens_zarr_v2_store(tmp_path):
     wf, plan, store = _store(tmp_path, 2)
-    store.write_chunk(plan.chunks[0], _prediction(plan.chunks[0]))
+    store.write_chunk(plan.chunks[0], _with_spread(plan.chunks[0]))
     _gdal_check(RunLayout.of(wf).store)
 
 
@@ -248,7 +257,7 @@ def test_gdal_opens_zarr_v2_store(tmp_path):
                     "3's v3 arrays (codec 'bytes', OSGeo/gdal#11787); use output.zarr_format: 2 for such GDALs")
 def test_gdal_opens_zarr_v3_store(tmp_path):
     wf, plan, store = _store(tmp_path, 3)
-    store.write_chunk(plan.chunks[0], _prediction(plan.chunks[0]))
+    store.write_chunk(plan.chunks[0], _with_spread(plan.chunks[0]))
     _gdal_check(RunLayout.of(wf).store)
 
 
@@ -321,3 +330,18 @@ def test_extra_layers_scaling_aoa_masks_cf_attrs_and_checksum(tmp_path):
     assert np.isnan(region[0]) and region[499] == pytest.approx(1.0)  # CF-decoded
     with pytest.raises(MisoError, match="area-of-applicability threshold -1"):
         create_store(tmp_path / "other.zarr", wf, plan.chunks, {}, aoa_thresholds={"taxonomy": -1})
+
+
+def test_store_made_before_the_extra_layers_still_takes_writes(tmp_path):
+    """A store without the extra arrays (made by an earlier version): writes and checksums cover its own layers."""
+    from miso_mapper.pipeline.extra_layers import EXTRA_LAYERS
+    from miso_mapper.pipeline.store import checksum_arrays
+
+    wf, plan, store = _store(tmp_path, 2)
+    for layer in EXTRA_LAYERS:
+        del store.group[layer.name]
+    old = MapStore(RunLayout.of(wf).store, AlaskaGrid(wf.grid))
+    assert old.extra_layers == () and old.read_extra(plan.chunks[0]) == {}
+    checksum = old.write_chunk(plan.chunks[0], _with_spread(plan.chunks[0]))
+    assert checksum == checksum_arrays(*old.read_chunk(plan.chunks[0]))
+    assert not (RunLayout.of(wf).store / "permafrost_spread").exists()
