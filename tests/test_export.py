@@ -23,9 +23,11 @@ from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.config import load_workflow
 from miso_mapper.errors import ConfigError, MisoError
 from miso_mapper.export import export_workflow
+from miso_mapper.export.layers import LAYERS as EXPORTED
 from miso_mapper.export.layers import SOIL_ORDER_COLOURS
 from miso_mapper.export.run import overview_factor
 from miso_mapper.layout import RunLayout
+from miso_mapper.pipeline.extra_layers import EXTRA_LAYERS
 from miso_mapper.pipeline.store import create_store, stored_layers
 from miso_mapper.plan import make_plan
 
@@ -72,6 +74,22 @@ def _layers(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return pf, tx, cls
 
 
+#: The extra layers :func:`make_store` writes (the others stay no data, as when their source is absent).
+EXTRA_WRITTEN = ("permafrost_spread", "valid_observations", "taxonomy_aoa", "taxonomy_set")
+
+
+def _extra(seed: int) -> dict[str, np.ndarray]:
+    """Extra layers of one chunk: a noisy spread, counts, a blocky 0/1 AOA mask and conformal sets."""
+    rng = np.random.default_rng(seed + 100)
+    aoa = np.kron(rng.integers(0, 2, (25, 25)), np.ones((10, 10), int)).astype(np.uint8)
+    out = {"permafrost_spread": rng.integers(0, 251, (250, 250)).astype(np.uint8),
+           "valid_observations": rng.integers(0, 30, (250, 250)).astype(np.uint8), "taxonomy_aoa": aoa,
+           "taxonomy_set": rng.choice([1, 4, 5, 20, 127], (250, 250)).astype(np.uint8)}
+    for a in out.values():
+        a[3:17, 40:61] = 255
+    return out
+
+
 def make_store(out: Path, fmt: int = 2, products: Path | None = None, threshold: float = 0.5):
     """A store over three 500 px tiles: TILES written (one chunk left out), EMPTY_TILE never written; its
     permafrost decision threshold is ``threshold``."""
@@ -83,7 +101,7 @@ def make_store(out: Path, fmt: int = 2, products: Path | None = None, threshold:
                          decision_threshold=threshold)
     written = [ch for ch in plan.chunks if ch.tile in TILES][:-1]
     for i, ch in enumerate(written):
-        store.write_layers(ch, stored_layers(ch.geobox, *_layers(i)))
+        store.write_layers(ch, stored_layers(ch.geobox, *_layers(i), _extra(i)))
     return wf
 
 
@@ -167,6 +185,39 @@ def test_cogs_are_valid_and_equal_the_store(exported):
                 else:
                     assert src.scales == (0.004,) * src.count and src.offsets == (0.0,) * src.count
         assert (store[:, 1000:] == 255).all() if store.ndim == 2 else (store[:, :, 1000:] == 255).all()
+
+
+def test_extra_layers_are_cogs_vrts_and_stac_assets_with_their_scale(exported):
+    """Every uncertainty / quality / AOA / conformal layer: a valid COG equal to the store (all no data when
+    never written), its GDAL scale the store's, AOA masks and sets as classes, a VRT, a described STAC asset."""
+    from pystac.extensions.raster import RasterExtension
+
+    wf, res = exported
+    scales = {"permafrost_spread": 0.002, "taxonomy_spread": 0.002, "taxonomy_entropy": 0.004,
+              "masked_fraction": 0.004, "permafrost_aoa_index": 0.02, "taxonomy_aoa_index": 0.02}
+    for layer in EXTRA_LAYERS:
+        store = _zarr(wf, layer.name)
+        assert (store[:, :1000] != 255).any() == (layer.name in EXTRA_WRITTEN), layer.name
+        for j, tile in enumerate(TILES):
+            path = res.products / "cogs" / layer.name / f"{tile}.tif"
+            valid, errors, _ = cog_validate(str(path), quiet=True)
+            assert valid, (layer.name, errors)
+            with rasterio.open(path) as src:
+                assert src.nodata == 255 and src.scales == (scales.get(layer.name, 1.0),)
+                np.testing.assert_array_equal(src.read(1), store[_tile_slices(j)])
+                if layer.name == "taxonomy_aoa":
+                    assert bytes(src.colormap(1)[1][:3]).hex().upper() == "1A9850"
+        with rasterio.open(res.mosaics[layer.name]) as src:
+            np.testing.assert_array_equal(src.read(1), store[:, :1000])
+        assert cog_validate(str(res.overviews[layer.name]), quiet=True)[0]
+    import xml.etree.ElementTree as ET
+
+    sidecar = res.products / "cogs" / "taxonomy_set" / f"{TILES[0]}.tif.aux.xml"
+    names = [c.text for c in ET.parse(sidecar).getroot().find("PAMRasterBand[@band='1']").find("CategoryNames")]
+    assert len(names) == 128 and names[0] == "empty" and names[5] == "Andisols+Gelisols"
+    item = next(pystac.Collection.from_file(str(res.stac)).get_items(recursive=True))
+    asset = item.assets["permafrost_spread"]
+    assert RasterExtension.ext(asset).bands[0].scale == 0.002 and "standard deviation" in asset.title
 
 
 def test_class_category_names_sidecar(exported):
@@ -261,7 +312,7 @@ def test_stac_collection_reads_back(exported):
         proj = ProjectionExtension.ext(item)
         assert proj.code == "EPSG:3338" and proj.shape == [500, 500]
         assert proj.transform == [10.0, 0.0, 260000.0 + 5000 * j, 0.0, -10.0, 1665000.0]
-        assert set(item.assets) == {*LAYER_NAMES, "permafrost_class"}
+        assert set(item.assets) == {*LAYER_NAMES, "permafrost_class", *(spec.name for spec in EXTRA_LAYERS)}
         for key, asset in item.assets.items():
             assert not os.path.isabs(asset.href)
             target = Path(asset.get_absolute_href())
@@ -269,7 +320,7 @@ def test_stac_collection_reads_back(exported):
             bands = RasterExtension.ext(asset).bands
             assert len(bands) == (7 if key == "taxonomy_probability" else 1)
             assert bands[0].nodata == 255 and bands[0].data_type == "uint8"
-            assert bands[0].scale == (None if key.endswith("_class") else 0.004)
+            assert bands[0].scale == (None if key.endswith("_class") else EXPORTED[key].scale)
         classes = ClassificationExtension.ext(item.assets["taxonomy_class"]).classes
         assert [(c.value, c.name, c.color_hint) for c in classes] == [
             (i, n, SOIL_ORDER_COLOURS[n]) for i, n in enumerate(SOIL_ORDERS)]

@@ -66,11 +66,17 @@ def test_blockwise_composite_equals_whole_composite():
     values = RNG.integers(1, 5000, size=(7, 9, 20, 6)).astype(np.float64)
     scl = RNG.choice([4, 6, 9], size=(7, 20, 6))
     whole, whole_count = composite_array(values, valid_observations(scl))
-    blocks, block_count = composite_blocks(
+    values[2, 4, 3, 1] = np.nan  # no data in one band of one scene: not observed there
+    values[:, :, 5, 2] = np.nan  # never observed
+    whole, whole_count = composite_array(values, valid_observations(scl) & np.isfinite(values).all(axis=1))
+    blocks, block_count, observed = composite_blocks(
         lambda rows: (values[:, :, rows], scl[:, rows]), 7, 9, (20, 6), max_block_bytes=7 * 73 * 6 * 3
     )
     np.testing.assert_array_equal(blocks, whole)
     np.testing.assert_array_equal(block_count, whole_count)
+    assert observed.dtype == np.uint16 and observed[3, 1] == 6 and observed[5, 2] == 0
+    assert (np.delete(observed.ravel(), [3 * 6 + 1, 5 * 6 + 2]) == 7).all() and (block_count <= observed).all()
+    assert (block_count < observed).any()  # clouds (SCL 9) are observed but not used
 
 
 def test_geometric_median_is_robust_and_minimises_distance_sum():

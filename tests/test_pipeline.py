@@ -146,6 +146,22 @@ def test_run_fills_every_chunk(baseline):
     assert set(np.unique(cls)) <= set(range(7)) | {NODATA}
 
 
+def test_input_quality_layers_are_written_for_every_predictor(baseline):
+    """valid_observations / masked_fraction come from the composite's counts (here the synthetic predictor):
+    where the probability is no data (the world's always-cloudy patch) no observation was valid and all that were
+    observed were masked; elsewhere at least one was used. The predictor's own uncertainty layers are no data."""
+    wf, _, arrays = baseline
+    pf, n_valid, masked = arrays["permafrost_probability"], arrays["valid_observations"], arrays["masked_fraction"]
+    mapped = pf != NODATA
+    assert mapped.sum() > 0.9 * 1000 * 1000 and (n_valid[mapped] >= 1).all() and (n_valid[mapped] <= 2).all()
+    assert (masked[mapped] < 250).all() and (masked[mapped] >= 0).all()
+    cloudy = (pf == NODATA) & (n_valid != NODATA)
+    assert cloudy.sum() > 1000 and (n_valid[cloudy] == 0).all() and (masked[cloudy] == 250).all()
+    assert (n_valid[n_valid != NODATA] <= 2).all()  # imagery.max_items: 2
+    for name in ("permafrost_spread", "taxonomy_entropy", "taxonomy_aoa_index", "taxonomy_aoa", "taxonomy_set"):
+        assert (arrays[name] == NODATA).all(), name
+
+
 def test_run_reports_every_chunk_through_the_callbacks(baseline, baseline_progress):
     wf, summary, _ = baseline
     kinds = [kind for kind, _ in baseline_progress.events]

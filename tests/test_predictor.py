@@ -126,11 +126,12 @@ def test_pixel_coordinates_are_the_reference_make_grid():
 
 
 def _independent_window_probs(net, x: torch.Tensor, r0: int, c0: int, spacings: tuple[int, ...],
-                              q: int) -> np.ndarray:
-    """One window's probabilities ``(C, W, W)`` at every pixel, written out with the network's own pieces:
-    every stage queried at every pixel; a stage whose spacing is above the query spacing ``q`` is replaced by
-    scipy's bilinear interpolation of its values at the chunk's stage lattice (``HALO + m * spacing``); then
-    sum + LayerNorm per encoder, mappers and head. Pixels beyond the stage lattice get NaN."""
+                              q: int) -> tuple[np.ndarray, np.ndarray]:
+    """One window's probabilities ``(C, W, W)`` and ``visual_emb`` ``(E, W, W)`` at every pixel, written out
+    with the network's own pieces: every stage queried at every pixel; a stage whose spacing is above the query
+    spacing ``q`` is replaced by scipy's bilinear interpolation of its values at the chunk's stage lattice
+    (``HALO + m * spacing``); then sum + LayerNorm per encoder, mappers and head.
+    Pixels beyond the stage lattice get NaN."""
     from scipy.interpolate import RegularGridInterpolator
 
     k = (2 * np.arange(W) + 1) / W - 1
@@ -153,22 +154,40 @@ def _independent_window_probs(net, x: torch.Tensor, r0: int, c0: int, spacings: 
                 stages.append(torch.from_numpy(e.astype(np.float32)).reshape(1, W * W, -1))
             per_encoder.append(enc.combine([torch.nan_to_num(t) for t in stages]))
             nan = np.isnan(sum(t.numpy() for t in stages))[0].any(-1)
-        prob = net.predict_proba(net.decode(*per_encoder)["pred"]).numpy()[0]
+        decoded = net.decode(*per_encoder)
+        prob = net.predict_proba(decoded["pred"]).numpy()[0]
+        emb = decoded["visual_emb"].numpy()[0]
     prob[nan] = np.nan
-    return prob.reshape(W, W, -1).transpose(2, 0, 1)
+    return prob.reshape(W, W, -1).transpose(2, 0, 1), emb.reshape(W, W, -1).transpose(2, 0, 1)
+
+
+class NormAOA:
+    """Stand-in for an area of applicability: the index is the Euclidean norm of each embedding (nonlinear, so
+    it tells the index of the mean embedding from the mean of per-window indices)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+
+    def index(self, embeddings: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(embeddings.shape))
+        return embeddings.norm(dim=1)
 
 
 @pytest.mark.parametrize("multi_rate", [False, True])
-def test_ensemble_equals_an_independent_computation(nets, chunk, interior, multi_rate):
+def test_ensemble_equals_an_independent_computation(nets, chunk, interior, multi_rate, monkeypatch):
     """The ensemble setting written out directly: every window on the stride lattice run on all its pixels
     through the network's own encode/query (no predictor code; multi-rate: coarse stages interpolated by
     scipy from their lattices), weighted by the Gaussian mask times a cos² taper of each axis' distance to the
     window centre, averaged at the lattice points (every ``query_spacing`` px) and interpolated to the pixels
-    by scipy."""
+    by scipy. The same for the uncertainty layers: the weighted std across windows ``sqrt(sum w p² / sum w -
+    mean²)`` at the lattice points (permafrost; the most probable order's for taxonomy) and the AOA index of
+    the weighted mean ``visual_emb`` at the lattice points, both interpolated like the probabilities."""
     from scipy.interpolate import RegularGridInterpolator
 
     from miso_mapper.inference.windows import blend_mask as mask_of
 
+    for net in nets.values():
+        monkeypatch.setattr(net, "aoa", NormAOA(), raising=False)
     cfg = PredictorConfig(**(FAST | {"multi_rate": multi_rate}))
     pred = MisoPredictor(nets["permafrost"], nets["taxonomy"], cfg)
     got_ds = pred.predict_chunk(chunk, interior)
@@ -186,25 +205,49 @@ def test_ensemble_equals_an_independent_computation(nets, chunk, interior, multi
     valid = chunk["valid"].values[interior]
     for task, net in nets.items():
         acc = np.zeros((net.config.out_dim, size, size))
+        acc2 = np.zeros_like(acc)
+        acc_emb = np.zeros((net.config.emb_dim, size, size))
         wsum = np.zeros((size, size))
         centres = [HALO + j * stride for j in range(-5, 10) if 0 <= HALO + j * stride - W // 2 <= size - W]
         for cr in centres:
             for cc in centres:
                 r0, c0 = cr - W // 2, cc - W // 2
                 x = torch.from_numpy(image[None, :, r0:r0 + W, c0:c0 + W])
-                prob = _independent_window_probs(net, x, r0, c0, spacings, q)
+                prob, emb = _independent_window_probs(net, x, r0, c0, spacings, q)
                 rows, cols = np.arange(r0, r0 + W), np.arange(c0, c0 + W)
                 w = gauss * np.outer(taper1(rows - cr), taper1(cols - cc))
                 assert not np.isnan(prob[:, w > 0]).any()  # every answered pixel lies inside the stage lattices
                 acc[:, r0:r0 + W, c0:c0 + W] += w * np.nan_to_num(prob)
+                acc2[:, r0:r0 + W, c0:c0 + W] += w * np.nan_to_num(prob) ** 2
+                acc_emb[:, r0:r0 + W, c0:c0 + W] += w * np.nan_to_num(emb)
                 wsum[r0:r0 + W, c0:c0 + W] += w
         pts = np.arange(HALO, HALO + N + 1, q)  # the lattice, one point past the interior (N % q == 0)
-        lattice = acc[:, pts][:, :, pts] / wsum[pts][:, pts]
+        w_lat = wsum[pts][:, pts]
+        lattice = acc[:, pts][:, :, pts] / w_lat
+        std = np.sqrt(np.maximum(acc2[:, pts][:, :, pts] / w_lat - lattice ** 2, 0))
+        di = np.linalg.norm(acc_emb[:, pts][:, :, pts] / w_lat, axis=0)
         pr, pc = np.meshgrid(np.arange(HALO, HALO + N), np.arange(HALO, HALO + N), indexing="ij")
-        expected = np.stack([RegularGridInterpolator((pts, pts), ch)((pr, pc)) for ch in lattice])
+
+        def interp(chans: np.ndarray, pts=pts, pr=pr, pc=pc) -> np.ndarray:
+            return np.stack([RegularGridInterpolator((pts, pts), ch)((pr, pc)) for ch in chans])
+
+        expected, expected_std, expected_di = interp(lattice), interp(std), interp(di[None])[0]
         got = got_ds["permafrost_probability"].values[None] if task == "permafrost" else (
             got_ds["taxonomy_probability"].values)
         np.testing.assert_allclose(got[:, valid], expected[:, valid], rtol=0, atol=1e-5 if multi_rate else 2e-6)
+        if task == "permafrost":
+            got_std, want_std = got_ds["permafrost_spread"].values, expected_std[0]
+        else:
+            top = np.argmax(np.nan_to_num(got, nan=-1), axis=0)[None]
+            got_std = got_ds["taxonomy_spread"].values
+            want_std = np.take_along_axis(expected_std, top, 0)[0]
+        assert np.isnan(got_std[~valid]).all() and np.nanmax(want_std[valid]) > 0.01  # a spread worth testing
+        # sqrt(E[p²] - E[p]²) in float32 loses digits where the spread is small
+        np.testing.assert_allclose(got_std[valid], want_std[valid], rtol=0, atol=2e-4)
+        got_di = got_ds[f"{task}_aoa_index"].values
+        np.testing.assert_allclose(got_di[valid], expected_di[valid], rtol=1e-4)
+        assert np.isnan(got_di[~valid]).all()
+        assert net.aoa.calls and all(c[1] == net.config.emb_dim for c in net.aoa.calls)
 
 
 def test_query_spacing_changes_only_the_pixels_between_lattice_points(nets, chunk, interior, fast_out):
@@ -580,3 +623,33 @@ def test_load_predictor_from_checkpoints(nets, chunk, interior, fast_out, tmp_pa
         load_predictor(tmp_path / "missing.safetensors", None, PredictorConfig(**FAST))
     with pytest.raises(MisoError):
         load_predictor(None, None)
+
+
+# ------------------------------------------------------------------------------------------ (h) uncertainty layers
+def test_entropy_conformal_set_and_absent_sources(nets, chunk, interior, fast_out, monkeypatch):
+    """Entropy / ln 7 of the output probabilities; the conformal set {c: p_c >= 1 - qhat} as bits when the card
+    carries ``conformal``; AOA index and set NaN without their source; ``uncertainty=False`` leaves all NaN."""
+    from types import SimpleNamespace
+
+    from miso_mapper.bands import COVARIATES, S2_BANDS
+    from miso_mapper.inference.miso import EXTRA_OUTPUTS
+
+    valid = chunk["valid"].values[interior]
+    prob = fast_out["taxonomy_probability"].values.astype(np.float64)
+    want = -(prob * np.log(prob)).sum(axis=0) / np.log(7)
+    np.testing.assert_allclose(fast_out["taxonomy_entropy"].values[valid], want[valid], atol=1e-5)
+    assert 0.05 < np.nanmean(fast_out["taxonomy_entropy"].values) < 1
+    for name in ("permafrost_aoa_index", "taxonomy_aoa_index", "taxonomy_set"):  # no AOA, no conformal card
+        assert np.isnan(fast_out[name].values).all()
+    qhat = 0.9
+    card = SimpleNamespace(sat_bands=S2_BANDS, covariates=COVARIATES, conformal={"qhat": qhat, "coverage": 0.9})
+    monkeypatch.setattr(nets["taxonomy"], "card", card)
+    ds = MisoPredictor(None, nets["taxonomy"], PredictorConfig(**FAST)).predict_chunk(chunk, interior)
+    bits = ds["taxonomy_set"].values
+    want_bits = ((prob >= 1 - qhat) * (2 ** np.arange(7))[:, None, None]).sum(axis=0)
+    np.testing.assert_array_equal(bits[valid], want_bits[valid])
+    assert np.isnan(bits[~valid]).all() and len(np.unique(bits[valid])) > 2
+    off = MisoPredictor(nets["permafrost"], nets["taxonomy"], PredictorConfig(**FAST), uncertainty=False)
+    bare = off.predict_chunk(chunk, interior)
+    assert all(np.isnan(bare[name].values).all() for name in EXTRA_OUTPUTS)
+    np.testing.assert_array_equal(bare["taxonomy_probability"].values, fast_out["taxonomy_probability"].values)

@@ -236,11 +236,20 @@ def _gdal_check(path):
         assert src.scales[0] == pytest.approx(0.004)
         a = src.read(1)
     assert set(np.unique(a)) == {100, NODATA}
+    with rasterio.open(f'ZARR:"{path}":/permafrost_spread') as src:  # an extra layer: its own CF scale
+        assert src.crs.to_epsg() == 3338 and src.nodata == NODATA and src.scales[0] == pytest.approx(0.002)
+        assert set(np.unique(src.read(1))) == {25, NODATA}
+
+
+def _with_spread(chunk):
+    """:func:`_prediction` with a permafrost spread of 0.05 (stored 25)."""
+    pred = _prediction(chunk)
+    return pred.assign(permafrost_spread=pred["permafrost_probability"] * 0 + np.float32(0.05))
 
 
 def test_gdal_opens_zarr_v2_store(tmp_path):
     wf, plan, store = _store(tmp_path, 2)
-    store.write_chunk(plan.chunks[0], _prediction(plan.chunks[0]))
+    store.write_chunk(plan.chunks[0], _with_spread(plan.chunks[0]))
     _gdal_check(RunLayout.of(wf).store)
 
 
@@ -248,7 +257,7 @@ def test_gdal_opens_zarr_v2_store(tmp_path):
                     "3's v3 arrays (codec 'bytes', OSGeo/gdal#11787); use output.zarr_format: 2 for such GDALs")
 def test_gdal_opens_zarr_v3_store(tmp_path):
     wf, plan, store = _store(tmp_path, 3)
-    store.write_chunk(plan.chunks[0], _prediction(plan.chunks[0]))
+    store.write_chunk(plan.chunks[0], _with_spread(plan.chunks[0]))
     _gdal_check(RunLayout.of(wf).store)
 
 
@@ -272,3 +281,67 @@ def test_manifest_rows_and_redaction(tmp_path):
         m.mark_done(cid, "abc", "w:1", 1.0, 2.0, 0.5, 3.5)
         assert m.row(cid).status == "done" and m.row(cid).attempts == 3 and m.row(cid).last_error is None
     assert one_line_error("x" * 500).endswith("…") and len(one_line_error("x" * 500)) == 300
+
+
+def test_extra_layers_scaling_aoa_masks_cf_attrs_and_checksum(tmp_path):
+    """The uncertainty / quality / AOA / conformal layers: packed as the shared table says, the AOA masks derived
+    from the float index and the thresholds recorded at creation, CF attributes that xarray decodes, and every
+    layer in the chunk checksum."""
+    from miso_mapper.pipeline.extra_layers import EXTRA_LAYERS
+
+    wf = _workflow(tmp_path)
+    plan = make_plan(wf)
+    store = create_store(RunLayout.of(wf).store, wf, plan.chunks, {"map_config_hash": "x"},
+                         aoa_thresholds={"taxonomy": 0.8, "permafrost": None})
+    assert store.extra_layers == tuple(layer.name for layer in EXTRA_LAYERS)
+    assert store.aoa_thresholds == {"taxonomy": 0.8}
+    chunk = plan.chunks[0]
+    pred = _prediction(chunk)
+    col = np.linspace(0, 1, 500, dtype=np.float32)[None].repeat(500, 0)
+    col[:, 0] = np.nan
+    pred = pred.assign({
+        "permafrost_spread": (("y", "x"), col * 0.3), "taxonomy_entropy": (("y", "x"), col),
+        "taxonomy_aoa_index": (("y", "x"), col * 8), "taxonomy_set": (("y", "x"), np.where(col > 0.5, 5.0, 4.0)),
+        "valid_observations": (("y", "x"), np.full((500, 500), 300, np.float32)),
+        "masked_fraction": (("y", "x"), col),
+        "permafrost_aoa_index": (("y", "x"), col),  # a permafrost index without a threshold: mask stays no data
+    })
+    before = store.write_chunk(chunk, _prediction(chunk))
+    checksum = store.write_chunk(chunk, pred)
+    assert checksum != before and checksum == store.checksum(chunk)
+    got = store.read_extra(chunk)
+    assert got["permafrost_spread"][0, [0, 1, 499]].tolist() == [NODATA, round(0.3 / 499 * 500), 150]
+    assert got["taxonomy_entropy"][0, [0, 499]].tolist() == [NODATA, 250]
+    assert got["masked_fraction"][0, 250] == round(250 / 499 * 250)
+    assert (got["valid_observations"] == 254).all()  # capped
+    di = col[0] * 8
+    assert got["taxonomy_aoa_index"][0, -1] == 254 and got["taxonomy_aoa_index"][0, 10] == round(di[10] / 0.02)
+    np.testing.assert_array_equal(got["taxonomy_aoa"][0, 1:], (di[1:] <= 0.8).astype(np.uint8))
+    assert got["taxonomy_aoa"][0, 0] == NODATA and (got["permafrost_aoa"] == NODATA).all()
+    assert set(np.unique(got["taxonomy_set"])) == {4, 5}
+    assert (got["taxonomy_spread"] == NODATA).all()  # absent from the prediction: no data
+    ds = xr.open_zarr(RunLayout.of(wf).store)
+    assert ds["taxonomy_aoa"].attrs["aoa_threshold"] == 0.8 and "aoa_threshold" not in ds["permafrost_aoa"].attrs
+    assert ds["taxonomy_aoa"].attrs["flag_meanings"] == "outside inside"
+    raw = zarr.open_group(str(RunLayout.of(wf).store), mode="r")
+    assert raw["permafrost_spread"].attrs["scale_factor"] == pytest.approx(0.002)
+    lr, lc = store.region(chunk)
+    region = ds["taxonomy_entropy"].isel(y=lr.start, x=lc).values
+    assert np.isnan(region[0]) and region[499] == pytest.approx(1.0)  # CF-decoded
+    with pytest.raises(MisoError, match="area-of-applicability threshold -1"):
+        create_store(tmp_path / "other.zarr", wf, plan.chunks, {}, aoa_thresholds={"taxonomy": -1})
+
+
+def test_store_made_before_the_extra_layers_still_takes_writes(tmp_path):
+    """A store without the extra arrays (made by an earlier version): writes and checksums cover its own layers."""
+    from miso_mapper.pipeline.extra_layers import EXTRA_LAYERS
+    from miso_mapper.pipeline.store import checksum_arrays
+
+    wf, plan, store = _store(tmp_path, 2)
+    for layer in EXTRA_LAYERS:
+        del store.group[layer.name]
+    old = MapStore(RunLayout.of(wf).store, AlaskaGrid(wf.grid))
+    assert old.extra_layers == () and old.read_extra(plan.chunks[0]) == {}
+    checksum = old.write_chunk(plan.chunks[0], _with_spread(plan.chunks[0]))
+    assert checksum == checksum_arrays(*old.read_chunk(plan.chunks[0]))
+    assert not (RunLayout.of(wf).store / "permafrost_spread").exists()

@@ -3,6 +3,11 @@
 All layers are uint8 with no data 255 (as in ``maps.zarr``). Probabilities keep the store's x250 scaling, so
 their GDAL scale/offset is 0.004/0 (physical = stored x 0.004).
 
+The extra layers (uncertainty, input quality, area of applicability, conformal set;
+:mod:`miso_mapper.pipeline.extra_layers`) keep their store scaling too: GDAL scale = the store's
+``scale_factor`` (0.002 spread, 0.004 entropy and masked fraction, 0.02 AOA index), none for the counts,
+the 0/1 AOA masks (classes) and the conformal set (a bitmask, one class per set of orders).
+
 ``permafrost_class`` is the one layer not stored as such: it is derived, block by block, from the stored
 ``permafrost_probability`` and the store's ``decision_threshold`` (1 where the stored probability x 0.004 is
 >= the threshold, 0 below, 255 no data; :func:`miso_mapper.pipeline.store.permafrost_class`).
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from miso_mapper.bands import SOIL_ORDERS
+from miso_mapper.pipeline.extra_layers import EXTRA_LAYERS, ExtraLayer
 from miso_mapper.pipeline.store import PROB_SCALE, permafrost_class
 
 #: Colour hint of each soil order (hex RGB, in :data:`SOIL_ORDERS` order); class map palette and STAC hints.
@@ -45,6 +51,23 @@ PERMAFROST_CLASSES: tuple[LayerClass, ...] = (
     LayerClass(0, "no permafrost", "P(permafrost within 1 m) below the decision threshold", "E8E2C8"),
     LayerClass(1, "permafrost", "P(permafrost within 1 m) at or above the decision threshold", "3B6FB6"),
 )
+
+AOA_CLASSES: tuple[LayerClass, ...] = (
+    LayerClass(0, "outside", "outside the area of applicability: the model extrapolates (DI > threshold)", "D7301F"),
+    LayerClass(1, "inside", "inside the area of applicability (DI <= threshold)", "1A9850"),
+)
+#: Colour of a conformal set by its number of orders (1 confident ... 7 every order).
+_SET_SIZE_COLOURS = ("FFFFFF", "1A9850", "91CF60", "D9EF8B", "FEE08B", "FC8D59", "D73027", "7F0000")
+
+
+def _set_class(bits: int) -> LayerClass:
+    orders = [name for i, name in enumerate(SOIL_ORDERS) if bits >> i & 1]
+    name = "+".join(orders) if orders else "empty"
+    return LayerClass(bits, name, f"conformal set of {len(orders)} order(s): {name}", _SET_SIZE_COLOURS[len(orders)])
+
+
+#: Every conformal set of the 7 orders as a class (value = bitmask, bit i = order i of SOIL_ORDERS).
+SET_CLASSES: tuple[LayerClass, ...] = tuple(_set_class(bits) for bits in range(2 ** len(SOIL_ORDERS)))
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,21 @@ LAYER_SPECS: tuple[LayerSpec, ...] = (
               "Permafrost within 1 m (1) or not (0) at the model's decision threshold", classes=PERMAFROST_CLASSES,
               thresholded=True),
 )
+
+
+def _extra_spec(layer: ExtraLayer) -> LayerSpec:
+    """The export of a store's extra layer: its scale (as stored), classes for the masks and the set."""
+    if layer.index is not None:
+        return LayerSpec(layer.name, layer.name, (layer.name,), "mode", layer.long_name, classes=AOA_CLASSES)
+    if layer.name == "taxonomy_set":
+        return LayerSpec(layer.name, layer.name, (layer.name,), "mode", layer.long_name, classes=SET_CLASSES)
+    if layer.scale is None:
+        return LayerSpec(layer.name, layer.name, (layer.name,), "average", layer.long_name)
+    title = f"{layer.long_name[0].upper()}{layer.long_name[1:]} (x{round(1 / layer.scale)}; scale {layer.scale})"
+    return LayerSpec(layer.name, layer.name, (layer.name,), "average", title, layer.scale, 0.0)
+
+
+LAYER_SPECS += tuple(_extra_spec(layer) for layer in EXTRA_LAYERS)
 LAYERS: dict[str, LayerSpec] = {spec.name: spec for spec in LAYER_SPECS}
 
 

@@ -25,8 +25,8 @@ from odc.geo.geobox import GeoBox
 from miso_mapper.config import GridConfig
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid, describe_geobox, geobox_from_spatial_ref
+from miso_mapper.pipeline.store import CORE_LAYERS, NODATA, read_decision_threshold
 from miso_mapper.pipeline.store import LAYERS as STORE_LAYERS
-from miso_mapper.pipeline.store import read_decision_threshold
 
 
 def open_group(path: Path) -> Any:
@@ -36,15 +36,16 @@ def open_group(path: Path) -> Any:
     try:
         group = zarr.open_group(str(path), mode="r")
         attrs = dict(group.attrs)
-        shapes = {name: group[name].shape for name in STORE_LAYERS}
+        shapes = {name: group[name].shape for name in STORE_LAYERS if name in CORE_LAYERS or name in group}
         has_spatial_ref = "spatial_ref" in group
     except Exception as exc:  # noqa: BLE001 - any zarr/JSON/IO error means the store is unusable
         raise MisoError(f"{path} is not a readable map store ({type(exc).__name__}: {exc})") from None
     if "store_uuid" not in attrs or not has_spatial_ref:
         raise MisoError(f"{path} was not made by miso-mapper (no store_uuid attribute or spatial_ref variable)")
-    pf, tx, cls = (shapes[name] for name in STORE_LAYERS)
-    if len(pf) != 2 or cls != pf or len(tx) != 3 or tx[1:] != pf:
-        raise MisoError(f"{path}: inconsistent layer shapes {pf}, {tx}, {cls}")
+    pf, tx, cls = (shapes[name] for name in CORE_LAYERS)
+    if len(pf) != 2 or cls != pf or len(tx) != 3 or tx[1:] != pf or any(
+            shapes[name] != pf for name in shapes if name not in CORE_LAYERS):
+        raise MisoError(f"{path}: inconsistent layer shapes {shapes}")
     return group
 
 
@@ -118,7 +119,7 @@ class StoreReader:
         """
         z = self.grid.config.zarr_chunk
         rows, cols = self.slices(geobox)
-        for name in STORE_LAYERS:
+        for name in [n for n in STORE_LAYERS if n in self.group]:
             arr = self.group[name]
             lead = (0,) * (arr.ndim - 2)
             for i in range(rows.start // z, rows.stop // z):
@@ -128,7 +129,10 @@ class StoreReader:
         return False
 
     def read(self, name: str, rows: slice, cols: slice) -> np.ndarray:
-        """uint8 block of layer ``name`` at store rows/cols: (y, x), or (class, y, x) for taxonomy_probability."""
+        """uint8 block of layer ``name`` at store rows/cols: (y, x), or (class, y, x) for taxonomy_probability; all
+        no data for an extra layer the store lacks (made before it existed)."""
+        if name not in CORE_LAYERS and name not in self.group:
+            return np.full((rows.stop - rows.start, cols.stop - cols.start), NODATA, np.uint8)
         arr = self.group[name]
         try:
             block = arr[:, rows, cols] if arr.ndim == 3 else arr[rows, cols]

@@ -76,12 +76,8 @@ def block_size(grid: GridConfig, factor: int) -> int:
 
 def _empty_pieces(geobox: GeoBox, factor: int) -> dict[str, np.ndarray]:
     h, w = geobox.height // factor, geobox.width // factor
-    return {
-        "permafrost_probability": np.empty((h, w), np.uint8),
-        "taxonomy_probability": np.empty((len(SOIL_ORDERS), h, w), np.uint8),
-        "taxonomy_class": np.empty((h, w), np.uint8),
-        "permafrost_class": np.empty((h, w), np.uint8),
-    }
+    return {spec.name: np.empty((len(SOIL_ORDERS), h, w) if spec.count > 1 else (h, w), np.uint8)
+            for spec in LAYER_SPECS}
 
 
 def run_tile_job(job: TileJob) -> TileResult:

@@ -29,8 +29,11 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
     """Cloud-masked composite of ``items`` on ``geobox``, harmonised to the baseline-03 DN scale.
 
     Returns a Dataset with ``reflectance`` (band, y, x) float32 DN (NaN = no valid observation), ``valid``
-    (y, x) bool and ``count`` (y, x) uint16, bands in :data:`~miso_mapper.bands.S2_BANDS` order, georeferenced
-    by a ``spatial_ref`` coordinate (``ds.odc.geobox == geobox``). With no items at all every pixel is no data.
+    (y, x) bool, ``count`` (y, x) uint16 valid observations and ``observed`` (y, x) uint16 observations with
+    data whatever their SCL class (:func:`~miso_mapper.imagery.composite.composite_blocks`), bands in
+    :data:`~miso_mapper.bands.S2_BANDS` order, georeferenced by a ``spatial_ref`` coordinate
+    (``ds.odc.geobox == geobox``).
+    With no items at all every pixel is no data.
     Raises :class:`MisoError` for a ``geobox`` without a CRS.
     """
     if geobox.crs is None:
@@ -40,6 +43,7 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
     if not items:
         composite = np.full((len(bands), height, width), np.nan, np.float32)
         count = np.zeros((height, width), np.uint16)
+        observed = count.copy()
     else:
         profile = get_profile(config.profile)
         assets = [profile.asset_key(b) for b in bands] + [profile.asset_key("scl")]
@@ -60,7 +64,7 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
                 values = np.where(dn == 0, np.float32(np.nan), dn.astype(np.float32) + offsets[:, None, None, None])
                 return values, raw[:, len(bands)]
 
-            composite, count = composite_blocks(
+            composite, count, observed = composite_blocks(
                 read, len(items), len(bands), (height, width), config.scl_keep, config.composite, budget
             )
         finally:
@@ -70,6 +74,7 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
             "reflectance": (("band", "y", "x"), composite),
             "valid": (("y", "x"), np.isfinite(composite).all(axis=0)),
             "count": (("y", "x"), count),
+            "observed": (("y", "x"), observed),
         },
         coords={"band": bands, **xr_coords(geobox, crs_coord_name="spatial_ref")},
     )
@@ -89,7 +94,8 @@ def read_inputs(
     * ``reflectance`` (s2_band, y, x) float32 harmonised DN, NaN = no data
     * ``covariates`` (cov_band, y, x) float32 physical units, NaN = no data
     * ``s2`` (s2_band, y, x) / ``cov`` (cov_band, y, x) float32 normalised as the reference, 0 where invalid
-    * ``s2_valid``, ``cov_valid``, ``valid`` (y, x) bool; ``count`` (y, x) uint16 valid observations
+    * ``s2_valid``, ``cov_valid``, ``valid`` (y, x) bool; ``count`` (y, x) uint16 valid observations (that
+      passed the SCL mask and went into the composite), ``observed`` (y, x) uint16 observations with data
     """
     comp = composite_items(items, geobox, config)
     cov = load_covariates(covariate_sources, geobox)
@@ -105,6 +111,7 @@ def read_inputs(
             "cov_valid": (("y", "x"), cov_valid),
             "valid": (("y", "x"), s2_valid & cov_valid),
             "count": (("y", "x"), comp["count"].values),
+            "observed": (("y", "x"), comp["observed"].values),
         },
         coords={"s2_band": list(S2_BANDS), "cov_band": list(COVARIATES),
                 **xr_coords(geobox, crs_coord_name="spatial_ref")},

@@ -97,23 +97,27 @@ def composite_blocks(
     keep: Iterable[int] = DEFAULT_SCL_KEEP,
     method: CompositeMethod = "median",
     max_block_bytes: int = 256 * 2**20,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Composite a whole chunk block by block.
 
     ``read_block(rows)`` returns ``(values, scl)`` for those rows: harmonised DN (time, band, rows, x), float32
     with NaN for no data, and
-    SCL codes (time, rows, x). Returns float32 (band, y, x) composite (NaN = no data) and uint16 (y, x)
-    observation count. Peak memory is bounded by ``max_block_bytes`` whatever ``n_items`` is.
+    SCL codes (time, rows, x). Returns float32 (band, y, x) composite (NaN = no data), uint16 (y, x) count of
+    the valid observations that went into it and uint16 (y, x) count of the *observed* ones (every band has
+    data, whatever the SCL class; so ``count <= observed``, and ``1 - count / observed`` is the fraction the
+    SCL mask discarded). Peak memory is bounded by ``max_block_bytes`` whatever ``n_items`` is.
     """
     height, width = shape
     keep = tuple(keep)
     out = np.full((n_bands, height, width), np.nan, np.float32)
     count = np.zeros((height, width), np.uint16)
+    observed = np.zeros((height, width), np.uint16)
     step = block_rows(n_items, n_bands, width, height, max_block_bytes)
     for start in range(0, height, step):
         rows = slice(start, min(height, start + step))
         values, scl = read_block(rows)
-        ok = valid_observations(scl, keep) & np.isfinite(values).all(axis=1)
-        out[:, rows], count[rows] = composite_array(values, ok, method)
-    return out, count
+        has_data = np.isfinite(values).all(axis=1)
+        observed[rows] = has_data.sum(axis=0)
+        out[:, rows], count[rows] = composite_array(values, valid_observations(scl, keep) & has_data, method)
+    return out, count, observed
 

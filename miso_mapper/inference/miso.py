@@ -27,7 +27,13 @@ networks (permafrost and soil order; a missing one gives an all-NaN layer). For 
 4. turns the visual head's logits (``pred``, the map product of the reference demo) into probabilities
    (sigmoid for permafrost, softmax over the 7 orders for taxonomy), accumulates
    ``sum(weight * p) / sum(weight)`` on the output lattice and interpolates it to the interior's pixels;
-   pixels where ``inputs['valid']`` is False are NaN.
+   pixels where ``inputs['valid']`` is False are NaN;
+5. with ``uncertainty`` (the default) also ``sum(weight * p²)``, so the ensemble's weighted standard deviation
+   per channel ``sqrt(E[p²] - E[p]²)`` on the lattice (interpolated like the probabilities), the entropy of the
+   averaged order probabilities, and when a network carries an area of applicability (``model.aoa``, see
+   :mod:`miso_mapper.model.aoa`) the weighted mean of its ``visual_emb`` per lattice point, whose
+   dissimilarity index ``model.aoa.index`` is interpolated to the pixels; with a conformal calibration in the
+   soil-order card (``card.conformal.qhat``) the prediction set ``{c : p_c >= 1 - qhat}`` as a bitmask.
 
 Chunk edges: when the chunk size is a multiple of the stride (:meth:`PredictorConfig.check_grid`), two
 neighbouring chunks compute their shared edge points from the same windows, so the map has no seam; the
@@ -66,6 +72,11 @@ from miso_mapper.inference.settings import PredictorConfig
 from miso_mapper.inference.windows import StageAxis, Window, WindowLayout, blend_mask, interpolate_lattice
 from miso_mapper.model.config import MisoNetConfig
 from miso_mapper.model.network import MisoNet
+
+#: The predictor's (y, x) float32 layers besides the probabilities (NaN = no data); see
+#: :meth:`MisoPredictor.predict_chunk`.
+EXTRA_OUTPUTS = ("permafrost_spread", "taxonomy_entropy", "taxonomy_spread", "permafrost_aoa_index",
+                 "taxonomy_aoa_index", "taxonomy_set")
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +164,17 @@ class MisoPredictor:
         permafrost: a ``task='permafrost'`` network or ``None`` (its layer is then NaN).
         taxonomy: a ``task='taxonomy'`` network or ``None``.
         config: tiling, batching and device settings; default :class:`PredictorConfig` ``()`` (fast).
+        uncertainty: also compute the :data:`EXTRA_OUTPUTS` (spread, entropy, AOA index, conformal set);
+            False leaves them NaN (the cost benchmark's baseline).
 
     The networks are moved to the predictor's device once and put in eval mode; keep one predictor per
     worker process.
     """
 
     def __init__(self, permafrost: MisoNet | None = None, taxonomy: MisoNet | None = None,
-                 config: PredictorConfig | None = None) -> None:
+                 config: PredictorConfig | None = None, uncertainty: bool = True) -> None:
         self.config = config or PredictorConfig()
+        self.uncertainty = uncertainty
         self.models: dict[str, MisoNet] = {}
         for task, model in (("permafrost", permafrost), ("taxonomy", taxonomy)):
             if model is None:
@@ -250,7 +264,13 @@ class MisoPredictor:
         (s2_band, y, x) and ``cov`` (cov_band, y, x) normalised float32, ``valid`` (y, x) bool, georeferenced
         (``inputs.odc.geobox``). Returns ``permafrost_probability`` (y, x) and ``taxonomy_probability``
         (class, y, x), float32, NaN where not valid (or where no network was given), on the interior's
-        coordinates cut from the inputs' (:func:`~miso_mapper.inference.predictor.interior_coords`).
+        coordinates cut from the inputs' (:func:`~miso_mapper.inference.predictor.interior_coords`), and the
+        :data:`EXTRA_OUTPUTS`, (y, x) float32, NaN where not valid or where their source is absent:
+        ``permafrost_spread`` (weighted std of P(permafrost) across the windows), ``taxonomy_entropy``
+        (Shannon entropy of the averaged order probabilities / ln 7, in [0, 1]), ``taxonomy_spread`` (weighted
+        std of the most probable order's probability), ``permafrost_aoa_index`` / ``taxonomy_aoa_index``
+        (dissimilarity index of the network's AOA, >= 0) and ``taxonomy_set`` (conformal set bitmask, bit i =
+        order i, as float).
         """
         image = stack_inputs(inputs)
         valid = np.asarray(inputs["valid"].values, dtype=bool)
@@ -259,6 +279,7 @@ class MisoPredictor:
             {
                 "permafrost_probability": (("y", "x"), maps["permafrost"][0]),
                 "taxonomy_probability": (("class", "y", "x"), maps["taxonomy"]),
+                **{name: (("y", "x"), maps[name]) for name in EXTRA_OUTPUTS},
             },
             coords={"class": list(SOIL_ORDERS), **interior_coords(inputs, interior)},
         )
@@ -274,7 +295,8 @@ class MisoPredictor:
 
         Returns:
             ``{'permafrost': (1, h, w), 'taxonomy': (7, h, w)}`` float32 probabilities over the interior,
-            NaN where not valid or where that network is absent.
+            NaN where not valid or where that network is absent, and each of :data:`EXTRA_OUTPUTS` ``(h, w)``
+            float32 (see :meth:`predict_chunk`).
         """
         t0 = time.perf_counter()
         if image.ndim != 3 or image.shape[0] != len(S2_BANDS) + len(COVARIATES):
@@ -290,28 +312,51 @@ class MisoPredictor:
         self.stats = PredictStats(stage_points=[0] * len(self.stage_spacings))
         out_dims = {"permafrost": 1, "taxonomy": len(SOIL_ORDERS)}
         result = {t: np.full((d, *layout.interior_shape), np.nan, np.float32) for t, d in out_dims.items()}
+        result |= {name: np.full(layout.interior_shape, np.nan, np.float32) for name in EXTRA_OUTPUTS}
         if not valid_int.any():
             self.stats.seconds = time.perf_counter() - t0
             return result
         with torch.inference_mode():
-            sums, wsum = self._accumulate(image, layout, valid_int)
-            covered = (wsum > 0).cpu().numpy()
-            for task, acc in sums.items():
-                lattice = (acc / wsum.clamp_min(1e-30)).cpu().numpy()
-                lattice[:, ~covered] = np.nan  # never reached: NaN spreads to the pixels that would use it
-                prob = interpolate_lattice(lattice, layout)
-                result[task] = np.where(valid_int[None], prob, np.float32(np.nan)).astype(np.float32)
+            acc = self._accumulate(image, layout, valid_int)
+            covered = (acc.wsum > 0).cpu().numpy()
+
+            def to_pixels(lattice: Tensor) -> np.ndarray:
+                values = lattice.cpu().numpy()
+                values[:, ~covered] = np.nan  # never reached: NaN spreads to the pixels that would use it
+                return np.where(valid_int[None], interpolate_lattice(values, layout), np.float32(np.nan))
+
+            for task in acc.sums:
+                result[task] = to_pixels(acc.mean(task)).astype(np.float32)
+                if self.uncertainty:
+                    self._uncertainty(task, acc, to_pixels, result)
         self.stats.seconds = time.perf_counter() - t0
         return result
 
-    def _accumulate(self, image: np.ndarray, layout: WindowLayout,
-                    valid_int: np.ndarray) -> tuple[dict[str, Tensor], Tensor]:
-        """Run every window that a valid interior pixel depends on; weighted sums ``(C, *lattice)`` and the
-        summed weights ``lattice_shape`` on the output lattice."""
-        shape = layout.lattice_shape
-        sums = {t: torch.zeros((m.config.out_dim, *shape), dtype=torch.float32, device=self.device)
-                for t, m in self.models.items()}
-        wsum = torch.zeros(shape, dtype=torch.float32, device=self.device)
+    def _uncertainty(self, task: str, acc: _Sums, to_pixels: Any, result: dict[str, np.ndarray]) -> None:
+        """Fill ``result``'s spread, entropy, AOA index and conformal set of ``task`` (see :meth:`predict_chunk`)
+        from the lattice sums and the pixels' probabilities ``result[task]``."""
+        model, prob = self.models[task], result[task]
+        spread = to_pixels(acc.std(task))
+        if task == "permafrost":
+            result["permafrost_spread"] = spread[0].astype(np.float32)
+        else:
+            ok = np.isfinite(prob).all(axis=0)
+            top = np.argmax(np.nan_to_num(prob, nan=-1.0), axis=0)
+            result["taxonomy_spread"] = np.where(ok, np.take_along_axis(spread, top[None], 0)[0], np.nan)
+            result["taxonomy_entropy"] = normalised_entropy(prob)
+            qhat = card_qhat(model)
+            if qhat is not None:
+                bits = prediction_set_bits(torch.from_numpy(np.nan_to_num(np.moveaxis(prob, 0, -1))), qhat)
+                result["taxonomy_set"] = np.where(ok, bits.numpy().astype(np.float32), np.float32(np.nan))
+        if task in acc.emb_sums:
+            emb = acc.mean(task, emb=True)  # (E, rows, cols)
+            aoa = getattr(model, "aoa", None)  # set by load_checkpoint from the AOA sidecar
+            index = aoa.index(emb.flatten(1).T.contiguous()).float()
+            result[f"{task}_aoa_index"] = to_pixels(index.reshape(1, *emb.shape[1:]))[0].astype(np.float32)
+
+    def _accumulate(self, image: np.ndarray, layout: WindowLayout, valid_int: np.ndarray) -> _Sums:
+        """Run every window that a valid interior pixel depends on; the weighted sums on the output lattice."""
+        acc = _Sums.zeros(self.models, layout.lattice_shape, self.device, self.uncertainty)
         groups: dict[tuple[Any, ...], list[tuple[Window, tuple[slice, slice], tuple[slice, slice]]]] = {}
         for win, (dst, src) in zip(layout.windows, layout.lattice_overlaps(), strict=True):
             if not valid_int[layout.reach(win)].any():
@@ -332,9 +377,7 @@ class MisoPredictor:
                     continue
                 for k, (win, dst, src) in enumerate(batch):
                     wt = torch.from_numpy(win.weights(self._mask)[src].astype(np.float32)).to(self.device)
-                    for task, p in probs.items():
-                        sums[task][(slice(None), *dst)] += p[k][(slice(None), *src)] * wt
-                    wsum[dst] += wt
+                    acc.add(probs, k, dst, src, wt)
                 self.stats.windows += len(batch)
                 self.stats.batches.append(len(batch))
                 npts = len(batch) * batch[0][0].query_shape[0] * batch[0][0].query_shape[1]
@@ -343,7 +386,7 @@ class MisoPredictor:
                     self.stats.stage_points[k] += len(batch) * g[0].count * g[1].count if g else npts
                 i += len(batch)
         self.stats.batch_size, self.stats.query_batch = self.batch_sizes()
-        return sums, wsum
+        return acc
 
     def _stage_grids(self, win: Window, layout: WindowLayout) -> list[tuple[StageAxis, StageAxis] | None]:
         """Per encoder stage: the window's (rows, cols) stage lattice when that stage is evaluated more coarsely
@@ -353,8 +396,9 @@ class MisoPredictor:
 
     def _predict_batch(self, image: np.ndarray, layout: WindowLayout, windows: Sequence[Window],
                        query_batch: int) -> dict[str, Tensor]:
-        """Probabilities ``(B, C, qh, qw)`` float32 on the device for each network, for windows of one group
-        (same query shape and stage lattices).
+        """Probabilities ``(B, C, qh, qw)`` float32 on the device for each network (key: its task), for windows
+        of one group (same query shape and stage lattices); with ``uncertainty``, for a network with an AOA also
+        its ``visual_emb`` ``(B, E, qh, qw)`` float32 (key ``<task>_emb``).
 
         Raises ``torch.OutOfMemoryError`` untouched (the caller halves and retries); nothing is accumulated
         before every network has finished the batch, so a retry never counts a window twice.
@@ -374,15 +418,21 @@ class MisoPredictor:
                 lattices = {"sat": self._stage_lattices(model.sat_encoder, feats.sat, stages, step),
                             "cov": self._stage_lattices(model.cov_encoder, feats.cov, stages, step)}
             probs = torch.empty((len(windows), n, model.config.out_dim), dtype=torch.float32, device=self.device)
+            emb = (torch.empty((len(windows), n, model.config.emb_dim), dtype=torch.float32, device=self.device)
+                   if self.uncertainty and getattr(model, "aoa", None) is not None else None)
             for j in range(0, n, step):
                 pts = slice(j, j + step)
                 with self._autocast():
                     sat = self._stage_query(model.sat_encoder, feats.sat, lattices["sat"], stages, coords, pts)
                     cov = self._stage_query(model.cov_encoder, feats.cov, lattices["cov"], stages, coords, pts)
-                    logits = model.decode(sat, cov)["pred"]
-                probs[:, pts] = model.predict_proba(logits.float())
+                    decoded = model.decode(sat, cov)
+                probs[:, pts] = model.predict_proba(decoded["pred"].float())
+                if emb is not None:
+                    emb[:, pts] = decoded["visual_emb"].float()
             del feats, lattices
             out[task] = probs.view(len(windows), qh, qw, -1).permute(0, 3, 1, 2)
+            if emb is not None:
+                out[f"{task}_emb"] = emb.view(len(windows), qh, qw, -1).permute(0, 3, 1, 2)
         return out
 
     def _stage_inputs(self, windows: Sequence[Window],
@@ -453,6 +503,86 @@ class MisoPredictor:
         if self.cuda and self.config.amp:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+@dataclass
+class _Sums:
+    """Weighted sums on the output lattice ``(rows, cols)``, on the predictor's device (float32).
+
+    ``sums[task]`` ``(C, rows, cols)`` = sum(w p); ``squares[task]`` = sum(w p²) (with uncertainty);
+    ``emb_sums[task]`` ``(E, rows, cols)`` = sum(w visual_emb), only for networks with an AOA (E floats per
+    lattice point: the largest accumulator, so never made without one: the reference network's E = 1024 on a
+    2,500 px chunk queried every 5 px is ~1 GiB per network, allocated before the CUDA batch size is chosen from
+    the free memory); ``wsum`` = sum(w).
+    """
+
+    sums: dict[str, Tensor]
+    squares: dict[str, Tensor]
+    emb_sums: dict[str, Tensor]
+    wsum: Tensor
+
+    @classmethod
+    def zeros(cls, models: dict[str, MisoNet], shape: tuple[int, int], device: torch.device,
+              uncertainty: bool) -> _Sums:
+        def z(c: int) -> Tensor:
+            return torch.zeros((c, *shape), dtype=torch.float32, device=device)
+
+        return cls({t: z(m.config.out_dim) for t, m in models.items()},
+                   {t: z(m.config.out_dim) for t, m in models.items()} if uncertainty else {},
+                   {t: z(m.config.emb_dim) for t, m in models.items()
+                    if uncertainty and getattr(m, "aoa", None) is not None},
+                   torch.zeros(shape, dtype=torch.float32, device=device))
+
+    def add(self, batch: dict[str, Tensor], k: int, dst: tuple[slice, slice], src: tuple[slice, slice],
+            wt: Tensor) -> None:
+        """Add window ``k`` of a batch (:meth:`MisoPredictor._predict_batch`'s output) with weights ``wt``
+        (its ``src`` part lands on the lattice's ``dst``)."""
+        for task, acc in self.sums.items():
+            p = batch[task][k][(slice(None), *src)]
+            acc[(slice(None), *dst)] += p * wt
+            if task in self.squares:
+                self.squares[task][(slice(None), *dst)] += p * p * wt
+            if task in self.emb_sums:
+                self.emb_sums[task][(slice(None), *dst)] += batch[f"{task}_emb"][k][(slice(None), *src)] * wt
+        self.wsum[dst] += wt
+
+    def mean(self, task: str, emb: bool = False) -> Tensor:
+        """Weighted mean per channel (0 where no window reached)."""
+        return (self.emb_sums if emb else self.sums)[task] / self.wsum.clamp_min(1e-30)
+
+    def std(self, task: str) -> Tensor:
+        """Weighted standard deviation per channel, ``sqrt(max(E[p²] - E[p]², 0))``."""
+        m = self.mean(task)
+        return (self.squares[task] / self.wsum.clamp_min(1e-30) - m * m).clamp_min(0).sqrt()
+
+
+def normalised_entropy(prob: np.ndarray) -> np.ndarray:
+    """Shannon entropy over axis 0 of ``(C, ...)`` probabilities divided by ``ln C``: float32 in [0, 1], NaN
+    where any probability is NaN (0 log 0 = 0)."""
+    p = np.asarray(prob, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=0) / np.log(p.shape[0])
+    return np.where(np.isfinite(p).all(axis=0), np.clip(h, 0.0, 1.0), np.nan).astype(np.float32)
+
+
+def prediction_set_bits(probs: Tensor, qhat: float) -> Tensor:
+    """Conformal (LAC) prediction sets as bitmasks: ``(..., C)`` probabilities -> ``(...)`` uint8 with bit ``c``
+    set where ``p_c >= 1 - qhat`` (order ``c`` of :data:`~miso_mapper.bands.SOIL_ORDERS`).
+
+    Local stand-in for ``miso_mapper.model.conformal.prediction_set_bits`` (same contract) until that exists.
+    """
+    inside = probs >= (1.0 - float(qhat))
+    weights = 2 ** torch.arange(probs.shape[-1], device=probs.device)
+    return (inside.to(torch.int64) * weights).sum(dim=-1).to(torch.uint8)
+
+
+def card_qhat(model: MisoNet) -> float | None:
+    """The conformal threshold ``qhat`` of a network's card (``card.conformal``, object or mapping), or None."""
+    entry = getattr(model.card, "conformal", None) if model.card is not None else None
+    if entry is None:
+        return None
+    qhat = entry.get("qhat") if isinstance(entry, dict) else getattr(entry, "qhat", None)
+    return None if qhat is None else float(qhat)
 
 
 class _HostStager:

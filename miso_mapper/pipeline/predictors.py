@@ -43,6 +43,10 @@ class PredictorSpec:
     """P(permafrost) from which the map's class is permafrost: the permafrost checkpoint card's
     ``decision_threshold`` (None there: 0.5); 0.5 for RF-11 and synthetic. Not part of :attr:`key`: it is
     read from the checkpoint, whose hash the key holds, and the predictor does not use it."""
+    aoa_thresholds: dict[str, float] = field(default_factory=dict)
+    """task -> the area-of-applicability threshold its checkpoint's card records (``card.aoa.threshold``; the
+    store derives the AOA masks from it); empty for RF-11, synthetic and networks without an AOA. Not part of
+    :attr:`key`, like ``decision_threshold``."""
 
     @property
     def key(self) -> str:
@@ -72,8 +76,19 @@ def resolve_spec(model: ModelConfig, grid: GridConfig, torch_threads: int | None
     elif model.kind == "synthetic":
         options = model.synthetic.model_dump(mode="json")
     hashes = {role: sha256_file(Path(p)) for role, p in files.items()}
+    aoa = {role: t for role in ("permafrost", "taxonomy") if (t := _aoa_threshold(files.get(role))) is not None}
     return PredictorSpec(model.kind, {r: str(p) for r, p in files.items()}, hashes, options, torch_threads,
-                         _decision_threshold(files.get("permafrost")))
+                         _decision_threshold(files.get("permafrost")), aoa)
+
+
+def _aoa_threshold(checkpoint: Path | None) -> float | None:
+    """The AOA threshold a checkpoint's model card records (``card.aoa``), or None."""
+    if checkpoint is None:
+        return None
+    from miso_mapper.model.card import read_model_card
+
+    record = getattr(read_model_card(checkpoint), "aoa", None)
+    return None if record is None else float(record.threshold)
 
 
 def _decision_threshold(permafrost_checkpoint: Path | None) -> float:

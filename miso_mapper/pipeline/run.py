@@ -195,7 +195,7 @@ def prepare(workflow: Workflow, resume: bool = False, only: list[str] | None = N
         store = create_store(out.store, workflow, chunks, {
             "map_config_hash": key, "model_kind": spec.kind, "model_checkpoints": checkpoints,
             "workflow": workflow.name,
-        }, decision_threshold=spec.decision_threshold)
+        }, decision_threshold=spec.decision_threshold, aoa_thresholds=spec.aoa_thresholds)
     else:
         store = MapStore(out.store, grid)
     manifest = Manifest(out.manifest)

@@ -6,6 +6,25 @@ Layout (DESIGN.md, "Output store"), CF / GeoZarr-style georeferencing in the gri
   its attribute ``decision_threshold`` is the permafrost network's threshold (:func:`read_decision_threshold`)
 * ``taxonomy_probability`` (class, y, x) uint8, same scaling; ``class`` = :data:`~miso_mapper.bands.SOIL_ORDERS`
 * ``taxonomy_class`` (y, x) uint8: index into ``class`` of the most probable order, 255 = no data
+* uncertainty, input quality, area of applicability and conformal layers, (y, x) uint8, 255 = no data
+  (:mod:`miso_mapper.pipeline.extra_layers`; physical = stored x ``scale_factor``):
+
+  ======================== ============================================================ ==================
+  layer                    meaning                                                      stored value
+  ======================== ============================================================ ==================
+  ``permafrost_spread``    weighted std of P(permafrost) across the ensemble's windows  std x 500 (0.002)
+  ``taxonomy_entropy``     Shannon entropy of the 7 order probabilities / ln 7          x 250 (0.004)
+  ``taxonomy_spread``      weighted std across windows of the top order's probability   x 500 (0.002)
+  ``valid_observations``   S2 observations that passed the SCL mask, in the composite   count, capped 254
+  ``masked_fraction``      1 - valid / observed (observed: with data, any SCL class)    x 250; 255 if none
+  ``*_aoa_index``          dissimilarity index DI to the network's training points      DI x 50 (0.02), cap
+  ``*_aoa``                1 inside the area of applicability (DI <= threshold), 0 out  0/1
+  ``taxonomy_set``         conformal prediction set, bit i = order i of ``class``       0..127
+  ======================== ============================================================ ==================
+
+  ``permafrost_aoa`` / ``taxonomy_aoa`` are derived at the write from the float index and the network's
+  threshold, recorded as their attribute ``aoa_threshold`` (absent: no AOA, the mask is no data). A layer
+  whose source is absent (RF-11, synthetic, no AOA sidecar, no conformal calibration) is all no data.
 * ``spatial_ref``: the CF grid-mapping variable (``crs_wkt``, ``spatial_ref``, ``GeoTransform``), named by
   every data variable's ``grid_mapping`` attribute; ``x``/``y`` are pixel-centre coordinates in metres
 * provenance attributes on the group: software version, model kind and checkpoint sha256(s), the full
@@ -28,7 +47,8 @@ georeferencing never reaches the map. It encodes to uint8 here (:func:`encode_pr
 straight into the chunk's Zarr chunks with zarr-python (never through a graph), refusing any region that is
 not a whole number of Zarr chunks of the full grid (:meth:`~miso_mapper.grid.AlaskaGrid.check_aligned`)
 *and* of the store, then re-reads what it wrote and returns the sha256 of those bytes (permafrost, taxonomy,
-class, in that order, C order) for the manifest. No two chunks share a Zarr chunk, so concurrent writers
+class, then the extra layers in :data:`~miso_mapper.pipeline.extra_layers.EXTRA_LAYERS` order, C order) for
+the manifest. No two chunks share a Zarr chunk, so concurrent writers
 never race.
 
 Compatibility: a store remembers ``map_config_hash``, a hash of the settings that decide its pixels (grid,
@@ -73,12 +93,16 @@ from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError
 from miso_mapper.filekind import file_sha256
 from miso_mapper.grid import AlaskaGrid, Chunk, describe_geobox, geobox_from_spatial_ref, spatial_ref_attrs
+from miso_mapper.pipeline.extra_layers import AOA_MASKS, EXTRA, EXTRA_LAYERS, cf_attrs, encode_extra
 
 #: Scale of the uint8 probabilities: stored = round(p x 250).
 PROB_SCALE = 250
 #: No-data value of every layer (also the Zarr fill value: unwritten chunks read as no data).
 NODATA = 255
-LAYERS = ("permafrost_probability", "taxonomy_probability", "taxonomy_class")
+#: The probability and class layers (every store has them).
+CORE_LAYERS = ("permafrost_probability", "taxonomy_probability", "taxonomy_class")
+#: Every layer of a new store: the core ones, then the (y, x) extra layers.
+LAYERS = CORE_LAYERS + tuple(layer.name for layer in EXTRA_LAYERS)
 #: P(permafrost) from which a pixel is permafrost when the model names no threshold (RF-11, synthetic, old stores).
 DEFAULT_THRESHOLD = 0.5
 #: Files of a Zarr array's folder that are not chunks (v3, then v2).
@@ -151,12 +175,14 @@ def read_decision_threshold(array_attrs: Mapping[str, Any], where: str) -> float
     return checked_threshold(array_attrs.get("decision_threshold", DEFAULT_THRESHOLD), where)
 
 
-def encode_prediction(pred: xr.Dataset) -> xr.Dataset:
-    """A predictor's output -> the three stored uint8 layers, on the prediction's own coordinates.
+def encode_prediction(pred: xr.Dataset, aoa_thresholds: Mapping[str, float | None] | None = None) -> xr.Dataset:
+    """A predictor's output -> every stored uint8 layer (:data:`LAYERS`), on the prediction's own coordinates.
 
     Returns ``permafrost_probability`` (y, x) and ``taxonomy_probability`` (class, y, x) as :func:`to_uint8`,
     and ``taxonomy_class`` (y, x): the argmax over the orders of the float probabilities, 255 where any order
-    probability is NaN. ``y``, ``x`` and ``spatial_ref`` are the prediction's, so is its GeoBox.
+    probability is NaN; the extra layers as :func:`~miso_mapper.pipeline.extra_layers.encode_extra` (a
+    variable the prediction lacks is all no data; ``aoa_thresholds`` task -> the AOA threshold of its network).
+    ``y``, ``x`` and ``spatial_ref`` are the prediction's, so is its GeoBox.
     """
     pf = to_uint8(pred["permafrost_probability"].transpose("y", "x").values)
     tx_f = np.asarray(pred["taxonomy_probability"].sel({"class": list(SOIL_ORDERS)})
@@ -166,45 +192,65 @@ def encode_prediction(pred: xr.Dataset) -> xr.Dataset:
     cls = np.full(ok.shape, NODATA, np.uint8)
     if ok.any():
         cls[ok] = np.argmax(tx_f[:, ok], axis=0).astype(np.uint8)
+    values = {name: pred[name].transpose("y", "x").values for name in EXTRA if name in pred}
+    extra = encode_extra(values, cls.shape, aoa_thresholds or {})
     coords = {name: c for name, c in pred.coords.items() if set(c.dims) <= {"y", "x"}}
-    return _layers(pf, tx, cls, coords)
+    return _layers(pf, tx, cls, coords, extra)
 
 
-def stored_layers(geobox: GeoBox, pf: np.ndarray, tx: np.ndarray, cls: np.ndarray) -> xr.Dataset:
-    """Already encoded uint8 layers (shapes (y, x), (7, y, x), (y, x)) on ``geobox``, for
-    :meth:`MapStore.write_layers` (tests and benchmarks that write chosen bytes)."""
-    return _layers(pf, tx, cls, xr_coords(geobox, crs_coord_name="spatial_ref"))
+def stored_layers(geobox: GeoBox, pf: np.ndarray, tx: np.ndarray, cls: np.ndarray,
+                  extra: Mapping[str, np.ndarray] | None = None) -> xr.Dataset:
+    """Already encoded uint8 layers (shapes (y, x), (7, y, x), (y, x), extra name -> (y, x)) on ``geobox``, for
+    :meth:`MapStore.write_layers` (tests and benchmarks that write chosen bytes; extra layers not given are
+    written as no data)."""
+    return _layers(pf, tx, cls, xr_coords(geobox, crs_coord_name="spatial_ref"), extra or {})
 
 
-def _layers(pf: np.ndarray, tx: np.ndarray, cls: np.ndarray, coords: Mapping[Hashable, Any]) -> xr.Dataset:
+def _layers(pf: np.ndarray, tx: np.ndarray, cls: np.ndarray, coords: Mapping[Hashable, Any],
+            extra: Mapping[str, np.ndarray]) -> xr.Dataset:
     return xr.Dataset(
         {"permafrost_probability": (("y", "x"), pf), "taxonomy_probability": (("class", "y", "x"), tx),
-         "taxonomy_class": (("y", "x"), cls)},
+         "taxonomy_class": (("y", "x"), cls), **{name: (("y", "x"), a) for name, a in extra.items()}},
         coords={"class": list(SOIL_ORDERS), **coords},
     )
 
 
-def checksum_arrays(pf: np.ndarray, tx: np.ndarray, cls: np.ndarray) -> str:
-    """sha256 of the three layers' bytes of one chunk (C order, in that order)."""
+def checksum_arrays(pf: np.ndarray, tx: np.ndarray, cls: np.ndarray, *extra: np.ndarray) -> str:
+    """sha256 of one chunk's layers' bytes (C order, in that order: the core three, then the extra layers)."""
     h = hashlib.sha256()
-    for a in (pf, tx, cls):
+    for a in (pf, tx, cls, *extra):
         h.update(np.ascontiguousarray(a, dtype=np.uint8).tobytes())
     return h.hexdigest()
 
 
+def _check_aoa_thresholds(thresholds: Mapping[str, float | None], where: str) -> dict[str, float]:
+    """The given AOA thresholds (task -> DI), None dropped; :class:`MisoError` for a negative or non-finite one."""
+    out = {}
+    for task, value in thresholds.items():
+        if value is None:
+            continue
+        if task not in AOA_MASKS.values() or not np.isfinite(float(value)) or float(value) < 0:
+            raise MisoError(f"{where}: area-of-applicability threshold {value!r} for {task!r} is not a finite DI >= 0")
+        out[task] = float(value)
+    return out
+
+
 def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance: dict[str, Any],
-                 decision_threshold: float = DEFAULT_THRESHOLD) -> MapStore:
+                 decision_threshold: float = DEFAULT_THRESHOLD,
+                 aoa_thresholds: Mapping[str, float | None] | None = None) -> MapStore:
     """Create an empty ``maps.zarr`` for ``chunks`` (metadata and coordinates only; no data chunk is written).
 
     ``provenance`` is merged into the group attributes (checkpoint hashes, map_config_hash, config_hash ...);
     ``decision_threshold`` (P(permafrost) from which a pixel is permafrost, the permafrost model's) becomes the
-    ``decision_threshold`` attribute of ``permafrost_probability``.
-    Raises :class:`MisoError` if ``path`` exists.
+    ``decision_threshold`` attribute of ``permafrost_probability``; ``aoa_thresholds`` (task -> the AOA threshold of
+    its network; None or missing: none) become the ``aoa_threshold`` attribute of ``permafrost_aoa`` /
+    ``taxonomy_aoa``. Raises :class:`MisoError` if ``path`` exists or a threshold is invalid.
     """
     import dask.array as da
 
     if path.exists():
         raise MisoError(f"{path} already exists (use --resume to continue it or --overwrite to replace it)")
+    aoa = _check_aoa_thresholds(aoa_thresholds or {}, str(path))
     grid = AlaskaGrid(workflow.grid)
     geobox = grid.tiles_geobox(chunks)
     row0, col0 = grid.offset(geobox)
@@ -227,6 +273,8 @@ def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance
             "taxonomy_class": (("y", "x"), da.full((ny, nx), NODATA, np.uint8, chunks=(z, z)),
                                common | {"long_name": "most probable soil order (index into class)",
                                          "flag_values": list(range(nc)), "flag_meanings": " ".join(SOIL_ORDERS)}),
+            **{layer.name: (("y", "x"), _empty_extra(layer.name, (ny, nx), z), common | cf_attrs(layer))
+               for layer in EXTRA_LAYERS},
         },
         coords={
             "spatial_ref": ((), np.int32(0), gm),
@@ -262,6 +310,12 @@ def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance
     for name in ("permafrost_probability", "taxonomy_probability"):  # CF packing: NaN -> 255, p -> p / 0.004
         encoding[name] |= {"scale_factor": ds[name].attrs.pop("scale_factor"),
                            "add_offset": ds[name].attrs.pop("add_offset")}
+    for layer in EXTRA_LAYERS:
+        if layer.scale is not None:
+            encoding[layer.name] |= {"scale_factor": np.float32(layer.scale), "add_offset": np.float32(0.0)}
+    for mask, task in AOA_MASKS.items():
+        if task in aoa:
+            ds[mask].attrs["aoa_threshold"] = aoa[task]
     encoding["x"] = {"chunks": (nx,)}
     encoding["y"] = {"chunks": (ny,)}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,6 +332,16 @@ def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance
             zarr.consolidate_metadata(str(tmp))
     tmp.rename(path)  # a killed creation never leaves a half-made store at the final path
     return MapStore(path, grid)
+
+
+def _empty_extra(name: str, shape: tuple[int, int], z: int) -> Any:
+    """The lazy all-no-data array of an extra layer at creation: float NaN for a CF-scaled layer (packed to
+    255 by the encoding), uint8 255 otherwise."""
+    import dask.array as da
+
+    if EXTRA[name].scale is not None:
+        return da.full(shape, np.nan, np.float32, chunks=(z, z))
+    return da.full(shape, NODATA, np.uint8, chunks=(z, z))
 
 
 def _set_v3_fill_value(store: Path, names: tuple[str, ...], value: int) -> None:
@@ -324,6 +388,12 @@ class MapStore:
             raise MisoError(f"{self.path} is not on this workflow's grid: {exc}") from None
         if int(attrs["zarr_chunk"]) != grid.config.zarr_chunk:
             raise MisoError(f"{self.path} uses {attrs['zarr_chunk']} px Zarr chunks, the grid {grid.config.zarr_chunk}")
+        self.extra_layers = tuple(layer.name for layer in EXTRA_LAYERS if layer.name in self.group)
+        """The extra layers this store has (all of them, unless made before they existed)."""
+        self.aoa_thresholds: dict[str, float] = {
+            task: float(self.group[mask].attrs["aoa_threshold"]) for mask, task in AOA_MASKS.items()
+            if mask in self.group and "aoa_threshold" in self.group[mask].attrs}
+        """task -> the AOA threshold recorded at creation (the networks')."""
 
     def _read_geobox(self) -> GeoBox:
         try:
@@ -363,7 +433,7 @@ class MapStore:
         ``chunk.geobox`` (same CRS, shape and transform), or when the region is unaligned or outside the store.
         """
         _refuse_misregistered(chunk, prediction)
-        return self._write(chunk, encode_prediction(prediction))
+        return self._write(chunk, encode_prediction(prediction, self.aoa_thresholds))
 
     def write_layers(self, chunk: Chunk, layers: xr.Dataset) -> str:
         """Write already encoded uint8 layers (:func:`stored_layers`) of ``chunk``, checked as
@@ -381,9 +451,17 @@ class MapStore:
             raise MisoError(f"chunk {chunk.id}: layers of shape {pf.shape}/{tx.shape}/{cls.shape}, expected {shape}")
         if not all(a.dtype == np.uint8 for a in (pf, tx, cls)):
             raise MisoError(f"chunk {chunk.id}: layers of dtype {pf.dtype}/{tx.dtype}/{cls.dtype}, expected uint8")
+        extra = {}
+        for name in self.extra_layers:
+            a = layers[name].transpose("y", "x").values if name in layers else np.full(shape, NODATA, np.uint8)
+            if a.shape != shape or a.dtype != np.uint8:
+                raise MisoError(f"chunk {chunk.id}: layer {name} is {a.dtype} {a.shape}, expected uint8 {shape}")
+            extra[name] = a
         self.group["permafrost_probability"][lr, lc] = pf
         self.group["taxonomy_probability"][:, lr, lc] = tx
         self.group["taxonomy_class"][lr, lc] = cls
+        for name, a in extra.items():
+            self.group[name][lr, lc] = a
         return self.checksum(chunk)
 
     def read_chunk(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -393,9 +471,14 @@ class MapStore:
                 np.asarray(self.group["taxonomy_probability"][:, lr, lc]),
                 np.asarray(self.group["taxonomy_class"][lr, lc]))
 
+    def read_extra(self, chunk: Chunk) -> dict[str, np.ndarray]:
+        """The stored uint8 extra layers of a chunk, name -> (y, x) (255 where never written)."""
+        lr, lc = self.region(chunk)
+        return {name: np.asarray(self.group[name][lr, lc]) for name in self.extra_layers}
+
     def checksum(self, chunk: Chunk) -> str:
-        """sha256 of what is stored for ``chunk`` (see :func:`checksum_arrays`)."""
-        return checksum_arrays(*self.read_chunk(chunk))
+        """sha256 of what is stored for ``chunk``, every layer (see :func:`checksum_arrays`)."""
+        return checksum_arrays(*self.read_chunk(chunk), *self.read_extra(chunk).values())
 
     def zarr_chunk_keys(self, chunk: Chunk) -> list[str]:
         """Store-relative keys of every Zarr chunk of every layer in ``chunk``'s region, as zarr names them
@@ -405,7 +488,7 @@ class MapStore:
         z = self.grid.config.zarr_chunk
         rows, cols = range(lr.start // z, -(-lr.stop // z)), range(lc.start // z, -(-lc.stop // z))
         keys = []
-        for name in LAYERS:
+        for name in CORE_LAYERS + self.extra_layers:
             array = self.group[name]
             lead = (0,) * (array.ndim - 2)  # the class axis is one Zarr chunk
             keys += [f"{name}/{array.metadata.encode_chunk_key((*lead, i, j))}" for i in rows for j in cols]
@@ -418,7 +501,7 @@ class MapStore:
     def stored_keys(self) -> set[str]:
         """Every chunk file of the layers, as store-relative keys (one walk of the layers' folders)."""
         found: set[str] = set()
-        for name in LAYERS:
+        for name in CORE_LAYERS + self.extra_layers:
             for folder, _, files in os.walk(self.path / name):
                 rel = Path(folder).relative_to(self.path).as_posix()
                 found.update(f"{rel}/{f}" for f in files if f not in _METADATA_FILES)

@@ -34,6 +34,7 @@ from odc.geo.geobox import GeoBox
 from miso_mapper.config import GridConfig, ImageryConfig
 from miso_mapper.errors import MisoError
 from miso_mapper.grid import AlaskaGrid, Chunk
+from miso_mapper.imagery.quality import with_input_quality
 from miso_mapper.pipeline.predictor_cache import get_predictor
 from miso_mapper.pipeline.predictors import PredictorSpec
 from miso_mapper.pipeline.store import MapStore
@@ -117,8 +118,9 @@ def read_task(job: ChunkJob) -> xr.Dataset | None:
 
 @_portable_errors
 def predict_write_task(inputs: xr.Dataset | None, job: ChunkJob) -> dict[str, Any]:
-    """Predict the interior and write it to the store (which checks its GeoBox is the chunk's, scales to uint8,
-    writes the aligned region, re-reads and checksums it).
+    """Predict the interior, add the input-quality layers (:func:`~miso_mapper.imagery.quality.input_quality`)
+    and write it to the store (which checks its GeoBox is the chunk's, scales to uint8, writes the aligned
+    region, re-reads and checksums it).
 
     Returns a dict for the client's manifest: ``chunk``, ``checksum``, ``absent_keys`` (the chunk's Zarr chunk
     keys left absent as all no data), ``worker`` (host:pid), ``read_s``, ``predict_s``, ``write_s`` (seconds),
@@ -137,7 +139,8 @@ def predict_write_task(inputs: xr.Dataset | None, job: ChunkJob) -> dict[str, An
         raise RuntimeError(f"chunk {job.chunk_id}: logged write vanished between read and write")
     predictor, loads = get_predictor(job.predictor)
     t0 = time.perf_counter()
-    pred = predictor.predict_chunk(inputs, interior_slices(chunk, job.grid.halo))
+    interior = interior_slices(chunk, job.grid.halo)
+    pred = with_input_quality(predictor.predict_chunk(inputs, interior), inputs, interior)
     t1 = time.perf_counter()
     checksum = store.write_chunk(chunk, pred)
     absent = store.absent_keys(chunk)
