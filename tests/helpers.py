@@ -101,15 +101,18 @@ def uncertainty_layers(n: int = 1000) -> dict[str, np.ndarray]:
 
 
 def add_store_layers(store: Path, rows: slice, cols: slice, layers: dict[str, np.ndarray], zarr_chunk: int) -> None:
-    """Add (y, x) uint8 layers (255 = no data) to a ``maps.zarr``, holding ``layers`` at ``rows, cols``, and
-    consolidate its metadata again (as ``run`` will once it writes them)."""
+    """Write (y, x) uint8 layers (255 = no data) into a ``maps.zarr`` at ``rows, cols`` (creating an array that
+    the store lacks, as a store made before these layers did), and consolidate its metadata again."""
     import zarr
 
     group = zarr.open_group(str(store), mode="r+")
     shape = group["permafrost_probability"].shape
     for name, data in layers.items():
-        array = group.create_array(name, shape=shape, chunks=(zarr_chunk, zarr_chunk), dtype="uint8",
-                                   fill_value=255, attributes={"grid_mapping": "spatial_ref"})
+        if name in group:
+            array = group[name]
+        else:
+            array = group.create_array(name, shape=shape, chunks=(zarr_chunk, zarr_chunk), dtype="uint8",
+                                       fill_value=255, attributes={"grid_mapping": "spatial_ref"})
         array[rows, cols] = data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"

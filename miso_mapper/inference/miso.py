@@ -71,6 +71,7 @@ from miso_mapper.inference.predictor import interior_coords
 from miso_mapper.inference.settings import PredictorConfig
 from miso_mapper.inference.windows import StageAxis, Window, WindowLayout, blend_mask, interpolate_lattice
 from miso_mapper.model.config import MisoNetConfig
+from miso_mapper.model.conformal import prediction_set_bits
 from miso_mapper.model.network import MisoNet
 
 #: The predictor's (y, x) float32 layers besides the probabilities (NaN = no data); see
@@ -563,17 +564,6 @@ def normalised_entropy(prob: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=0) / np.log(p.shape[0])
     return np.where(np.isfinite(p).all(axis=0), np.clip(h, 0.0, 1.0), np.nan).astype(np.float32)
-
-
-def prediction_set_bits(probs: Tensor, qhat: float) -> Tensor:
-    """Conformal (LAC) prediction sets as bitmasks: ``(..., C)`` probabilities -> ``(...)`` uint8 with bit ``c``
-    set where ``p_c >= 1 - qhat`` (order ``c`` of :data:`~miso_mapper.bands.SOIL_ORDERS`).
-
-    Local stand-in for ``miso_mapper.model.conformal.prediction_set_bits`` (same contract) until that exists.
-    """
-    inside = probs >= (1.0 - float(qhat))
-    weights = 2 ** torch.arange(probs.shape[-1], device=probs.device)
-    return (inside.to(torch.int64) * weights).sum(dim=-1).to(torch.uint8)
 
 
 def card_qhat(model: MisoNet) -> float | None:
