@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -244,14 +244,15 @@ def demo(
     quick: Annotated[bool, typer.Option("--quick", help="smallest settings that still exercise every step")]
     = False,
 ) -> None:
-    """Run the whole job on the embedded demo world: create, serve, plan (and the later stages as they land)."""
+    """Run the whole job on the embedded demo world: create, serve, train, evaluate, run, export, report."""
     from miso_mapper.demo import run_demo
 
     run_demo(config, out=out, quick=quick, console=console)
 
 
 TaskOption = Annotated[
-    str | None, typer.Option("--task", help="permafrost, taxonomy or both (default: train.tasks of the workflow)")
+    Literal["permafrost", "taxonomy", "both"] | None,
+    typer.Option("--task", help="permafrost, taxonomy or both (default: train.tasks of the workflow)"),
 ]
 
 
@@ -269,17 +270,13 @@ def train(
     Chips are read once through the imagery layer and cached (memory-mapped .npy); a killed run resumes from
     its last epoch.
     """
-    import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
     from miso_mapper.config import load_workflow
-    from miso_mapper.errors import UsageError
+
+    tasks = None if task is None else ["permafrost", "taxonomy"] if task == "both" else [task]
+    workflow = load_workflow(config)  # a bad workflow file fails before torch loads (tens of seconds)
+    import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
     from miso_mapper.train.run import run_training
 
-    tasks = None
-    if task is not None:
-        if task not in ("permafrost", "taxonomy", "both"):
-            raise UsageError(f"--task must be permafrost, taxonomy or both, not {task!r}")
-        tasks = ["permafrost", "taxonomy"] if task == "both" else [task]
-    workflow = load_workflow(config)
     run_training(workflow, tasks, console=console, fresh=fresh)
 
 
@@ -297,13 +294,14 @@ def evaluate(
 
     Writes splits, predictions, CSV/Markdown tables and a self-contained report.html under evaluate.directory.
     """
-    import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
     from miso_mapper.config import load_workflow
-    from miso_mapper.evaluate.report import print_tables
-    from miso_mapper.evaluate.run import run_evaluation
     from miso_mapper.layout import RunLayout
 
-    workflow = load_workflow(config)
+    workflow = load_workflow(config)  # a bad workflow file fails before torch loads (tens of seconds)
+    import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
+    from miso_mapper.evaluate.report import print_tables
+    from miso_mapper.evaluate.run import run_evaluation
+
     result = run_evaluation(workflow, quick=quick, console=console, fresh=fresh)
     print_tables(result, console)
     console.print(f"[green]✓ evaluate[/] {result.seconds:.0f} s; report: {RunLayout.of(workflow).evaluate.report}")
@@ -503,20 +501,17 @@ ForceOption = Annotated[bool, typer.Option("--force", help="replace --out if it 
 @user_errors
 def checkpoint_import(
     path: Annotated[Path, typer.Argument(help="state dict saved by the reference code, e.g. best_model.pth")],
-    task: Annotated[str, typer.Option("--task", help="permafrost or taxonomy")],
+    task: Annotated[Literal["permafrost", "taxonomy"], typer.Option("--task", help="permafrost or taxonomy")],
     out: Annotated[Path, typer.Option("--out", help="the checkpoint to write, e.g. permafrost.safetensors")],
-    source: Annotated[str, typer.Option("--from", help="where the file comes from: reference")] = "reference",
-    size: Annotated[str, typer.Option("--size", help="network size of the file (the reference code's: "
-                                                     "reference)")] = "reference",
+    source: Annotated[Literal["reference"], typer.Option("--from", help="where the file comes from: reference")]
+    = "reference",
+    size: Annotated[Literal["reference", "small", "tiny"], typer.Option(
+        "--size", help="network size of the file (the reference code's: reference)")] = "reference",
     force: ForceOption = False,
 ) -> None:
     """Import a reference .pth (read as tensors only, never unpickled beyond them) as a .safetensors checkpoint."""
     from miso_mapper.model.commands import import_command
 
-    if size not in ("reference", "small", "tiny"):
-        from miso_mapper.errors import UsageError
-
-        raise UsageError(f"--size {size!r}: reference, small or tiny")
     written = import_command(source, path, task, out, size=size, force=force)
     console.print(f"[green]✓ checkpoint import[/] {written} ({task}, {size}, from {path.name})")
 
@@ -526,7 +521,8 @@ def checkpoint_import(
 def checkpoint_export(
     checkpoint: Annotated[Path, typer.Argument(help="our .safetensors checkpoint")],
     out: Annotated[Path, typer.Option("--out", help="the .pth to write, for the reference code")],
-    target: Annotated[str, typer.Option("--to", help="who reads the file: reference")] = "reference",
+    target: Annotated[Literal["reference"], typer.Option("--to", help="who reads the file: reference")]
+    = "reference",
     force: ForceOption = False,
 ) -> None:
     """Write a checkpoint as a .pth state dict that the reference code's model loads strictly."""

@@ -59,6 +59,7 @@ from miso_mapper.pipeline.tasks import ChunkJob, logged_write, predict_write_tas
 from miso_mapper.plan import make_plan
 from miso_mapper.runlock import RunLock
 from miso_mapper.signals import StopSignals
+from miso_mapper.trained import with_trained_checkpoints
 from miso_mapper.writer import exclusive_writer
 
 
@@ -404,6 +405,8 @@ def run_workflow(workflow: Workflow, resume: bool = False, only: list[str] | Non
     also given to ``progress.finished`` with the manifest's final counts.
 
     ``verify`` (with ``resume``): re-read every done chunk and compare it with its recorded checksum.
+    A MISO workflow that sets no checkpoint maps with those ``train`` wrote (a notice says so;
+    :func:`~miso_mapper.trained.with_trained_checkpoints`).
     Raises :class:`MisoError` for bad input, a run folder locked by another command, or a client-side failure
     (one line naming the path), and :class:`~miso_mapper.signals.Interrupted` when stopped by a signal.
     """
@@ -414,6 +417,9 @@ def run_workflow(workflow: Workflow, resume: bool = False, only: list[str] | Non
     if resume and overwrite:
         raise MisoError("give --resume or --overwrite, not both")
     progress = progress or RunProgress()
+    workflow, note = with_trained_checkpoints(workflow)
+    if note:
+        progress.notice(note)
     inputs = check_inputs(workflow, only)
     command = " ".join(["run", *(["--resume"] if resume else []), *(["--verify"] if verify else []),
                         *(["--overwrite"] if overwrite else [])])

@@ -142,7 +142,7 @@ def create_world(out_dir: Path, spec: WorldSpec | None = None, progress: Progres
     if out_dir.exists() and not out_dir.is_dir():
         raise MisoError(f"{out_dir} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise MisoError(f"{out_dir} exists and is not empty (use overwrite to replace it)")
+        raise MisoError(f"{out_dir} exists and is not empty (add --overwrite to replace it)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
