@@ -257,6 +257,11 @@ class ClusterConfig(StrictModel):
     log_directory: Path | None = Field(None, description="slurm/pbs worker job logs (default: output/logs)")
     local_directory: str | None = Field(None, description="worker spill folder, e.g. $TMPDIR or node-local SSD")
     interface: str | None = Field(None, description="network interface of workers and scheduler, e.g. ib0")
+    dashboard_port: int | None = Field(
+        None, ge=1, le=65535, description="port of the Dask dashboard (local, local-cuda, slurm, pbs), for an SSH "
+        "tunnel to it; its address is printed when a run starts. null: any free port (local, local-cuda) or "
+        "dask-jobqueue's configured one (slurm, pbs; 8787 unless set)"
+    )
 
     @model_validator(mode="after")
     def _address(self) -> ClusterConfig:

@@ -93,3 +93,37 @@ def test_relax_malloc_trim_under_dasks_worker_environment():
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"},
                          capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_dashboard_port_of_a_local_cluster(tmp_path):
+    from miso_mapper.pipeline.clusters import open_client
+
+    port = _free_port()
+    cfg = ClusterConfig(n_workers=1, memory_limit="1GB", dashboard_port=port, local_directory=str(tmp_path))
+    with open_client(cfg) as client:
+        assert f":{port}/" in client.dashboard_link
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_dashboard_port_of_a_job_queue_scheduler(kind):
+    port = _free_port()
+    cluster = make_jobqueue_cluster(ClusterConfig(kind=kind, **HPC, dashboard_port=port))
+    try:
+        assert f":{port}/" in cluster.dashboard_link
+    finally:
+        cluster.close()
+
+
+def test_dashboard_port_is_checked_when_the_workflow_loads():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="dashboard_port"):
+        ClusterConfig(dashboard_port=70000)

@@ -11,6 +11,9 @@
   most the chunk in flight is lost (``run`` retries it); the cluster keeps ``n_workers`` jobs by adapting.
 * ``address``: connect to a running scheduler (dask-gateway, Kubernetes, a ``dask scheduler`` you started).
 
+The scheduler's dashboard listens on ``dashboard_port`` when set (a fixed port to tunnel to on HPC), else on
+any free port (local clusters) or dask-jobqueue's configured one; ``address`` clusters keep their own.
+
 :func:`cluster_has_gpus` says whether predict tasks should ask for the ``GPU`` resource.
 """
 
@@ -85,7 +88,14 @@ def _jobqueue_kwargs(config: ClusterConfig, log_directory: Path | None) -> dict[
         kwargs["local_directory"] = config.local_directory
     if config.interface:
         kwargs["interface"] = config.interface
+    if config.dashboard_port is not None:
+        kwargs["scheduler_options"] = {"dashboard_address": _dashboard_address(config)}
     return kwargs
+
+
+def _dashboard_address(config: ClusterConfig) -> str:
+    """The scheduler's ``dashboard_address``: ``:<dashboard_port>``, or ``:0`` (any free port) when unset."""
+    return f":{config.dashboard_port or 0}"
 
 
 def make_jobqueue_cluster(config: ClusterConfig, log_directory: Path | None = None) -> Any:
@@ -122,7 +132,8 @@ def make_cluster(config: ClusterConfig, log_directory: Path | None = None) -> An
         from distributed import LocalCluster
 
         return LocalCluster(n_workers=config.n_workers, threads_per_worker=config.threads_per_worker,
-                            processes=True, memory_limit=config.memory_limit, dashboard_address=":0",
+                            processes=True, memory_limit=config.memory_limit,
+                            dashboard_address=_dashboard_address(config),
                             local_directory=config.local_directory)
     if config.kind == "local-cuda":
         try:
@@ -130,7 +141,7 @@ def make_cluster(config: ClusterConfig, log_directory: Path | None = None) -> An
         except ImportError:
             raise MisoError("cluster.kind 'local-cuda' needs dask-cuda: pip install 'miso-mapper[gpu]'") from None
         return LocalCUDACluster(threads_per_worker=config.threads_per_worker, memory_limit=config.memory_limit,
-                                resources={"GPU": 1}, dashboard_address=":0",
+                                resources={"GPU": 1}, dashboard_address=_dashboard_address(config),
                                 local_directory=config.local_directory)
     cluster = make_jobqueue_cluster(config, log_directory)
     cluster.adapt(minimum_jobs=config.n_workers, maximum_jobs=config.n_workers)
