@@ -4,7 +4,8 @@
   (:func:`region_problems`, through :func:`~miso_mapper.region.region_geometry`, the function ``plan`` and
   ``run`` build the region with);
 * the files a run or a training reads (:func:`input_problems`): the covariate folder with its layers (source
-  ``folder``), the labelled-points files (when set), and the model files ``model.kind`` maps with, when set
+  ``folder``), the labelled-points files (when set), the package an imagery profile signs hrefs with
+  (:func:`profile_problems`), and the model files ``model.kind`` maps with, when set
   (:func:`model_file_problems`: a MISO checkpoint is a readable safetensors file whose card says the right
   task and ``model.size``; an RF-11 file is a skops file made only of forests, never a pickle);
 * the labelled points as ``train`` and ``evaluate`` read them (:func:`points_problems`): label fields,
@@ -97,7 +98,14 @@ def input_problems(workflow: Workflow) -> list[Problem]:
         path = getattr(workflow.points, key)
         if path is not None and not path.is_file():
             problems.append(Problem(f"points.{key}", f"file not found: {path}"))
-    return problems + model_file_problems(workflow.model) + init_problems(workflow)
+    return problems + profile_problems(workflow) + model_file_problems(workflow.model) + init_problems(workflow)
+
+
+def profile_problems(workflow: Workflow) -> list[Problem]:
+    """``imagery.profile``: a profile that signs its hrefs (Planetary Computer) needs its signing package."""
+    from miso_mapper.imagery.profiles import get_profile
+
+    return [Problem("imagery.profile", str(exc)) for exc in _raised(get_profile(workflow.imagery.profile).signer)]
 
 
 def init_problems(workflow: Workflow) -> list[Problem]:

@@ -6,6 +6,10 @@ file warped onto the chunk grid by GDAL (nearest), the known per-scene offset re
 
 from __future__ import annotations
 
+import copy
+import sys
+import types
+
 import numpy as np
 import pytest
 import rasterio
@@ -16,6 +20,7 @@ from rasterio.transform import from_origin
 
 from miso_mapper.bands import S2_BAND_GSD, S2_BAND_IDS, S2_BANDS
 from miso_mapper.config import ImageryConfig
+from miso_mapper.errors import MisoError
 from miso_mapper.imagery.chunk import composite_items
 
 from .helpers import numpy_composite
@@ -148,23 +153,58 @@ def test_earth_search_layout(scenes, loader):
     assert list(got["band"].values) == list(S2_BANDS)
 
 
-def test_planetary_computer_layout(scenes):
+BLOB = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2"
+
+
+def _blob_items(scenes) -> list[dict]:
+    """Planetary Computer items whose hrefs are blob URLs (as PC's are) standing for the local files."""
+    items = [planetary_computer_item(s) for s in scenes]
+    for item in items:
+        for asset in item["assets"].values():
+            asset["href"] = BLOB + asset["href"]
+    return items
+
+
+def test_planetary_computer_layout_is_signed_before_reading(scenes, monkeypatch):
+    """A public cloud signing API cannot be reached here, so ``planetary_computer`` is a stand-in module: its
+    ``sign`` records each href and returns one GDAL can read (the local file the blob URL stands for), as the
+    real one returns the URL with a SAS token. Unsigned, the blob URLs are unreadable: the composite shows
+    the signer was called on every asset href before the read."""
+    signed: list[str] = []
+
+    def sign(href: str) -> str:
+        signed.append(href)
+        return href.removeprefix(BLOB)
+
+    monkeypatch.setitem(sys.modules, "planetary_computer", types.SimpleNamespace(sign=sign))
     # Planetary Computer is never harmonised: every 04.00 scene is read as carrying the offset
     pc_scenes = scenes[:2]
-    items = [planetary_computer_item(s) for s in pc_scenes]
+    items = _blob_items(pc_scenes)
+    before = copy.deepcopy(items)
     cfg = ImageryConfig(stac_url="http://unused", profile="planetary-computer")
-    from miso_mapper.imagery.profiles import PROFILES
-
-    unsigned = PROFILES["planetary-computer"].model_copy(update={"signs_hrefs": False})
-    PROFILES["planetary-computer-local"] = unsigned  # local files need no SAS token
-    try:
-        got = composite_items(items, GEOBOX, cfg.model_copy(update={"profile": "planetary-computer-local"}))
-    finally:
-        del PROFILES["planetary-computer-local"]
+    got = composite_items(items, GEOBOX, cfg)
     want, _ = expected_composite(pc_scenes, [0, 1000])
     valid = ~np.isnan(want).any(axis=0)
     assert valid.sum() > 1000
     np.testing.assert_array_equal(got["reflectance"].values[:, valid], want[:, valid])
+    assert sorted(signed) == sorted(a["href"] for item in before for a in item["assets"].values())
+    assert items == before  # the manifest keeps unsigned items: tokens expire
+
+
+def test_planetary_computer_without_its_package_is_one_clear_error(scenes, monkeypatch, tmp_path):
+    from miso_mapper.checks import input_problems
+    from miso_mapper.config import load_workflow
+
+    from .helpers import WORKFLOWS
+
+    monkeypatch.setitem(sys.modules, "planetary_computer", None)  # not importable, installed or not
+    cfg = ImageryConfig(stac_url="http://unused", profile="planetary-computer")
+    with pytest.raises(MisoError, match=r"pip install 'miso-mapper\[planetary-computer\]'"):
+        composite_items(_blob_items(scenes[:1]), GEOBOX, cfg)
+    workflow = load_workflow(WORKFLOWS / "demo.yaml", {"imagery": {"profile": "planetary-computer"},
+                                                       "output": {"directory": str(tmp_path)}})
+    assert any(p.field == "imagery.profile" and "planetary-computer" in p.message
+               for p in input_problems(workflow))
 
 
 def test_loaders_agree(scenes):

@@ -47,7 +47,7 @@ def composite_items(items: list[dict[str, Any]], geobox: GeoBox, config: Imagery
     else:
         profile = get_profile(config.profile)
         assets = [profile.asset_key(b) for b in bands] + [profile.asset_key("scl")]
-        stack = stack_items(items, assets, geobox, loader=config.loader)
+        stack = stack_items(profile.signed(items, assets), assets, geobox, loader=config.loader)
         by_id = {item["id"]: item for item in items}
         offsets = np.array(
             [profile.dn_offset(by_id[i].get("properties", {})) for i in stack["id"].values], np.float32

@@ -11,7 +11,9 @@ already removed it, so the decision is made per item from its own metadata:
 * Earth Search v1 ``sentinel-2-l2a``: ``earthsearch:boa_offset_applied: true`` means the provider already
   subtracted the offset; otherwise items with ``s2:processing_baseline`` >= 04.00 still carry it.
 * Planetary Computer ``sentinel-2-l2a``: never harmonised; baseline >= 04.00 carries the offset. Asset hrefs
-  need a SAS token (``planetary-computer`` extra); tokens are stripped from anything we log.
+  need a SAS token (``planetary-computer`` extra): :meth:`CollectionProfile.signed` signs the hrefs of the
+  assets a chunk reads right before the read (a token lasts about an hour, so signed items are never stored:
+  the run manifest keeps the unsigned ones); tokens are stripped from anything we log.
 * demo: written by ``miso-mapper world create`` with Earth Search's metadata conventions.
 """
 
@@ -65,6 +67,22 @@ class CollectionProfile(BaseModel):
                 "pip install 'miso-mapper[planetary-computer]'"
             ) from None
         return planetary_computer.sign
+
+    def signed(self, items: list[dict[str, Any]], assets: list[str]) -> list[dict[str, Any]]:
+        """Copies of ``items`` whose ``assets`` (asset keys) carry hrefs signed for reading; ``items`` itself
+        when this profile signs nothing. The originals are never changed. Raises :class:`MisoError` when the
+        signing package is missing."""
+        sign = self.signer()
+        if sign is None:
+            return items
+        out = []
+        for item in items:
+            copied = dict(item.get("assets", {}))
+            for key in assets:
+                if key in copied:
+                    copied[key] = {**copied[key], "href": sign(copied[key]["href"])}
+            out.append({**item, "assets": copied})
+        return out
 
 
 def _baseline(properties: Mapping[str, Any]) -> float | None:

@@ -48,6 +48,7 @@ from typing import Any
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError, UsageError
 from miso_mapper.grid import AlaskaGrid, Chunk
+from miso_mapper.imagery.profiles import get_profile
 from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.audit import audit_done, return_to_pending
 from miso_mapper.pipeline.clusters import cluster_has_gpus, open_client
@@ -143,6 +144,7 @@ def check_inputs(workflow: Workflow, only: list[str] | None = None) -> Inputs:
     """Steps 1-2 of the module doc; :class:`MisoError` for a missing model file, an empty region or an unknown
     ``--only`` chunk."""
     spec = resolve_spec(workflow.model, workflow.grid, torch_threads=workflow.cluster.threads_per_worker)
+    get_profile(workflow.imagery.profile).signer()  # a missing signing package stops here, not in every chunk
     plan = make_plan(workflow)
     if not plan.chunks:
         raise MisoError(f"the region of workflow {workflow.name!r} contains no chunk of the grid "
