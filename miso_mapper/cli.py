@@ -377,18 +377,17 @@ def report(
     """
     from rich.markup import escape
 
+    from miso_mapper.api import demo_accuracy
     from miso_mapper.config import load_workflow
     from miso_mapper.layout import RunLayout
     from miso_mapper.points import describe_label_counts
-    from miso_mapper.report import map_accuracy, write_run_report
-    from miso_mapper.report.accuracy import truth_paths
+    from miso_mapper.report import write_run_report
+    from miso_mapper.trained import with_trained_checkpoints
 
-    workflow = load_workflow(config)
-    layout = RunLayout.of(workflow)
-    out = out or layout.report
-    acc = None
-    if truth_paths(workflow) is not None and layout.store.exists():
-        acc = map_accuracy(workflow)
+    workflow, _ = with_trained_checkpoints(load_workflow(config), required=False)  # the cards `run` mapped with
+    out = out or RunLayout.of(workflow).report
+    acc = demo_accuracy(workflow)
+    if acc is not None:
         for task in ("permafrost", "soil_order"):
             a = acc[task]
             if a["accuracy"] is not None:

@@ -14,15 +14,20 @@ the hidden temporaries of workers killed in the middle of a product are removed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from miso_mapper.config import load_workflow
+from miso_mapper.config import Workflow, load_workflow
 from miso_mapper.export.atomic import remove_temporaries
 from miso_mapper.layout import RunLayout
 from miso_mapper.writer import exclusive_writer
+
+if TYPE_CHECKING:
+    from miso_mapper.export.run import ExportResult
 
 console = Console()
 err_console = Console(stderr=True)
@@ -30,9 +35,7 @@ err_console = Console(stderr=True)
 
 def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool = False) -> None:
     """Export a workflow's map store into its products folder (see :mod:`miso_mapper.export`)."""
-    from miso_mapper.export.run import export_workflow
     from miso_mapper.export.source import open_group
-    from miso_mapper.pipeline.clusters import open_client
 
     workflow = load_workflow(config)
     layout = RunLayout.of(workflow)
@@ -47,18 +50,8 @@ def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool
             tasks[stage] = progress.add_task(f"export {stage}", total=total)
         progress.update(tasks[stage], completed=done, total=total)
 
-    command = "export" + (" --overwrite" if overwrite else "")
-    hint = "no product was left half written; run `miso-mapper export CONFIG` again"
-    with exclusive_writer(workflow, command, hint=hint):
-        started = time.time()
-        try:
-            with open_client(workflow.cluster, layout.logs) as client, progress:
-                result = export_workflow(workflow, client=client, tiles=wanted, overwrite=overwrite,
-                                         progress=report)
-        except BaseException:
-            if layout.products.exists():  # the workers are gone: sweep what a killed one left half written
-                remove_temporaries(layout.products, started)
-            raise
+    with progress:
+        result = export_locked(workflow, wanted, overwrite, report)
     per_tile = sorted(result.tile_seconds.values())
     median = per_tile[len(per_tile) // 2] if per_tile else 0.0
     size_mb = sum(p.stat().st_size for p in result.files if p.exists()) / 1e6
@@ -66,3 +59,24 @@ def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool
     console.print(f"[green]✓ export[/] {len(result.tiles)} tile(s){note}, {len(result.files)} files, {size_mb:.1f} MB "
                   f"in {result.seconds:.1f} s (median {median:.1f} s per tile); products {layout.products}")
     console.print(f"STAC: {result.stac}")
+
+
+def export_locked(workflow: Workflow, tiles: list[str] | None = None, overwrite: bool = False,
+                  progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
+    """:func:`~miso_mapper.export.run.export_workflow` on the workflow's Dask cluster, holding the run folder's
+    lock; on any way out, the hidden temporaries that killed workers left in the products folder are removed."""
+    from miso_mapper.export.run import export_workflow
+    from miso_mapper.pipeline.clusters import open_client
+
+    layout = RunLayout.of(workflow)
+    command = "export" + (" --overwrite" if overwrite else "")
+    hint = "no product was left half written; run `miso-mapper export CONFIG` again"
+    with exclusive_writer(workflow, command, hint=hint):
+        started = time.time()
+        try:
+            with open_client(workflow.cluster, layout.logs) as client:
+                return export_workflow(workflow, client=client, tiles=tiles, overwrite=overwrite, progress=progress)
+        except BaseException:
+            if layout.products.exists():  # the workers are gone: sweep what a killed one left half written
+                remove_temporaries(layout.products, started)
+            raise
