@@ -16,16 +16,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
 from miso_mapper.config import load_workflow
+from miso_mapper.console import command_log, make_console
 from miso_mapper.export.atomic import remove_temporaries
 from miso_mapper.layout import RunLayout
+from miso_mapper.progressbar import progress_bar
 from miso_mapper.writer import exclusive_writer
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool = False) -> None:
@@ -38,8 +37,7 @@ def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool
     layout = RunLayout.of(workflow)
     wanted = [t for arg in tiles or [] for t in arg.split(",") if t] or None
     open_group(layout.store)  # a missing store fails before a cluster is started (and before a lock is written)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=err_console, transient=False)
+    progress = progress_bar(err_console)
     tasks: dict[str, int] = {}
 
     def report(stage: str, done: int, total: int) -> None:
@@ -49,7 +47,7 @@ def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool
 
     command = "export" + (" --overwrite" if overwrite else "")
     hint = "no product was left half written; run `miso-mapper export CONFIG` again"
-    with exclusive_writer(workflow, command, hint=hint):
+    with command_log(layout.logs, "export", err_console), exclusive_writer(workflow, command, hint=hint):
         started = time.time()
         try:
             with open_client(workflow.cluster, layout.logs) as client, progress:

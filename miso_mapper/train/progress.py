@@ -37,11 +37,10 @@ class TrainingProgress:
 
 
 def progress_bars(console: Any) -> Any:
-    """The ``rich.progress.Progress`` that training bars go on (count, elapsed time; removed when done), or None
-    without a console."""
+    """The ``rich.progress.Progress`` that training bars go on (count, elapsed time, ETA; removed when done; plain
+    lines off a terminal, see :mod:`miso_mapper.progressbar`), or None without a console."""
     if console is None:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from miso_mapper.progressbar import progress_bar
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+    return progress_bar(console, transient=True)
