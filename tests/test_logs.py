@@ -143,3 +143,39 @@ def test_a_terminal_console_still_draws_rich_output():
     assert not console.plain
     assert not isinstance(progress_bar(console), LineProgress)
     assert isinstance(Console(), Console)
+
+
+def test_a_composite_over_all_nan_pixels_warns_nothing_even_in_threads():
+    import threading
+    import warnings
+
+    import numpy as np
+
+    from miso_mapper.imagery.composite import composite_array
+
+    values = np.random.default_rng(0).uniform(1, 1e4, (6, 3, 8, 8)).astype(np.float32)
+    ok = np.zeros((6, 8, 8), bool)
+    ok[:, :4] = True  # the lower half is cloudy in every scene
+    ok[::2, :4, :2] = False
+    errors: list[BaseException] = []
+
+    def composite_many() -> None:
+        try:
+            for _ in range(200):
+                composite_array(values, ok)
+        except BaseException as exc:  # a RuntimeWarning raised by the "error" filter
+            errors.append(exc)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        median, count = composite_array(values, ok)
+        threads = [threading.Thread(target=composite_many) for _ in range(4)]  # as in Dask's threaded workers
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[0]
+    assert np.isnan(median[:, 4:]).all() and (count[4:] == 0).all()
+    expected = np.median(values[1::2, :, :4, :2], axis=0)
+    np.testing.assert_array_equal(median[:, :4, :2], expected)
+    np.testing.assert_array_equal(median[:, :4, 2:], np.median(values[:, :, :4, 2:], axis=0))
