@@ -179,3 +179,28 @@ def test_a_composite_over_all_nan_pixels_warns_nothing_even_in_threads():
     expected = np.median(values[1::2, :, :4, :2], axis=0)
     np.testing.assert_array_equal(median[:, :4, :2], expected)
     np.testing.assert_array_equal(median[:, :4, 2:], np.median(values[:, :, :4, 2:], axis=0))
+
+
+def _bar_in_worker(steps: int) -> int:
+    """What a training in a pool worker does with its bar (module level: spawned workers import it)."""
+    from miso_mapper.train import parallel
+
+    bar = parallel.RemoteProgress(parallel._EVENTS)
+    task = bar.add_task(f"job {os.getpid()}", total=steps)
+    for _ in range(steps):
+        bar.advance(task)
+    bar.remove_task(task)
+    return os.getpid()
+
+
+def test_trainings_in_a_pool_report_their_progress_to_the_parent():
+    from miso_mapper.train.parallel import training_pool
+
+    console, buffer = _piped_console()
+    bar = LineProgress(console)
+    with bar, training_pool(2, bar) as pool:
+        pids = [f.result() for f in [pool.submit(_bar_in_worker, 20) for _ in range(2)]]
+    text = buffer.getvalue()
+    for pid in pids:
+        assert f"job {pid}: 0/20 (0%)" in text and f"job {pid}: 10/20 (50%)" in text, text
+        assert f"job {pid}: 20/20 (100%)" in text, text

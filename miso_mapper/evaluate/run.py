@@ -191,7 +191,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     progress = progress_bars(console)
     t_miso = t_rf = 0.0
     notes: list[str] = []
-    with progress if progress is not None else contextlib.nullcontext(), training_pool(workers) as pool:
+    with progress if progress is not None else contextlib.nullcontext(), training_pool(workers, progress) as pool:
         overall = progress.add_task("evaluate", total=len(jobs)) if progress is not None else None
         if pool is not None:
             echo(f"MISO: {len(jobs)} trainings in {workers} processes x {threads} torch thread(s)")
@@ -305,7 +305,7 @@ def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: Train
 
     if pool is not None:
         future = pool.submit(train_in_worker, ref, labels, job.train, job.val, job.task, cfg, size, job.run_dir,
-                             job.unlabelled, threads)
+                             job.unlabelled, threads, f"MISO {job.scheme} fold {job.fold + 1} {job.task}")
     else:
         future = None
         done = train_miso(chips, labels, job.train, job.val, job.task, cfg, size, run_dir=job.run_dir,

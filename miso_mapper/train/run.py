@@ -59,10 +59,12 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     workers = min(cfg.workers, len(jobs))
     threads = threads_per_worker(cfg, workers)
     ref = ChipCacheRef.of(chips, out.chips)
-    with training_pool(workers) as pool:
+    bars = progress_bars(console) if workers > 1 else None
+    with bars if bars is not None else contextlib.nullcontext(), training_pool(workers, bars) as pool:
         if pool is not None:
             echo(f"MISO: {', '.join(tasks)} side by side in {workers} processes x {threads} torch thread(s)")
-            futures = [pool.submit(train_in_worker, ref, labels, tr, va, task, cfg, size, run_dir, unl, threads)
+            futures = [pool.submit(train_in_worker, ref, labels, tr, va, task, cfg, size, run_dir, unl, threads,
+                                   f"MISO {task}")
                        for task, labels, tr, va, unl, run_dir in jobs]
             results = [f.result() for f in futures]
         else:
