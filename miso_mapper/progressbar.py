@@ -28,6 +28,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from miso_mapper.console import MisoConsole
+
 LINE_EVERY_S = 30.0
 LINE_EVERY_FRACTION = 0.1
 
@@ -80,9 +82,10 @@ class LineProgress(_StartMixin, Progress):
     """
 
     def __init__(self, console: Any, describe: Callable[[Task], str] | None = None,
-                 every_s: float = LINE_EVERY_S, every_fraction: float = LINE_EVERY_FRACTION) -> None:
+                 every_s: float = LINE_EVERY_S, every_fraction: float = LINE_EVERY_FRACTION, unit: str = "") -> None:
         super().__init__(console=console, disable=True)
         self.describe, self.every_s, self.every_fraction = describe, every_s, every_fraction
+        self.unit = f" {unit}" if unit else ""
         self._last: dict[TaskID, tuple[float, int, float]] = {}  # time, fraction step, completed at last line
 
     def add_task(self, description: str, start: bool = True, total: float | None = 100.0, completed: int = 0,
@@ -137,23 +140,25 @@ class LineProgress(_StartMixin, Progress):
         task = self._tasks[task_id]
         self._last[task_id] = (self.get_time(), self._step(task), task.completed)
         eta = eta_seconds(task)
-        count = f"{task.completed:g}/{task.total:g}" if task.total is not None else f"{task.completed:g}"
+        count = (f"{task.completed:g}/{task.total:g}" if task.total is not None else f"{task.completed:g}") + self.unit
         pct = f" ({task.completed / task.total:.0%})" if task.total else ""
         extra = f", {self.describe(task)}" if self.describe is not None else ""
         fields = {"stage": task.description, "completed": task.completed, "total": task.total,
                   "elapsed_s": round(task.elapsed or 0.0, 1), "eta_s": None if eta is None else round(eta, 1)}
-        self.console.print(f"{task.description}: {count}{pct}{extra}, elapsed {clock(task.elapsed or 0.0)}, "
-                           f"ETA {clock(eta)}", markup=False, highlight=False, level=logging.INFO,
-                           fields=fields)
+        line = f"{task.description}: {count}{pct}{extra}, elapsed {clock(task.elapsed or 0.0)}, ETA {clock(eta)}"
+        if isinstance(self.console, MisoConsole):
+            self.console.print(line, markup=False, highlight=False, level=logging.INFO, fields=fields)
+        else:  # a plain rich console (a caller's own)
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def progress_bar(console: Any, *columns: ProgressColumn, transient: bool = False,
-                 describe: Callable[[Task], str] | None = None) -> Progress:
+                 describe: Callable[[Task], str] | None = None, unit: str = "") -> Progress:
     """The progress display for ``console``: a live bar on a terminal (``columns``, or description, bar,
     count, elapsed, ETA), a :class:`LineProgress` off a terminal or in JSON format (``describe`` adds text to
-    its lines). ``transient`` bars vanish when done (lines stay)."""
+    its lines, ``unit`` follows its counts). ``transient`` bars vanish when done (lines stay)."""
     if getattr(console, "plain", not console.is_terminal):
-        return LineProgress(console, describe)
+        return LineProgress(console, describe, unit=unit)
     columns = columns or (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), EtaColumn())
     return BarProgress(*columns, console=console, transient=transient)

@@ -114,7 +114,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     from miso_mapper.train.init import check_init
     from miso_mapper.train.loop import net_config
     from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, training_pool
-    from miso_mapper.train.progress import progress_bars
+    from miso_mapper.train.progress import chip_progress, progress_bars
     from miso_mapper.train.source import ensure_world_exists
     from miso_mapper.train.splits import load_split, make_folds, save_split, scheme_distance, validation_split
     from miso_mapper.train.state import discard_state
@@ -137,7 +137,8 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     points = load_points(workflow, ev.tasks, echo=echo)
     geometry = ChipGeometry.for_jitter(cfg.crop_size, net_config(size, ev.tasks[0]).input_size, cfg.jitter_px)
     t0 = time.perf_counter()
-    chips = build_chips(workflow, points, geometry, layout.train.chips, echo=echo)
+    with chip_progress(console) as report:
+        chips = build_chips(workflow, points, geometry, layout.train.chips, echo=echo, progress=report)
     timings["chips_s"] = time.perf_counter() - t0
     bad = ~chips.valid
     if bad.any():

@@ -170,7 +170,7 @@ class RichRunProgress(RunProgress):
             TextColumn("{task.completed}/{task.total} chunks"),
             TextColumn("{task.fields[km2]:.0f}/{task.fields[total_km2]:.0f} km²"),
             TextColumn("{task.fields[rate]:.0f} km²/h"), TextColumn("[red]{task.fields[failed]} failed"),
-            TimeElapsedColumn(), EtaColumn(), describe=_run_line,
+            TimeElapsedColumn(), EtaColumn(), describe=_run_line, unit="chunks",
         )
         self._bar.start()
         if start.dashboard:
