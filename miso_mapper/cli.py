@@ -11,20 +11,21 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from miso_mapper import __version__
+from miso_mapper.console import command_log, make_console
 from miso_mapper.errors import MisoError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 app = typer.Typer(
     name="miso-mapper",
@@ -89,6 +90,22 @@ def interruptible(func: F) -> F:
 ConfigArg = Annotated[Path, typer.Argument(help="workflow YAML file, e.g. workflows/alaska-10m.yaml")]
 
 
+class LogLevel(StrEnum):
+    """``--log-level`` values."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class LogFormat(StrEnum):
+    """``--log-format`` values."""
+
+    text = "text"
+    json = "json"
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"miso-mapper {__version__}")
@@ -100,8 +117,23 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
     ] = False,
+    log_level: Annotated[LogLevel, typer.Option(
+        "--log-level", envvar="MISO_LOG_LEVEL", case_sensitive=False,
+        help="lowest level of the messages shown (the run folder's log file always records debug)")]
+    = LogLevel.info,
+    log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", envvar="MISO_LOG_FORMAT", case_sensitive=False,
+        help="text, or json: one object per line (time, level, logger, message, fields)")] = LogFormat.text,
 ) -> None:
-    """Fine-scale (10 m) permafrost and soil-order maps of Alaska with the MISO model."""
+    """Fine-scale (10 m) permafrost and soil-order maps of Alaska with the MISO model.
+
+    Off a terminal (a batch job's output file) messages are plain lines, never wrapped or cut, and progress is
+    a line every 30 s or 10 % with its ETA. Commands of a workflow (run, train, evaluate, export, demo) also
+    write <output.directory>/logs/<command>-<UTC time>.log at debug level.
+    """
+    from miso_mapper.logs import configure
+
+    configure(log_level.value, log_format.value)
 
 
 @app.command()
@@ -245,9 +277,12 @@ def demo(
     = False,
 ) -> None:
     """Run the whole job on the embedded demo world: create, serve, train, evaluate, run, export, report."""
-    from miso_mapper.demo import run_demo
+    from miso_mapper.demo import load_demo_workflow, run_demo
+    from miso_mapper.layout import RunLayout
 
-    run_demo(config, out=out, quick=quick, console=console)
+    logs = RunLayout.of(load_demo_workflow(config, out, quick=quick)).logs
+    with command_log(logs, "demo", err_console):
+        run_demo(config, out=out, quick=quick, console=console)
 
 
 TaskOption = Annotated[
@@ -275,9 +310,11 @@ def train(
     tasks = None if task is None else ["permafrost", "taxonomy"] if task == "both" else [task]
     workflow = load_workflow(config)  # a bad workflow file fails before torch loads (tens of seconds)
     import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
+    from miso_mapper.layout import RunLayout
     from miso_mapper.train.run import run_training
 
-    run_training(workflow, tasks, console=console, fresh=fresh)
+    with command_log(RunLayout.of(workflow).logs, "train", err_console):
+        run_training(workflow, tasks, console=console, fresh=fresh)
 
 
 @app.command()
@@ -302,9 +339,11 @@ def evaluate(
     from miso_mapper.evaluate.report import print_tables
     from miso_mapper.evaluate.run import run_evaluation
 
-    result = run_evaluation(workflow, quick=quick, console=console, fresh=fresh)
-    print_tables(result, console)
-    console.print(f"[green]✓ evaluate[/] {result.seconds:.0f} s; report: {RunLayout.of(workflow).evaluate.report}")
+    with command_log(RunLayout.of(workflow).logs, "evaluate", err_console):
+        result = run_evaluation(workflow, quick=quick, console=console, fresh=fresh)
+        print_tables(result, console)
+        console.print(f"[green]✓ evaluate[/] {result.seconds:.0f} s; report: "
+                      f"{RunLayout.of(workflow).evaluate.report}")
 
 
 @app.command()
@@ -544,12 +583,9 @@ def checkpoint_show(checkpoint: Annotated[Path, typer.Argument(help="our .safete
 
 
 def _progress() -> Any:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from miso_mapper.progressbar import progress_bar
 
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err_console, transient=False,
-    )
+    return progress_bar(err_console)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from typing import Any
 from rich.console import Console
 
 from miso_mapper.config import Workflow, load_workflow, merge_overrides
+from miso_mapper.console import make_console
 from miso_mapper.errors import MisoError
 from miso_mapper.layout import RunLayout
 
@@ -90,9 +91,17 @@ def ensure_world(workflow: Workflow, console: Console) -> Path:
     if existing is not None and existing.spec == WorldSpec(seed=workflow.world.seed):
         console.print(f"[green]✓ world[/] reusing {directory} (seed {workflow.world.seed})")
         return directory
+    from miso_mapper.progressbar import progress_bar
+
     started = time.perf_counter()
-    # replace only a previous demo world, never a folder of something else
-    create_world(directory, WorldSpec(seed=workflow.world.seed), overwrite=existing is not None)
+    with progress_bar(console) as bar:
+        task = bar.add_task("creating world", total=100)
+
+        def report(stage: str, fraction: float) -> None:
+            bar.update(task, description=f"world: {stage}", completed=round(100 * fraction))
+
+        # replace only a previous demo world, never a folder of something else
+        create_world(directory, WorldSpec(seed=workflow.world.seed), progress=report, overwrite=existing is not None)
     console.print(
         f"[green]✓ world[/] created {directory} (seed {workflow.world.seed}) "
         f"in {time.perf_counter() - started:.1f} s"
@@ -123,7 +132,7 @@ def run_demo(config: Path, out: Path | None = None, quick: bool = False, console
     import miso_mapper.train  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
     from miso_mapper.world import serve_world
 
-    console = console or Console()
+    console = console or make_console()
     stages = _Stages(console)
     workflow = load_demo_workflow(config, out, quick=quick)
     with stages.stage("world", "the synthetic region near Fairbanks"):

@@ -114,7 +114,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     from miso_mapper.train.init import check_init
     from miso_mapper.train.loop import net_config
     from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, training_pool
-    from miso_mapper.train.progress import progress_bars
+    from miso_mapper.train.progress import chip_progress, progress_bars
     from miso_mapper.train.source import ensure_world_exists
     from miso_mapper.train.splits import load_split, make_folds, save_split, scheme_distance, validation_split
     from miso_mapper.train.state import discard_state
@@ -137,7 +137,8 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     points = load_points(workflow, ev.tasks, echo=echo)
     geometry = ChipGeometry.for_jitter(cfg.crop_size, net_config(size, ev.tasks[0]).input_size, cfg.jitter_px)
     t0 = time.perf_counter()
-    chips = build_chips(workflow, points, geometry, layout.train.chips, echo=echo)
+    with chip_progress(console) as report:
+        chips = build_chips(workflow, points, geometry, layout.train.chips, echo=echo, progress=report)
     timings["chips_s"] = time.perf_counter() - t0
     bad = ~chips.valid
     if bad.any():
@@ -191,7 +192,7 @@ def run_evaluation(workflow: Workflow, quick: bool = False, console: Any = None,
     progress = progress_bars(console)
     t_miso = t_rf = 0.0
     notes: list[str] = []
-    with progress if progress is not None else contextlib.nullcontext(), training_pool(workers) as pool:
+    with progress if progress is not None else contextlib.nullcontext(), training_pool(workers, progress) as pool:
         overall = progress.add_task("evaluate", total=len(jobs)) if progress is not None else None
         if pool is not None:
             echo(f"MISO: {len(jobs)} trainings in {workers} processes x {threads} torch thread(s)")
@@ -305,7 +306,7 @@ def _train_and_predict(job: _MisoJob, chips: Any, labels: np.ndarray, cfg: Train
 
     if pool is not None:
         future = pool.submit(train_in_worker, ref, labels, job.train, job.val, job.task, cfg, size, job.run_dir,
-                             job.unlabelled, threads)
+                             job.unlabelled, threads, f"MISO {job.scheme} fold {job.fold + 1} {job.task}")
     else:
         future = None
         done = train_miso(chips, labels, job.train, job.val, job.task, cfg, size, run_dir=job.run_dir,

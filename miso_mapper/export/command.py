@@ -18,19 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
 from miso_mapper.config import Workflow, load_workflow
+from miso_mapper.console import command_log, make_console
 from miso_mapper.export.atomic import remove_temporaries
 from miso_mapper.layout import RunLayout
+from miso_mapper.progressbar import progress_bar
 from miso_mapper.writer import exclusive_writer
 
 if TYPE_CHECKING:
     from miso_mapper.export.run import ExportResult
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool = False) -> None:
@@ -41,8 +40,7 @@ def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool
     layout = RunLayout.of(workflow)
     wanted = [t for arg in tiles or [] for t in arg.split(",") if t] or None
     open_group(layout.store)  # a missing store fails before a cluster is started (and before a lock is written)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=err_console, transient=False)
+    progress = progress_bar(err_console)
     tasks: dict[str, int] = {}
 
     def report(stage: str, done: int, total: int) -> None:
@@ -50,7 +48,7 @@ def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool
             tasks[stage] = progress.add_task(f"export {stage}", total=total)
         progress.update(tasks[stage], completed=done, total=total)
 
-    with progress:
+    with command_log(layout.logs, "export", err_console), progress:
         result = export_locked(workflow, wanted, overwrite, report)
     per_tile = sorted(result.tile_seconds.values())
     median = per_tile[len(per_tile) // 2] if per_tile else 0.0

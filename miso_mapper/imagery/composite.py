@@ -45,15 +45,27 @@ def composite_array(
     masked = np.where(ok[:, None], values, np.float32(np.nan)).astype(np.float32, copy=False)
     if values.shape[0] == 0:
         return np.full(values.shape[1:], np.nan, np.float32), count
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are expected: cloudy everywhere
-            median = np.nanmedian(masked, axis=0)
-            if method == "geomedian":
-                median = _geometric_median(masked.astype(np.float64), median.astype(np.float64))
+    median = _median_where_observed(masked)
+    if method == "geomedian":
+        with np.errstate(all="ignore"):
+            median = _geometric_median(masked.astype(np.float64), median.astype(np.float64))
     return median.astype(np.float32), count
+
+
+def _median_where_observed(masked: np.ndarray) -> np.ndarray:
+    """Per-band median over time of a (t, b, y, x) float32 block, NaN where a pixel has no observation.
+
+    ``nanmedian`` warns "All-NaN slice encountered" for such pixels (cloudy everywhere is common), so it only
+    sees the observed ones. Silencing the warning instead is no option: ``warnings.catch_warnings`` is not
+    thread-safe, and Dask runs composites in threads, so one thread's exit re-enabled warnings under another.
+    """
+    out = np.full(masked.shape[1:], np.nan, np.float32)
+    observed = np.isfinite(masked).any(axis=0)  # (b, y, x)
+    for band in range(masked.shape[1]):
+        seen = observed[band]
+        if seen.any():
+            out[band, seen] = np.nanmedian(masked[:, band, seen], axis=0)
+    return out
 
 
 def _geometric_median(

@@ -10,28 +10,32 @@ summary, when any chunk failed, so a batch job's exit status says whether the ma
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from miso_mapper.config import Workflow, load_workflow
+from miso_mapper.console import command_log, make_console
 from miso_mapper.errors import MisoError
 from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
+from miso_mapper.progressbar import EtaColumn, progress_bar
 from miso_mapper.runlock import RunLock, read_holder, unlock
 from miso_mapper.writer import os_errors_as_one_line
 
 if TYPE_CHECKING:
     from miso_mapper.pipeline.audit import Finding
 
-console = Console()
-err_console = Console(stderr=True)
+LOGGER = logging.getLogger(__name__)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def run_command(config: Path, resume: bool = False, only: list[str] | None = None, max_chunks: int | None = None,
@@ -40,7 +44,7 @@ def run_command(config: Path, resume: bool = False, only: list[str] | None = Non
     from miso_mapper.pipeline.run import run_workflow
 
     workflow = load_workflow(config)
-    with RichRunProgress(err_console) as progress:
+    with command_log(RunLayout.of(workflow).logs, "run", err_console), RichRunProgress(err_console) as progress:
         summary = run_workflow(workflow, resume=resume, only=only or None, max_chunks=max_chunks,
                                overwrite=overwrite, progress=progress, verify=verify)
     if summary.failed:
@@ -134,7 +138,8 @@ def unlock_command(config: Path) -> None:
 
 
 class RichRunProgress(RunProgress):
-    """A run on a rich console: a live progress bar while chunks come back, then the summary table.
+    """A run on a rich console: a live progress bar while chunks come back (off a terminal: a line every 30 s
+    or 10 % with the ETA, see :mod:`miso_mapper.progressbar`), then the summary table.
 
     Use it as a context manager so the live bar is stopped even when the run raises.
     """
@@ -160,23 +165,27 @@ class RichRunProgress(RunProgress):
 
     def started(self, start: RunStart) -> None:
         """Start the bar (and show the Dask dashboard's address)."""
-        self._bar = Progress(
-            TextColumn("[bold]run[/] {task.description}"), BarColumn(),
+        self._bar = progress_bar(
+            self.console, TextColumn("[bold]{task.description}[/]"), BarColumn(),
             TextColumn("{task.completed}/{task.total} chunks"),
             TextColumn("{task.fields[km2]:.0f}/{task.fields[total_km2]:.0f} km²"),
             TextColumn("{task.fields[rate]:.0f} km²/h"), TextColumn("[red]{task.fields[failed]} failed"),
-            TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"), console=self.console, transient=False,
+            TimeElapsedColumn(), EtaColumn(), describe=_run_line, unit="chunks",
         )
         self._bar.start()
         if start.dashboard:
             self.console.print(f"dashboard: {start.dashboard}")
-        self._task = self._bar.add_task(start.workflow, total=start.chunks, km2=0.0, total_km2=start.km2,
-                                        rate=0.0, failed=0, eta="-:--:--")
+        self._task = self._bar.add_task(f"run {start.workflow}", total=start.chunks, km2=0.0,
+                                        total_km2=start.km2, rate=0.0, failed=0)
         self._t0 = time.perf_counter()
         self._total = start.chunks
 
     def chunk_finished(self, report: ChunkReport) -> None:
         """Advance the bar for a chunk done or failed for good (a retry does not count)."""
+        LOGGER.debug("chunk %s %s (attempt %d, %.1f s)%s", report.chunk_id, report.status, report.attempt,
+                     report.seconds, f": {report.error}" if report.error else "",
+                     extra={"fields": {"chunk_id": report.chunk_id, "status": report.status,
+                                       "attempt": report.attempt, "seconds": round(report.seconds, 2)}})
         if self._bar is None or self._task is None or report.status == "retrying":
             return
         self._counted += 1
@@ -185,8 +194,7 @@ class RichRunProgress(RunProgress):
         else:
             self._failed += 1
         elapsed = time.perf_counter() - self._t0
-        eta = elapsed / self._counted * (self._total - self._counted)  # chunks so far at their mean pace
-        self._bar.update(self._task, advance=1, km2=self._km2, failed=self._failed, eta=_clock(eta),
+        self._bar.update(self._task, advance=1, km2=self._km2, failed=self._failed,
                          rate=self._km2 / (elapsed / 3600) if elapsed > 0 else 0.0)
 
     def finished(self, summary: RunSummary) -> None:
@@ -203,10 +211,10 @@ class RichRunProgress(RunProgress):
             self._bar = None
 
 
-def _clock(seconds: float) -> str:
-    """``3725.2`` -> ``'1:02:05'``."""
-    s = round(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+def _run_line(task: Task) -> str:
+    """What a plain progress line of a run adds: km² mapped, throughput, failures."""
+    f = task.fields
+    return f"{f['km2']:.0f}/{f['total_km2']:.0f} km², {f['rate']:.0f} km²/h, {f['failed']} failed"
 
 
 def print_summary(summary: RunSummary, console: Console) -> None:

@@ -150,8 +150,11 @@ def resample_windows(windows: np.ndarray, geometry: ChipGeometry) -> np.ndarray:
 
 
 def build_chips(workflow: Workflow, points: PointSet, geometry: ChipGeometry, cache_dir: Path,
-                echo: Callable[[str], Any] | None = None, batch: int = 32) -> ChipSet:
+                echo: Callable[[str], Any] | None = None, batch: int = 32,
+                progress: Callable[[int, int], Any] | None = None) -> ChipSet:
     """Chips and raw features of ``points``, from the cache under ``cache_dir`` or read and cached.
+
+    ``progress(done, total)`` is called after each batch of points read (not when the cache is reused).
 
     Reads through the imagery layer (serving the demo world when the workflow has no STAC URL). The returned
     images are a read-only memory map of the cache (never a copy in memory).
@@ -179,7 +182,7 @@ def build_chips(workflow: Workflow, points: PointSet, geometry: ChipGeometry, ca
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            _read_chips(reader, points, geometry, key, batch, tmp)
+            _read_chips(reader, points, geometry, key, batch, tmp, progress)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -270,7 +273,7 @@ class _ChunkReader:
 
 
 def _read_chips(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, key: str, batch: int,
-                tmp: Path) -> None:
+                tmp: Path, progress: Callable[[int, int], Any] | None = None) -> None:
     """Sample every point's chip into a cache folder ``tmp`` (images written chip by chip, never held)."""
     from miso_mapper.imagery.sample import points_by_chunk
 
@@ -282,7 +285,7 @@ def _read_chips(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, 
     reader.read_ahead([cid for cid, _ in by_chunk])
     try:
         with _ImageWriter(tmp / IMAGES_NAME, (n, len(RAW_FEATURES), geometry.stored_size, geometry.stored_size)) as w:
-            _sample_all(reader, points, geometry, by_chunk, batch, w, features, valid, window_valid)
+            _sample_all(reader, points, geometry, by_chunk, batch, w, features, valid, window_valid, progress)
     finally:
         reader.close()
     arrays = {"x": points.x.astype(np.float64), "y": points.y.astype(np.float64), "features": features,
@@ -322,11 +325,13 @@ class _ImageWriter:
 
 def _sample_all(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, by_chunk: list[tuple[str, Any]],
                 batch: int, images: _ImageWriter, features: np.ndarray, valid: np.ndarray,
-                window_valid: np.ndarray) -> None:
-    """Fill the chip arrays chunk by chunk (points of one chunk in batches of ``batch``)."""
+                window_valid: np.ndarray, progress: Callable[[int, int], Any] | None = None) -> None:
+    """Fill the chip arrays chunk by chunk (points of one chunk in batches of ``batch``); ``progress(done,
+    total)`` after each batch."""
     from miso_mapper.imagery.sample import sample_points
 
     lo, hi = geometry.margin, geometry.margin + geometry.input_size
+    done, total = 0, sum(idx.size for _, idx in by_chunk)
     for _, idx in by_chunk:
         for start in range(0, idx.size, batch):
             part = idx[start:start + batch]
@@ -339,6 +344,9 @@ def _sample_all(reader: _ChunkReader, points: PointSet, geometry: ChipGeometry, 
             window_valid[part] = (mask[:, lo:hi, lo:hi] > 0.999).mean(axis=(1, 2))
             features[part] = np.concatenate([pixels["reflectance"].values, pixels["covariates"].values], axis=1)
             valid[part] = pixels["valid"].values
+            done += part.size
+            if progress is not None:
+                progress(done, total)
 
 
 def chip_cache_path(cache_dir: Path, key: str) -> Path:

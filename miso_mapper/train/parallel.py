@@ -9,6 +9,10 @@ Stopping: the workers ignore Ctrl-C (a terminal sends it to them too); when the 
 :func:`training_pool` ends by an exception (Ctrl-C, SIGTERM under :func:`miso_mapper.signals.unwind_on_signals`,
 an error), they are terminated mid-epoch instead of finishing their trainings. A state file is written only
 after a whole epoch (atomically), so the interrupted trainings resume from their last complete epoch.
+
+Progress: given a ``rich.progress.Progress``, the workers send their bars' calls (add, advance, update, remove)
+through a queue, and a thread of the parent replays them on it, so each training in the pool shows its steps,
+epochs and ETA as it would in-process.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,30 +59,88 @@ STOP_TIMEOUT_S = 5.0
 
 
 @contextlib.contextmanager
-def training_pool(workers: int) -> Iterator[concurrent.futures.ProcessPoolExecutor | None]:
+def training_pool(workers: int, progress: Any = None) -> Iterator[concurrent.futures.ProcessPoolExecutor | None]:
     """A pool of ``workers`` spawned processes, or None (train in this process) when ``workers`` is 1.
 
     Leaving the block normally waits for the submitted trainings; leaving it by an exception terminates the
-    workers at once (within :data:`STOP_TIMEOUT_S` seconds, then SIGKILL)."""
+    workers at once (within :data:`STOP_TIMEOUT_S` seconds, then SIGKILL). With ``progress`` (a
+    ``rich.progress.Progress``), the workers' training bars are shown on it (see the module doc)."""
     if workers <= 1:
         yield None
         return
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_init_worker, initargs=(os.getpid(),))
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue() if progress is not None else None
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                  initargs=(os.getpid(), events))
+    relay = None
+    if events is not None:
+        relay = threading.Thread(target=_replay, args=(events, progress), name="training-progress", daemon=True)
+        relay.start()
     try:
         yield pool
     except BaseException:
         _stop_now(pool)
         raise
-    pool.shutdown(wait=True)
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        if events is not None and relay is not None:
+            events.put(None)
+            relay.join(STOP_TIMEOUT_S)
 
 
-def _init_worker(parent_pid: int) -> None:
+_EVENTS: Any = None
+"""In a worker: the queue its progress calls go to (None: no progress wanted)."""
+
+
+def _init_worker(parent_pid: int, events: Any = None) -> None:
     from miso_mapper.signals import die_with_parent
 
+    global _EVENTS
+    _EVENTS = events
     # Ctrl-C is the parent's to handle: it terminates us; a KeyboardInterrupt here would print a traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent_pid)
+
+
+class RemoteProgress:
+    """In a worker: the ``Progress`` calls a training bar makes, sent to the parent (task ids are
+    (pid, number) pairs, unique across the pool)."""
+
+    def __init__(self, events: Any) -> None:
+        self.events, self._count = events, 0
+
+    def add_task(self, description: str, **kwargs: Any) -> tuple[int, int]:
+        """Start a bar in the parent; returns its id here."""
+        self._count += 1
+        key = (os.getpid(), self._count)
+        self.events.put((key, "add_task", (description,), kwargs))
+        return key
+
+    def advance(self, task_id: tuple[int, int], advance: float = 1) -> None:
+        """Advance bar ``task_id`` by ``advance`` steps."""
+        self.events.put((task_id, "advance", (advance,), {}))
+
+    def update(self, task_id: tuple[int, int], **kwargs: Any) -> None:
+        """Update bar ``task_id`` (description, completed, total)."""
+        self.events.put((task_id, "update", (), kwargs))
+
+    def remove_task(self, task_id: tuple[int, int]) -> None:
+        """Remove bar ``task_id``."""
+        self.events.put((task_id, "remove_task", (), {}))
+
+
+def _replay(events: Any, progress: Any) -> None:
+    """In the parent: apply the workers' progress calls to ``progress`` until a None arrives."""
+    tasks: dict[tuple[int, int], Any] = {}
+    while (event := events.get()) is not None:
+        key, method, args, kwargs = event
+        if method == "add_task":
+            tasks[key] = progress.add_task(*args, **kwargs)
+        elif method == "remove_task" and key in tasks:
+            progress.remove_task(tasks.pop(key))
+        elif key in tasks:
+            getattr(progress, method)(tasks[key], *args, **kwargs)
 
 
 def _stop_now(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -109,8 +172,9 @@ def worker_chips(ref: ChipCacheRef) -> ChipSet:
 
 def train_in_worker(ref: ChipCacheRef, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, task: str,
                     cfg: TrainConfig, size: str, run_dir: Path | None, unlabelled_idx: np.ndarray,
-                    threads: int) -> Any:
-    """:func:`miso_mapper.train.loop.train_miso` in a worker process with ``threads`` torch threads.
+                    threads: int, description: str | None = None) -> Any:
+    """:func:`miso_mapper.train.loop.train_miso` in a worker process with ``threads`` torch threads; its bar
+    (``description``) shows in the parent when the pool was given a progress display.
 
     Returns its :class:`~miso_mapper.train.loop.TrainResult` (the model travels back pickled, on CPU).
     """
@@ -121,4 +185,5 @@ def train_in_worker(ref: ChipCacheRef, labels: np.ndarray, train_idx: np.ndarray
     torch.set_num_threads(threads)
     return train_miso(worker_chips(ref), labels, train_idx, val_idx, task,
                       cfg.model_copy(update={"num_threads": threads}), size, run_dir=run_dir,
-                      unlabelled_idx=unlabelled_idx)
+                      unlabelled_idx=unlabelled_idx, progress=RemoteProgress(_EVENTS) if _EVENTS else None,
+                      description=description)

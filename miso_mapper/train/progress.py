@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -36,12 +38,30 @@ class TrainingProgress:
             self.progress.remove_task(self.task_id)
 
 
+@contextlib.contextmanager
+def chip_progress(console: Any) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback showing chip reading on ``console`` (None without a console)."""
+    if console is None:
+        yield None
+        return
+    from miso_mapper.progressbar import progress_bar
+
+    with progress_bar(console) as bar:
+        tasks: list[Any] = []  # added at the first batch: nothing shows when the cache is reused
+
+        def report(done: int, total: int) -> None:
+            if not tasks:
+                tasks.append(bar.add_task("reading chips", total=total))
+            bar.update(tasks[0], completed=done, total=total)
+
+        yield report
+
+
 def progress_bars(console: Any) -> Any:
-    """The ``rich.progress.Progress`` that training bars go on (count, elapsed time; removed when done), or None
-    without a console."""
+    """The ``rich.progress.Progress`` that training bars go on (count, elapsed time, ETA; removed when done; plain
+    lines off a terminal, see :mod:`miso_mapper.progressbar`), or None without a console."""
     if console is None:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from miso_mapper.progressbar import progress_bar
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+    return progress_bar(console, transient=True)

@@ -29,7 +29,7 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     from miso_mapper.train.init import check_init
     from miso_mapper.train.loop import net_config, pick_device, train_miso
     from miso_mapper.train.parallel import ChipCacheRef, threads_per_worker, train_in_worker, training_pool
-    from miso_mapper.train.progress import progress_bars
+    from miso_mapper.train.progress import chip_progress, progress_bars
     from miso_mapper.train.source import ensure_world_exists
     from miso_mapper.train.splits import validation_split
     from miso_mapper.train.state import discard_state
@@ -43,7 +43,8 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     ensure_world_exists(workflow, echo)
     points = load_points(workflow, tasks, echo=echo)
     geometry = ChipGeometry.for_jitter(cfg.crop_size, net_config(size, tasks[0]).input_size, cfg.jitter_px)
-    chips = build_chips(workflow, points, geometry, out.chips, echo=echo)
+    with chip_progress(console) as report:
+        chips = build_chips(workflow, points, geometry, out.chips, echo=echo, progress=report)
     jobs = []
     for task in tasks:
         labels = points.labels(task)
@@ -59,10 +60,12 @@ def run_training(workflow: Workflow, tasks: list[str] | None = None, console: An
     workers = min(cfg.workers, len(jobs))
     threads = threads_per_worker(cfg, workers)
     ref = ChipCacheRef.of(chips, out.chips)
-    with training_pool(workers) as pool:
+    bars = progress_bars(console) if workers > 1 else None
+    with bars if bars is not None else contextlib.nullcontext(), training_pool(workers, bars) as pool:
         if pool is not None:
             echo(f"MISO: {', '.join(tasks)} side by side in {workers} processes x {threads} torch thread(s)")
-            futures = [pool.submit(train_in_worker, ref, labels, tr, va, task, cfg, size, run_dir, unl, threads)
+            futures = [pool.submit(train_in_worker, ref, labels, tr, va, task, cfg, size, run_dir, unl, threads,
+                                   f"MISO {task}")
                        for task, labels, tr, va, unl, run_dir in jobs]
             results = [f.result() for f in futures]
         else:
