@@ -203,3 +203,17 @@ def test_serve_command_stops_on_sigterm(staged: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_validate_command_names_a_missing_catalog(tmp_path: Path) -> None:
+    """A relative ``imagery.catalog`` resolves against the workflow file; a missing one fails validate (exit 2)."""
+    raw = yaml.safe_load((WORKFLOWS / "demo.yaml").read_text())
+    raw.pop("world")
+    raw["imagery"]["catalog"] = "staged/catalog.json"
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "miso_mapper.cli", "validate", str(path)], capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 2
+    assert f"imagery.catalog: catalog {tmp_path / 'staged' / 'catalog.json'} not found" in " ".join(
+        done.stderr.split()), done.stderr

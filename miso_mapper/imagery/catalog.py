@@ -157,8 +157,9 @@ class LocalCatalog:
         geoms, colls, start, end = self._index
         keep = np.isin(colls, collections)
         if intersects is not None:
-            keep &= np.array([g is not None for g in geoms])
-            keep[keep] = shapely.intersects(np.array(list(geoms[keep]), dtype=object), intersects)
+            keep &= np.array([g is not None for g in geoms], dtype=bool)
+            if keep.any():
+                keep[keep] = shapely.intersects(np.array(list(geoms[keep]), dtype=object), intersects)
         if first is not None:
             keep &= ~(end < np.datetime64(first.replace(tzinfo=None), "us"))  # NaT compares False: kept
         if last is not None:
