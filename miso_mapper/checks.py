@@ -3,9 +3,10 @@
 * the region: its file exists and is readable, its tile ids are the grid's, it lies inside the grid
   (:func:`region_problems`, through :func:`~miso_mapper.region.region_geometry`, the function ``plan`` and
   ``run`` build the region with);
-* the files a run or a training reads (:func:`input_problems`): the covariate folder with its layers (source
-  ``folder``), the labelled-points files (when set), the package an imagery profile signs hrefs with
-  (:func:`profile_problems`), and the model files ``model.kind`` maps with, when set
+* the files a run or a training reads (:func:`input_problems`): a catalog on disk (``imagery.catalog``,
+  ``covariates.catalog``: it opens as STAC and holds items of the collection searched), the covariate folder
+  with its layers (source ``folder``), the labelled-points files (when set), the package an imagery profile
+  signs hrefs with (:func:`profile_problems`), and the model files ``model.kind`` maps with, when set
   (:func:`model_file_problems`: a MISO checkpoint is a readable safetensors file whose card says the right
   task and ``model.size``; an RF-11 file is a skops file made only of forests, never a pickle);
 * the labelled points as ``train`` and ``evaluate`` read them (:func:`points_problems`): label fields,
@@ -84,7 +85,7 @@ def model_file_problems(model: ModelConfig, required: bool = False) -> list[Prob
 
 def input_problems(workflow: Workflow) -> list[Problem]:
     """The files a run or a training reads: covariate folder and layers, points file, model files."""
-    problems = []
+    problems = catalog_problems(workflow)
     cov = workflow.covariates
     if cov.source == "folder":
         from miso_mapper.imagery.covariates import folder_sources
@@ -106,6 +107,26 @@ def profile_problems(workflow: Workflow) -> list[Problem]:
     from miso_mapper.imagery.profiles import get_profile
 
     return [Problem("imagery.profile", str(exc)) for exc in _raised(get_profile(workflow.imagery.profile).signer)]
+
+
+def catalog_problems(workflow: Workflow) -> list[Problem]:
+    """The catalogs on disk imagery and covariates (``source: stac``) are searched in: each opens as STAC and
+    has items of its collection."""
+    from miso_mapper.imagery.catalog import open_catalog, require_collection
+
+    img, cov = workflow.imagery, workflow.covariates
+    wanted = [("imagery.catalog", img.catalog, img.collection)] if img.catalog is not None else []
+    if cov.source == "stac" and cov.stac_url is None:
+        field = "covariates.catalog" if cov.catalog is not None else "imagery.catalog"
+        path = cov.catalog or img.catalog
+        wanted += [(field, path, str(cov.collection))] if path is not None else []
+    problems = []
+    for field, path, collection in wanted:
+        try:
+            require_collection(open_catalog(path), collection)
+        except MisoError as exc:
+            problems.append(Problem(field, str(exc)))
+    return list(dict.fromkeys(problems))
 
 
 def init_problems(workflow: Workflow) -> list[Problem]:

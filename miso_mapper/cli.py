@@ -267,6 +267,45 @@ def world_serve(
     serve_forever(directory, stac_port=stac_port, asset_port=asset_port)
 
 
+@world_app.command("export-catalog")
+@user_errors
+def world_export_catalog(
+    directory: Annotated[Path, typer.Argument(help="a folder written by `world create`")],
+    out: Annotated[Path, typer.Argument(help="folder to write the catalog into (new or empty)")],
+    fmt: Annotated[str, typer.Option("--format", help="json (static catalog) or geoparquet")] = "json",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a folder that is not empty")] = False,
+) -> None:
+    """Write a world's items as a catalog on disk (asset hrefs relative to it), for `imagery.catalog` or `serve`."""
+    from miso_mapper.errors import UsageError
+    from miso_mapper.world.catalog import export_catalog
+
+    if fmt not in ("json", "geoparquet"):
+        raise UsageError(f"--format must be json or geoparquet, not {fmt!r}")
+    path = export_catalog(directory, out, fmt, overwrite=overwrite)  # type: ignore[arg-type]
+    console.print(f"[green]catalog written:[/] {path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+@interruptible
+def serve(
+    folder: Annotated[Path, typer.Argument(help="folder with the assets, and catalog.json, collection.json or one "
+                                                 "*.parquet file (else see --catalog)")],
+    catalog: Annotated[Path | None, typer.Option(help="the catalog file or folder inside FOLDER, if FOLDER holds "
+                                                      "none at its top (e.g. FOLDER/stac/catalog.json)")] = None,
+    port: Annotated[int, typer.Option(help="STAC API port (0: any free port)")] = 7822,
+    asset_port: Annotated[int, typer.Option(help="asset (HTTP range) server port (0: any free port)")] = 7823,
+) -> None:
+    """Serve a catalog on disk as a STAC API, and the files under FOLDER over range-capable HTTP, on 127.0.0.1
+    until Ctrl-C. Item assets under FOLDER are served by URL; others keep their hrefs."""
+    import functools
+
+    from miso_mapper.world import serve_folder, serve_forever
+
+    serve_forever(folder, stac_port=port, asset_port=asset_port,
+                  serve=functools.partial(serve_folder, catalog=catalog))
+
+
 @app.command()
 @user_errors
 @interruptible

@@ -112,7 +112,12 @@ class ImageryConfig(StrictModel):
     """Where the Sentinel-2 L2A scenes come from and how they are chosen for a chunk."""
 
     stac_url: str | None = Field(
-        None, description="STAC API root; may be left out when the workflow has a demo `world`"
+        None, description="STAC API root; may be left out when the workflow has a demo `world` or a `catalog`"
+    )
+    catalog: Path | None = Field(
+        None, description="catalog on disk instead of a STAC API, searched locally: a static catalog.json/"
+        "collection.json, an ItemCollection .json or a stac-geoparquet file (or a folder with one); relative "
+        "asset hrefs resolve against the item's file"
     )
     collection: str = "sentinel-2-l2a"
     profile: Literal["earth-search-v1", "planetary-computer", "demo"] = "earth-search-v1"
@@ -141,6 +146,8 @@ class ImageryConfig(StrictModel):
 
     @model_validator(mode="after")
     def _season_order(self) -> ImageryConfig:
+        if self.stac_url is not None and self.catalog is not None:
+            raise ValueError("give one of stac_url and catalog, not both")
         if self.season_start > self.season_end:
             raise ValueError(f"season_start {self.season_start} is after season_end {self.season_end}")
         return self
@@ -159,6 +166,9 @@ class CovariatesConfig(StrictModel):
     source: Literal["stac", "folder"] = "folder"
     path: Path | None = Field(None, description="folder with one COG or VRT per layer (source: folder)")
     stac_url: str | None = Field(None, description="STAC API root (source: stac); defaults to imagery's")
+    catalog: Path | None = Field(
+        None, description="catalog on disk (source: stac), like imagery.catalog; defaults to imagery's source"
+    )
     collection: str | None = Field(None, description="STAC collection (source: stac)")
     layers: list[str] = Field(default_factory=lambda: list(COVARIATES))
     derive_missing: bool = Field(False, description="compute slope, aspect and TPI from elevation if absent")
@@ -167,6 +177,8 @@ class CovariatesConfig(StrictModel):
     def _source_fields(self) -> CovariatesConfig:
         if self.source == "stac" and not self.collection:
             raise ValueError("source 'stac' needs a collection")
+        if self.stac_url is not None and self.catalog is not None:
+            raise ValueError("give one of stac_url and catalog, not both")
         if self.layers != list(COVARIATES):
             raise ValueError(f"layers must be the model's 10 covariates in order: {list(COVARIATES)}")
         return self
@@ -600,8 +612,9 @@ class Workflow(StrictModel):
 
     @model_validator(mode="after")
     def _stac_url(self) -> Workflow:
-        if self.imagery.stac_url is None and self.world is None:
-            raise ValueError("imagery.stac_url is required (only a demo workflow with `world` may omit it)")
+        if self.imagery.stac_url is None and self.imagery.catalog is None and self.world is None:
+            raise ValueError("imagery.stac_url or imagery.catalog is required (only a demo workflow with `world` "
+                             "may omit both)")
         return self
 
     @model_validator(mode="after")
@@ -626,7 +639,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         ("train.init", "satlas"),
         ("train.init", "checkpoint"),
         ("region", "vector"),
+        ("imagery", "catalog"),
         ("covariates", "path"),
+        ("covariates", "catalog"),
         ("model", "permafrost_checkpoint"),
         ("model", "taxonomy_checkpoint"),
         ("model", "rf_model"),

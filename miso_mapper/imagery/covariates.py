@@ -180,27 +180,45 @@ def derive_terrain(elevation: np.ndarray, resolution: float, radius_px: int = 4)
 
 
 def find_covariate_sources(
-    config: CovariatesConfig, geobox: GeoBox, default_stac_url: str | None = None
+    config: CovariatesConfig, geobox: GeoBox, default_stac_url: str | None = None,
+    default_catalog: Path | None = None,
 ) -> dict[str, list[str]]:
-    """Layer name -> hrefs for ``geobox`` from the workflow's covariate settings (folder or STAC)."""
+    """Layer name -> hrefs for ``geobox`` from the workflow's covariate settings (folder, STAC API or catalog
+    on disk). ``source: stac`` uses the section's own ``catalog`` or ``stac_url``, else imagery's
+    (``default_catalog`` / ``default_stac_url``)."""
     if config.source == "folder":
         if config.path is None:
             raise MisoError("covariates.path is required when covariates.source is 'folder'")
         return folder_sources(config.path, config.derive_missing)
+    from miso_mapper.imagery.search import lonlat_footprint
+
+    own = config.catalog is not None or config.stac_url is not None
+    catalog = config.catalog if own else default_catalog
+    if catalog is not None:
+        from miso_mapper.imagery.catalog import open_catalog, require_collection
+
+        local = open_catalog(catalog)
+        require_collection(local, str(config.collection))
+        items = local.search([str(config.collection)], lonlat_footprint(geobox))
+    else:
+        items = _api_items(config, geobox, config.stac_url or default_stac_url)
+    if not items:
+        raise MisoError(f"no covariate items in collection {config.collection!r} over this area")
+    return stac_sources(items, config.derive_missing)
+
+
+def _api_items(config: CovariatesConfig, geobox: GeoBox, url: str | None) -> list[dict[str, Any]]:
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
     from miso_mapper.imagery.search import lonlat_footprint, stac_error
 
-    url = config.stac_url or default_stac_url
     if not url:
-        raise MisoError("covariates.stac_url (or imagery.stac_url) is required when covariates.source is 'stac'")
+        raise MisoError("covariates.stac_url or .catalog (or imagery's) is required when covariates.source is "
+                        "'stac'")
     try:
         client = Client.open(url)
         search = client.search(collections=[config.collection], intersects=lonlat_footprint(geobox).__geo_interface__)
-        items = list(search.items_as_dicts())
+        return list(search.items_as_dicts())
     except (APIError, OSError) as exc:
         raise stac_error(exc, url) from None
-    if not items:
-        raise MisoError(f"no covariate items in collection {config.collection!r} over this area")
-    return stac_sources(items, config.derive_missing)

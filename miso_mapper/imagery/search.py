@@ -1,10 +1,11 @@
-"""Finding the Sentinel-2 items for a chunk with pystac-client, reproducibly.
+"""Finding the Sentinel-2 items for a chunk with pystac-client (or in a catalog on disk), reproducibly.
 
 The chunk's footprint (its halo grid, in the grid CRS) is transformed to lon/lat and split at the
 antimeridian, so Aleutian chunks west of 180° get their items. Each yearly date window is searched on its
 own; items above the cloud ceiling are dropped, then the least cloudy ``max_items`` are kept (ties broken by
 date then id, so the choice is deterministic). The result is plain item dicts: the run manifest stores them,
-so workers never query the API and a rerun reads exactly the same scenes.
+so workers never query the API and a rerun reads exactly the same scenes. With ``imagery.catalog`` the same
+searches run locally on the catalog's items (:mod:`miso_mapper.imagery.catalog`), with no server.
 
 Credentials and signed-URL tokens never leave this module in text: use :func:`redact_href` when showing an
 href.
@@ -79,9 +80,33 @@ def _datetime_range(first: dt.date, last: dt.date) -> str:
 def search_items(geobox: GeoBox, config: ImageryConfig, client: Any | None = None) -> list[dict[str, Any]]:
     """Item dicts (STAC JSON) to composite for the area of ``geobox``, at most ``config.max_items``.
 
-    ``client`` is an open :class:`pystac_client.Client` (opened from ``config.stac_url`` when None).
-    Raises :class:`MisoError` naming the API (without credentials) when it cannot be reached.
+    From ``config.catalog`` (searched locally) when set; else from the STAC API: ``client`` is an open
+    :class:`pystac_client.Client` (opened from ``config.stac_url`` when None). Raises :class:`MisoError`
+    naming the API (without credentials) when it cannot be reached, or the catalog when it cannot be read.
     """
+    if config.catalog is not None and client is None:
+        found = _catalog_search(geobox, config)
+    else:
+        found = _api_search(geobox, config, client)
+    return select_items(list(found.values()), config.max_cloud_cover, config.max_items)
+
+
+def _catalog_search(geobox: GeoBox, config: ImageryConfig) -> dict[str, dict[str, Any]]:
+    from miso_mapper.imagery.catalog import open_catalog, require_collection
+
+    catalog = open_catalog(config.catalog)  # type: ignore[arg-type]
+    require_collection(catalog, config.collection)
+    footprint = lonlat_footprint(geobox)
+    found: dict[str, dict[str, Any]] = {}
+    for first, last in config.date_windows():
+        start = dt.datetime.combine(first, dt.time(0, 0, 0))
+        end = dt.datetime.combine(last, dt.time(23, 59, 59))
+        for item in catalog.search([config.collection], footprint, start, end):
+            found.setdefault(item["id"], item)
+    return found
+
+
+def _api_search(geobox: GeoBox, config: ImageryConfig, client: Any | None) -> dict[str, dict[str, Any]]:
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
@@ -103,7 +128,7 @@ def search_items(geobox: GeoBox, config: ImageryConfig, client: Any | None = Non
                 found.setdefault(item["id"], item)
     except (APIError, OSError) as exc:
         raise stac_error(exc, url) from None
-    return select_items(list(found.values()), config.max_cloud_cover, config.max_items)
+    return found
 
 
 def select_items(items: list[dict[str, Any]], max_cloud_cover: float, max_items: int) -> list[dict[str, Any]]:
@@ -137,6 +162,8 @@ def cached_search(
     items = search_items(geobox, config, client)
     record.parent.mkdir(parents=True, exist_ok=True)
     tmp = record.with_suffix(record.suffix + ".tmp")
-    tmp.write_text(json.dumps({"stac_url": redact_href(config.stac_url or ""), "items": items}))
+    source = {"catalog": str(config.catalog)} if config.catalog is not None else {
+        "stac_url": redact_href(config.stac_url or "")}
+    tmp.write_text(json.dumps(source | {"items": items}))
     os.replace(tmp, record)
     return items

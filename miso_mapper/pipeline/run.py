@@ -114,7 +114,8 @@ def _search_all(workflow: Workflow, chunks: list[Chunk], records: Path,
             if record.exists():
                 cov = json.loads(record.read_text())
             else:
-                cov = find_covariate_sources(cov_cfg, chunk.halo_geobox, workflow.imagery.stac_url)
+                cov = find_covariate_sources(cov_cfg, chunk.halo_geobox, workflow.imagery.stac_url,
+                                             workflow.imagery.catalog)
                 tmp = record.with_suffix(".tmp")
                 tmp.write_text(json.dumps(cov))
                 os.replace(tmp, record)

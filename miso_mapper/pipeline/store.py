@@ -117,8 +117,8 @@ def map_config_hash(workflow: Workflow, checkpoint_hashes: dict[str, str]) -> st
 
     ``checkpoint_hashes`` maps a model file role (``permafrost``, ``taxonomy``, ``rf``) to its sha256.
     """
-    imagery = workflow.imagery.model_dump(mode="json", exclude={"stac_url"})
-    covariates = workflow.covariates.model_dump(mode="json", exclude={"stac_url", "path"})
+    imagery = workflow.imagery.model_dump(mode="json", exclude={"stac_url", "catalog"})
+    covariates = workflow.covariates.model_dump(mode="json", exclude={"stac_url", "catalog", "path"})
     model = workflow.model.model_dump(
         mode="json", exclude={"permafrost_checkpoint", "taxonomy_checkpoint", "rf_model"}
     )

@@ -123,8 +123,8 @@ class ChipSet:
 
 def chip_key(workflow: Workflow, points: PointSet, geometry: ChipGeometry, inputs: str) -> str:
     """Hash identifying the chips of ``points`` under ``workflow``'s input settings and ``inputs``."""
-    imagery = workflow.imagery.model_dump(mode="json", exclude={"stac_url"})
-    covariates = workflow.covariates.model_dump(mode="json", exclude={"stac_url"})
+    imagery = workflow.imagery.model_dump(mode="json", exclude={"stac_url", "catalog"})
+    covariates = workflow.covariates.model_dump(mode="json", exclude={"stac_url", "catalog"})
     doc = {
         "format": CHIP_FORMAT,
         "points": points.content_hash(),
@@ -222,7 +222,8 @@ class _ChunkReader:
         if chunk.id not in self._items:
             wf = self.workflow
             self._items[chunk.id] = search_items(chunk.halo_geobox, wf.imagery)
-            self._cov[chunk.id] = find_covariate_sources(wf.covariates, chunk.halo_geobox, wf.imagery.stac_url)
+            self._cov[chunk.id] = find_covariate_sources(wf.covariates, chunk.halo_geobox, wf.imagery.stac_url,
+                                                         wf.imagery.catalog)
         return self._items[chunk.id], self._cov[chunk.id]
 
     def inputs_fingerprint(self, points: PointSet) -> str:

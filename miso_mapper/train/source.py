@@ -26,7 +26,7 @@ def world_fingerprint(workflow: Workflow) -> str | None:
 
 def ensure_world_exists(workflow: Workflow, echo: Callable[[str], Any] | None = None) -> None:
     """Create the demo world of a workflow that has one (and no STAC URL) if it is not on disk yet."""
-    if workflow.world is None or workflow.imagery.stac_url is not None:
+    if workflow.world is None or workflow.imagery.stac_url is not None or workflow.imagery.catalog is not None:
         return
     from miso_mapper.world import WorldSpec, create_world
 
@@ -39,8 +39,8 @@ def ensure_world_exists(workflow: Workflow, echo: Callable[[str], Any] | None = 
 
 @contextmanager
 def imagery_workflow(workflow: Workflow, echo: Callable[[str], Any] | None = None) -> Iterator[Workflow]:
-    """The workflow with a reachable ``imagery.stac_url`` (serving its demo world if needed)."""
-    if workflow.imagery.stac_url is not None:
+    """The workflow with a reachable ``imagery.stac_url`` or a ``catalog`` (serving its demo world if needed)."""
+    if workflow.imagery.stac_url is not None or workflow.imagery.catalog is not None:
         yield workflow
         return
     if workflow.world is None:

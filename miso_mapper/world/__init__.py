@@ -5,8 +5,8 @@ See ``DESIGN.md`` ("Demo world") and the docstrings of :mod:`.generate` (directo
 """
 
 from miso_mapper.world.generate import WorldManifest, create_world, load_manifest
-from miso_mapper.world.serve import ServedWorld, serve_forever, serve_world
+from miso_mapper.world.serve import ServedWorld, serve_folder, serve_forever, serve_world
 from miso_mapper.world.spec import WorldSpec
 
-__all__ = ["ServedWorld", "WorldManifest", "WorldSpec", "create_world", "load_manifest", "serve_forever",
-           "serve_world"]
+__all__ = ["ServedWorld", "WorldManifest", "WorldSpec", "create_world", "load_manifest", "serve_folder",
+           "serve_forever", "serve_world"]

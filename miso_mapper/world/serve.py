@@ -1,8 +1,12 @@
-"""Serve a demo world: a STAC API (``rustac serve``) and an HTTP asset server, both on 127.0.0.1.
+"""Serve a demo world, or any catalog folder: a STAC API (``rustac serve``) and an HTTP asset server, both on
+127.0.0.1.
 
 ``serve_world(world_dir)`` starts both as subprocesses (so Dask workers and GDAL in other processes reach
 them like any remote service) and returns a :class:`ServedWorld`, usable as a context manager. Items are
 served with absolute asset hrefs ``http://127.0.0.1:<asset port>/<path relative to the world dir>``.
+``serve_folder(folder)`` does the same for a folder holding a catalog on disk (a static catalog,
+ItemCollection or stac-geoparquet file; :mod:`miso_mapper.imagery.catalog`) and its assets: hrefs of files
+inside the folder become asset-server URLs; others are served as they are.
 
 What the rustac (0.9, memory backend) STAC API supports, as checked by ``tests/test_serve.py``:
 ``collections``, ``ids``, ``bbox``, ``intersects``, ``datetime`` (instants and intervals; items with only
@@ -207,23 +211,82 @@ def serve_world(world_dir: Path, stac_port: int = 0, asset_port: int = 0,
     """
     world_dir = Path(world_dir).resolve()
     load_manifest(world_dir)
+    return _serve(world_dir, "world.json", functools.partial(_served_items, world_dir), stac_port, asset_port,
+                  timeout_s)
+
+
+def serve_folder(folder: Path, stac_port: int = 0, asset_port: int = 0, timeout_s: float = START_TIMEOUT_S,
+                 catalog: Path | None = None) -> ServedWorld:
+    """:func:`serve_world` for a folder holding a catalog on disk and its assets (``miso-mapper serve``).
+
+    ``catalog``: the catalog file or folder, inside ``folder`` (default: ``folder`` itself; see
+    :func:`miso_mapper.imagery.catalog.catalog_file`). :class:`MisoError` (one line) when there is no readable
+    catalog or it lies outside ``folder``, or as :func:`serve_world`.
+    """
+    from miso_mapper.imagery.catalog import catalog_file, read_catalog
+
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise MisoError(f"{folder} is not a folder")
+    file = catalog_file(Path(catalog) if catalog is not None else folder).resolve()
+    if not file.is_relative_to(folder):
+        raise MisoError(f"catalog {file} is not inside the served folder {folder}")
+    items, collections = read_catalog(file)
+    return _serve(folder, file.relative_to(folder).as_posix(),
+                  functools.partial(_catalog_items, folder, items, collections), stac_port, asset_port, timeout_s)
+
+
+def _asset_url(href: str, folder: Path, asset_url: str) -> str:
+    """The asset server's URL for a local file under ``folder``; any other href as it is."""
+    path = Path(href) if "://" not in href else None
+    return asset_url + path.relative_to(folder).as_posix() if path and path.is_relative_to(folder) else href
+
+
+def _catalog_items(folder: Path, items: list[dict[str, Any]], collections: list[dict[str, Any]],
+                   asset_url: str, out: Path) -> list[Path]:
+    """Like :func:`_served_items` for a catalog's ``items`` (absolute local hrefs) and ``collections``; a
+    collection the items name without a document gets one made from its items."""
+    import rustac
+
+    per_coll: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        cid = item.get("collection") or "items"
+        assets = {key: asset | {"href": _asset_url(asset["href"], folder, asset_url)}
+                  for key, asset in item.get("assets", {}).items()}
+        per_coll.setdefault(cid, []).append(item | {"links": [], "collection": cid, "assets": assets})
+    docs = {c["id"]: c | {"links": []} for c in collections}
+    files = []
+    for cid, members in per_coll.items():
+        doc = docs.get(cid) or rustac.collection_from_id_and_items(cid, members)
+        files.append(out / f"collection-{cid}.json")
+        files[-1].write_text(json.dumps(doc | {"links": []}))
+    for cid, members in per_coll.items():
+        files.append(out / f"items-{cid}.json")
+        files[-1].write_text(json.dumps({"type": "FeatureCollection", "features": members}))
+    return files
+
+
+def _serve(root: Path, probe: str, stac_files: Any, stac_port: int, asset_port: int,
+           timeout_s: float) -> ServedWorld:
+    """Start the asset server for ``root`` (ready when it serves ``probe``, a path under ``root``), then
+    rustac on the files ``stac_files(asset_url, tmp_dir)`` writes (collections first)."""
     stac_port, asset_port = _check_port(stac_port), _check_port(asset_port)
     if stac_port == asset_port:
         raise MisoError(f"STAC and asset server cannot share port {stac_port}")
     tmp = Path(tempfile.mkdtemp(prefix="miso-world-serve-"))
-    served = ServedWorld(world_dir, f"http://{HOST}:{stac_port}/", f"http://{HOST}:{asset_port}/",
+    served = ServedWorld(root, f"http://{HOST}:{stac_port}/", f"http://{HOST}:{asset_port}/",
                          tmp / "requests.jsonl", tmp / "faults.json", stac_port, asset_port, _tmp=tmp)
     atexit.register(served.stop)
     try:
         served.faults_path.write_text('{"rules": []}')
         assets = _start(
-            [sys.executable, "-m", "miso_mapper.world.assets", "--root", str(world_dir), "--host", HOST,
+            [sys.executable, "-m", "miso_mapper.world.assets", "--root", str(root), "--host", HOST,
              "--port", str(asset_port), "--faults", str(served.faults_path), "--log", str(served.log_path)])
         served._procs.append(assets)
         _wait_ready(assets, f"asset server on port {asset_port}",
-                    lambda: _get(served.asset_url + "world.json")[0] == 200, timeout_s)
+                    lambda: _get(served.asset_url + probe)[0] == 200, timeout_s)
         served.log_path.write_text("")  # the readiness probe is not a client request
-        files = _served_items(world_dir, served.asset_url, tmp)
+        files = stac_files(served.asset_url, tmp)
         stac = _start([_rustac_exe(), "serve", *map(str, files), "--addr", f"{HOST}:{stac_port}"])
         served._procs.append(stac)
         n_coll = sum(1 for f in files if f.name.startswith("collection-"))
@@ -240,18 +303,19 @@ def serve_world(world_dir: Path, stac_port: int = 0, asset_port: int = 0,
 
 
 def serve_forever(world_dir: Path, stac_port: int = DEFAULT_STAC_PORT,
-                  asset_port: int = DEFAULT_ASSET_PORT) -> None:
-    """Serve ``world_dir`` until Ctrl-C or SIGTERM (used by ``miso-mapper world serve DIR``).
+                  asset_port: int = DEFAULT_ASSET_PORT, serve: Any = serve_world) -> None:
+    """Serve ``world_dir`` until Ctrl-C or SIGTERM (used by ``miso-mapper world serve DIR``; with
+    ``serve=serve_folder`` by ``miso-mapper serve FOLDER``).
 
     Prints the STAC API and asset URLs, then waits. Ctrl-C or SIGTERM stops both servers, removes their
     temporary folder and then propagates as KeyboardInterrupt or :class:`miso_mapper.signals.Terminated`
     (exit status 130 / 143 in the CLI). Raises :class:`MisoError` if a server cannot start or dies while
     serving.
     """
-    with unwind_on_signals(), serve_world(world_dir, stac_port, asset_port) as served:
+    with unwind_on_signals(), serve(world_dir, stac_port, asset_port) as served:
         print(f"STAC API:  {served.stac_url}", flush=True)
         print(f"assets:    {served.asset_url}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         while served.alive():
             time.sleep(0.5)
-        raise MisoError("a demo-world server exited unexpectedly")
+        raise MisoError("a STAC or asset server exited unexpectedly")
