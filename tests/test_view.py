@@ -212,7 +212,7 @@ def test_page_in_headless_chromium_shows_the_class_colour(server, products, tmp_
     _, written = products
     i = 3
     lon, lat = _lonlat(written[i])
-    page = f"{server.url}?layer=taxonomy_class&lat={lat}&lon={lon}&zoom=12&opacity=1"
+    page = f"{server.url}?layer=taxonomy_class&lat={lat}&lon={lon}&zoom=12&opacity=1&click={lat},{lon}"
     flags = _chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "viewer.png"
@@ -223,13 +223,17 @@ def test_page_in_headless_chromium_shows_the_class_colour(server, products, tmp_
     with Image.open(shot) as im:
         rgb = im.convert("RGB")
         assert rgb.size == (1000, 800)
-        # the map is the page less the 280 px panel; Leaflet centres lat/lon in it
-        assert rgb.getpixel(((1000 - 280) // 2, 800 // 2)) == _hex(SOIL_ORDER_COLOURS[SOIL_ORDERS[i]])[:3]
+        # the map is the page less the 280 px panel; Leaflet centres lat/lon in it (30 px right of the click's
+        # marker; the chunk is ~150 px wide at zoom 12)
+        assert rgb.getpixel(((1000 - 280) // 2 + 30, 800 // 2)) == _hex(SOIL_ORDER_COLOURS[SOIL_ORDERS[i]])[:3]
     dom = subprocess.run([*flags, f"--user-data-dir={tmp_path / 'p2'}", "--dump-dom", page],
                          capture_output=True, timeout=180, check=False, text=True).stdout
     assert 'data-ready="1"' in dom and 'data-tiles="loaded"' in dom, dom[-2000:]
     assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', dom)
-    assert "Gelisols" in dom and "chunk status" in dom  # the legend and the overlay switch
+    assert "Gelisols" in dom and "7 done, 1 failed, 4 pending" in dom  # the legend and the overlay's counts
+    # the values under the click, as the page shows them: class name and stored value, scaled probability
+    assert "<td>taxonomy_class</td><td>Histosols (3)</td>" in dom, dom[-3000:]
+    assert f"<td>permafrost_probability</td><td>{(30 * i + 20) * 0.004:g} ({30 * i + 20})</td>" in dom
 
 
 def test_cli_serves_until_sigterm(products, tmp_path):
@@ -256,3 +260,16 @@ def test_cli_serves_until_sigterm(products, tmp_path):
         proc.kill()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url[0], timeout=5)  # noqa: S310
+
+
+def test_zoomed_out_tiles_come_from_the_overview(products):
+    from miso_mapper.view.render import render_tile, tile_source
+
+    wf, written = products
+    layer = ViewerData.of(wf).layers["taxonomy_class"]
+    # 50 m overview: a zoom 9 tile pixel is ~305 m (x 1/cos(lat) over Alaska), a zoom 10 one ~153 m
+    assert tile_source(layer, 9) == layer.overview and tile_source(layer, 10) == layer.mosaic
+    lon, lat = _lonlat(written[4])
+    tile, col, row = _tile_pixel(lon, lat, 9)
+    with Image.open(io.BytesIO(render_tile(layer, tile.z, tile.x, tile.y))) as im:
+        assert im.convert("RGBA").getpixel((col, row)) == _hex(SOIL_ORDER_COLOURS[SOIL_ORDERS[4]])

@@ -1,6 +1,7 @@
 // The miso-mapper map viewer: one drawn layer at a time over the run's chunk-status overlay.
 // Reads /layers.json, draws /tiles/<layer>/{z}/{x}/{y}.png, asks /point for the values under a click and
-// /chunks.geojson for the chunk status. URL parameters: layer, lat, lon, zoom, opacity (0..1), chunks (0/1).
+// /chunks.geojson for the chunk status. URL parameters: layer, lat, lon, zoom, opacity (0..1), chunks (0/1),
+// click (lat,lon: show the values there, as a click does).
 (function () {
   "use strict";
   var params = new URLSearchParams(window.location.search);
@@ -107,14 +108,19 @@
     });
 
     var marker = null;
-    map.on("click", function (e) {
-      var url = "point?lat=" + e.latlng.lat + "&lon=" + e.latlng.lng;
+    function inspect(latlng) {
+      var url = "point?lat=" + latlng.lat + "&lon=" + latlng.lng;
       fetch(url).then(function (r) { return r.json(); }).then(function (data) {
         if (marker) { map.removeLayer(marker); }
-        marker = L.circleMarker(e.latlng, { radius: 5, color: "#000" }).addTo(map);
+        marker = L.circleMarker(latlng, { radius: 5, color: "#000" }).addTo(map);
         showValues(data);
       });
-    });
+    }
+    map.on("click", function (e) { inspect(e.latlng); });
+    if (params.has("click")) {  // a shared link: the values at "lat,lon"
+      var at = params.get("click").split(",");
+      inspect(L.latLng(+at[0], +at[1]));
+    }
     window.misoMap = map;
   }
 
