@@ -273,3 +273,24 @@ def test_zoomed_out_tiles_come_from_the_overview(products):
     tile, col, row = _tile_pixel(lon, lat, 9)
     with Image.open(io.BytesIO(render_tile(layer, tile.z, tile.x, tile.y))) as im:
         assert im.convert("RGBA").getpixel((col, row)) == _hex(SOIL_ORDER_COLOURS[SOIL_ORDERS[4]])
+
+
+def test_cli_help_and_one_line_error_without_products(tmp_path):
+    from typer.testing import CliRunner
+
+    from miso_mapper.cli import app
+
+    from .helpers import WORKFLOWS
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["view", "--help"])
+    assert shown.exit_code == 0 and "--no-browser" in shown.output and "--port" in shown.output
+    raw = yaml.safe_load((WORKFLOWS / "demo.yaml").read_text())
+    raw["output"] = {"directory": str(tmp_path / "empty")}
+    raw.pop("world")
+    raw["imagery"]["stac_url"] = "http://127.0.0.1:9/"
+    config = tmp_path / "wf.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["view", str(config), "--no-browser"])
+    assert result.exit_code == 1, result.output
+    assert "no exported maps in" in result.output and "Traceback" not in result.output
