@@ -497,6 +497,24 @@ def export(
     export_command(config, tiles=tiles, overwrite=overwrite)
 
 
+@app.command()
+@user_errors
+@interruptible
+def view(
+    config: ConfigArg,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: any free port)")] = 7830,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="do not open a web browser")] = False,
+) -> None:
+    """Browse the exported maps: layers, legends, opacity, values under a click, chunk status; until Ctrl-C.
+
+    Serves the products of `export` (VRT mosaics, overviews) on 127.0.0.1 only; tunnel the port to look from
+    another machine (ssh -L 7830:127.0.0.1:7830 NODE).
+    """
+    from miso_mapper.view.command import view_command
+
+    view_command(config, port, not no_browser)
+
+
 @app.command("sample-sites")
 @user_errors
 def sample_sites(
