@@ -320,7 +320,7 @@ def demo(
     from miso_mapper.layout import RunLayout
 
     logs = RunLayout.of(load_demo_workflow(config, out, quick=quick)).logs
-    with command_log(logs, "demo", err_console):
+    with command_log(logs, "demo", console):
         run_demo(config, out=out, quick=quick, console=console)
 
 
@@ -352,7 +352,7 @@ def train(
     from miso_mapper.layout import RunLayout
     from miso_mapper.train.run import run_training
 
-    with command_log(RunLayout.of(workflow).logs, "train", err_console):
+    with command_log(RunLayout.of(workflow).logs, "train", console):
         run_training(workflow, tasks, console=console, fresh=fresh)
 
 
@@ -378,7 +378,7 @@ def evaluate(
     from miso_mapper.evaluate.report import print_tables
     from miso_mapper.evaluate.run import run_evaluation
 
-    with command_log(RunLayout.of(workflow).logs, "evaluate", err_console):
+    with command_log(RunLayout.of(workflow).logs, "evaluate", console):
         result = run_evaluation(workflow, quick=quick, console=console, fresh=fresh)
         print_tables(result, console)
         console.print(f"[green]✓ evaluate[/] {result.seconds:.0f} s; report: "

@@ -86,7 +86,7 @@ def test_a_text_log_file_names_itself_first(tmp_path):
     config.write_text(yaml.safe_dump(raw))
     proc = run_piped("run", str(config))
     log = next((tmp_path / "out" / "logs").glob("run-*.log"))
-    assert proc.stderr.splitlines()[0] == f"log: {log}"
+    assert proc.stdout.splitlines()[0] == f"log: {log}"  # on stdout: stderr keeps one line per error
     assert " DEBUG miso_mapper: " in log.read_text()
 
 

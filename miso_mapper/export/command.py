@@ -48,7 +48,7 @@ def export_command(config: Path, tiles: list[str] | None = None, overwrite: bool
             tasks[stage] = progress.add_task(f"export {stage}", total=total)
         progress.update(tasks[stage], completed=done, total=total)
 
-    with command_log(layout.logs, "export", err_console), progress:
+    with command_log(layout.logs, "export", console), progress:
         result = export_locked(workflow, wanted, overwrite, report)
     per_tile = sorted(result.tile_seconds.values())
     median = per_tile[len(per_tile) // 2] if per_tile else 0.0

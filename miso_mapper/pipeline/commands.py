@@ -44,7 +44,7 @@ def run_command(config: Path, resume: bool = False, only: list[str] | None = Non
     from miso_mapper.pipeline.run import run_workflow
 
     workflow = load_workflow(config)
-    with command_log(RunLayout.of(workflow).logs, "run", err_console), RichRunProgress(err_console) as progress:
+    with command_log(RunLayout.of(workflow).logs, "run", console), RichRunProgress(err_console) as progress:
         summary = run_workflow(workflow, resume=resume, only=only or None, max_chunks=max_chunks,
                                overwrite=overwrite, progress=progress, verify=verify)
     if summary.failed:
