@@ -117,3 +117,16 @@ def add_store_layers(store: Path, rows: slice, cols: slice, layers: dict[str, np
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
         zarr.consolidate_metadata(str(store))
+
+
+def drop_store_layers(store: Path, names: tuple[str, ...]) -> None:
+    """Delete arrays from a ``maps.zarr`` and consolidate its metadata again: a store made by a miso-mapper
+    older than those layers."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+")
+    for name in names:
+        del group[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "consolidated metadata is not part of the v3 spec"
+        zarr.consolidate_metadata(str(store))

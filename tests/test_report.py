@@ -396,7 +396,17 @@ def test_report_in_headless_chromium(made: Made, tmp_path: Path) -> None:
 
 
 def test_report_notes_a_store_without_uncertainty_layers(made: Made, tmp_path: Path) -> None:
-    text = write_run_report(made.workflow, tmp_path / "r.html", evaluation_dir=tmp_path / "none",
+    import shutil
+
+    from miso_mapper.sites.layers import SCORE_LAYERS
+
+    from .helpers import drop_store_layers
+
+    shutil.copytree(made.workflow.output.directory, tmp_path / "out")
+    wf = made.workflow.model_copy(update={"output": made.workflow.output.model_copy(
+        update={"directory": tmp_path / "out"})})
+    drop_store_layers(RunLayout.of(wf).store, SCORE_LAYERS)  # a store made before these layers existed
+    text = write_run_report(wf, tmp_path / "r.html", evaluation_dir=tmp_path / "none",
                             accuracy=map_accuracy(made.workflow)).read_text()
     assert "<h2>Field-sampling guidance</h2>" in text
     assert "This store has no uncertainty and area-of-applicability layers" in text

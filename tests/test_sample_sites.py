@@ -232,7 +232,12 @@ def test_a_zarr_v2_store_gives_the_same_sites(made: Made, tmp_path: Path) -> Non
 
 
 def test_a_store_without_the_layers_is_refused(tmp_path: Path) -> None:
+    from miso_mapper.sites.layers import SCORE_LAYERS
+
+    from .helpers import drop_store_layers
+
     wf = _make_run(tmp_path / "old", None)
+    drop_store_layers(RunLayout.of(wf).store, SCORE_LAYERS)  # a store made before these layers existed
     with pytest.raises(MisoError, match="lacks the layers permafrost_spread, taxonomy_entropy, permafrost_aoa"):
         sample_sites(wf, {"n": 2})
     assert not RunLayout.of(wf).sample_sites.directory.exists()
