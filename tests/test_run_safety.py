@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import zarr
 
 from miso_mapper.config import Workflow
 from miso_mapper.layout import RunLayout
@@ -164,12 +165,12 @@ def test_two_runs_on_one_store_one_is_refused_and_overwrite_deletes_nothing(serv
     assert f"{layout.directory} is in use by `miso-mapper run` (pid {winner.pid} on {socket.gethostname()}" in err
 
     wait_for(lambda: done_rows(layout.manifest) >= 1, "chunk done by the winner", winner)
-    uuid = json.loads((layout.store / "zarr.json").read_text())["attributes"]["store_uuid"]
+    uuid = zarr.open_group(str(layout.store), mode="r").attrs["store_uuid"]
     for command in (["run", str(path), "--overwrite"], ["export", str(path)], ["unlock", str(path)]):
         proc = cli(*command)
         assert proc.returncode == 1, (command, proc.stderr)
         assert f"(pid {winner.pid} on" in proc.stderr and PY_TRACEBACK not in proc.stderr, proc.stderr
-    assert json.loads((layout.store / "zarr.json").read_text())["attributes"]["store_uuid"] == uuid
+    assert zarr.open_group(str(layout.store), mode="r").attrs["store_uuid"] == uuid
     assert done_rows(layout.manifest) >= 1  # --overwrite deleted neither the store nor the manifest
 
     code, _, err = finish(winner)
