@@ -41,12 +41,14 @@ PY_TRACEBACK = "Traceback (most recent call last)"
 CHUNKS = ("r0146c0492", "r0146c0493", "r0147c0492", "r0147c0493")
 #: one worker, one chunk in flight: a CLI run is slow enough to be caught midway, and light on 2 shared cores
 ONE_AT_A_TIME = {"cluster": {"n_workers": 1, "window": 1, "memory_limit": "3GB"}}  # 1.5 GB can pause a worker
+#: the baseline's store is Zarr v3: the tests below name its chunk files by their v3 keys (c/<row>/<col>)
+V3 = {"output": {"zarr_format": 3}}
 
 
 @pytest.fixture(scope="module")
 def baseline(served_world, client, tmp_path_factory) -> tuple[Workflow, dict[str, np.ndarray]]:
     """An uninterrupted run: (workflow, the store's raw layers)."""
-    wf = demo_workflow(served_world, tmp_path_factory.mktemp("baseline"))
+    wf = demo_workflow(served_world, tmp_path_factory.mktemp("baseline"), **V3)
     summary = run_workflow(wf, client=client)
     assert sorted(summary.done) == list(CHUNKS)
     return wf, store_arrays(RunLayout.of(wf).store)
@@ -56,7 +58,7 @@ def copy_of_baseline(served_world, baseline, out: Path) -> tuple[Workflow, Path]
     """A copy of the baseline run folder with its workflow (and that workflow's YAML file)."""
     wf0, _ = baseline
     shutil.copytree(wf0.output.directory, out)
-    wf = demo_workflow(served_world, out)
+    wf = demo_workflow(served_world, out, **V3)
     return wf, write_yaml(wf, out.parent / f"{out.name}.yaml")
 
 
