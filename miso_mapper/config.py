@@ -228,7 +228,8 @@ class OutputConfig(StrictModel):
     directory: Path = Field(Path("out"), description="run folder: maps.zarr, manifest.sqlite, products/, ... "
                                                      "(see miso_mapper.layout)")
     zarr_format: Literal[2, 3] = Field(
-        3, description="Zarr format of maps.zarr; 2 for GDAL < 3.11, whose Zarr driver cannot read v3 arrays"
+        2, description="Zarr format of maps.zarr: 2 (default) is read by GDAL >= 3.4 (QGIS, gdalinfo, rasterio); "
+                       "3 only by GDAL >= 3.11 (older ones: 'Unsupported codec: bytes')"
     )
     lock_stale_after: float = Field(
         300.0, gt=0, description="seconds without a heartbeat after which the run lock of `run`/`export` is stale "

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import zarr
 
 from miso_mapper.config import Workflow
 from miso_mapper.layout import RunLayout
@@ -40,12 +41,14 @@ PY_TRACEBACK = "Traceback (most recent call last)"
 CHUNKS = ("r0146c0492", "r0146c0493", "r0147c0492", "r0147c0493")
 #: one worker, one chunk in flight: a CLI run is slow enough to be caught midway, and light on 2 shared cores
 ONE_AT_A_TIME = {"cluster": {"n_workers": 1, "window": 1, "memory_limit": "3GB"}}  # 1.5 GB can pause a worker
+#: the baseline's store is Zarr v3: the tests below name its chunk files by their v3 keys (c/<row>/<col>)
+V3 = {"output": {"zarr_format": 3}}
 
 
 @pytest.fixture(scope="module")
 def baseline(served_world, client, tmp_path_factory) -> tuple[Workflow, dict[str, np.ndarray]]:
     """An uninterrupted run: (workflow, the store's raw layers)."""
-    wf = demo_workflow(served_world, tmp_path_factory.mktemp("baseline"))
+    wf = demo_workflow(served_world, tmp_path_factory.mktemp("baseline"), **V3)
     summary = run_workflow(wf, client=client)
     assert sorted(summary.done) == list(CHUNKS)
     return wf, store_arrays(RunLayout.of(wf).store)
@@ -55,7 +58,7 @@ def copy_of_baseline(served_world, baseline, out: Path) -> tuple[Workflow, Path]
     """A copy of the baseline run folder with its workflow (and that workflow's YAML file)."""
     wf0, _ = baseline
     shutil.copytree(wf0.output.directory, out)
-    wf = demo_workflow(served_world, out)
+    wf = demo_workflow(served_world, out, **V3)
     return wf, write_yaml(wf, out.parent / f"{out.name}.yaml")
 
 
@@ -164,12 +167,12 @@ def test_two_runs_on_one_store_one_is_refused_and_overwrite_deletes_nothing(serv
     assert f"{layout.directory} is in use by `miso-mapper run` (pid {winner.pid} on {socket.gethostname()}" in err
 
     wait_for(lambda: done_rows(layout.manifest) >= 1, "chunk done by the winner", winner)
-    uuid = json.loads((layout.store / "zarr.json").read_text())["attributes"]["store_uuid"]
+    uuid = zarr.open_group(str(layout.store), mode="r").attrs["store_uuid"]
     for command in (["run", str(path), "--overwrite"], ["export", str(path)], ["unlock", str(path)]):
         proc = cli(*command)
         assert proc.returncode == 1, (command, proc.stderr)
         assert f"(pid {winner.pid} on" in proc.stderr and PY_TRACEBACK not in proc.stderr, proc.stderr
-    assert json.loads((layout.store / "zarr.json").read_text())["attributes"]["store_uuid"] == uuid
+    assert zarr.open_group(str(layout.store), mode="r").attrs["store_uuid"] == uuid
     assert done_rows(layout.manifest) >= 1  # --overwrite deleted neither the store nor the manifest
 
     code, _, err = finish(winner)

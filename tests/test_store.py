@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import warnings
 
 import numpy as np
@@ -251,6 +253,43 @@ def test_gdal_opens_zarr_v2_store(tmp_path):
     wf, plan, store = _store(tmp_path, 2)
     store.write_chunk(plan.chunks[0], _with_spread(plan.chunks[0]))
     _gdal_check(RunLayout.of(wf).store)
+
+
+def test_default_store_format_opens_in_the_gdal_at_hand(tmp_path):
+    """The default ``output.zarr_format`` is the one the users' GDALs read (rasterio's 3.10, Debian's 3.6)."""
+    wf = _default_workflow(tmp_path)
+    assert wf.output.zarr_format == 2
+    plan = make_plan(wf)
+    store = create_store(RunLayout.of(wf).store, wf, plan.chunks, {"map_config_hash": "x"})
+    store.write_chunk(plan.chunks[0], _with_spread(plan.chunks[0]))
+    _gdal_check(RunLayout.of(wf).store)
+
+
+def _default_workflow(tmp_path):
+    """The demo workflow with ``output.zarr_format`` left at its default."""
+    overrides = {"imagery": {"stac_url": "http://127.0.0.1:9/"}, "output": {"directory": str(tmp_path)},
+                 "model": {"kind": "synthetic"}}
+    return load_workflow(WORKFLOWS / "demo.yaml", overrides)
+
+
+@pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="no gdalinfo command (e.g. Debian's gdal-bin) here")
+@pytest.mark.parametrize("fmt", [None, 3])
+def test_command_line_gdal_reads_the_default_store(tmp_path, fmt):
+    """The system GDAL (Debian bookworm: 3.6) reads a store in the default format with its CRS, origin, no data
+    and scale; a v3 one only from GDAL 3.11."""
+    wf = _workflow(tmp_path, fmt) if fmt else _default_workflow(tmp_path)
+    plan = make_plan(wf)
+    store = create_store(RunLayout.of(wf).store, wf, plan.chunks, {"map_config_hash": "x"})
+    store.write_chunk(plan.chunks[0], _with_spread(plan.chunks[0]))
+    version = subprocess.run(["gdalinfo", "--version"], capture_output=True, text=True).stdout.split()[1]
+    proc = subprocess.run(["gdalinfo", f'ZARR:"{RunLayout.of(wf).store}":/permafrost_probability'],
+                          capture_output=True, text=True)
+    if fmt == 3 and tuple(int(p) for p in version.split(".")[:2]) < (3, 11):
+        assert proc.returncode != 0  # the README's table: v3 needs GDAL >= 3.11
+        return
+    assert proc.returncode == 0, proc.stderr
+    assert 'ID["EPSG",3338]' in proc.stdout and "Origin = (250000.0" in proc.stdout
+    assert "NoData Value=255" in proc.stdout and "Scale:0.004" in proc.stdout
 
 
 @pytest.mark.skipif(GDAL_VERSION < (3, 11), reason=f"GDAL {rasterio.__gdal_version__} < 3.11 cannot read zarr-python "

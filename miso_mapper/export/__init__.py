@@ -4,9 +4,12 @@ Products folder (``export.directory``, default ``<output.directory>/products``):
 
     cogs/<layer>/<tile>.tif            one COG per grid tile that holds data, per layer
     cogs/taxonomy_class/<tile>.tif.aux.xml   GDAL category names of the class COG
+    cogs/<layer>/<layer>.qml           QGIS style of the layer (load it on any tile of the folder)
     mosaic/<layer>.vrt                 GDAL VRT over every exported tile (relative paths)
+    mosaic/<layer>.qml                 QGIS style, loaded with the VRT (paletted classes / colour ramp)
     overview/<layer>.tif               statewide COG at export.overview_resolution (e.g. 500 m)
     overview/taxonomy_class.tif.aux.xml
+    overview/<layer>.qml               QGIS style, loaded with the overview
     stac/collection.json               static STAC collection (self-contained, relative hrefs)
     stac/<tile>/<tile>.json            one item per tile, its three COGs as assets
 
@@ -32,7 +35,7 @@ moved by whole tiles on the workflow's grid is exported where it lies, under the
 store off the grid's pixel lattice (other CRS or resolution, sub-pixel shift, partial tiles) is refused.
 
 Modules: :mod:`.run` (the orchestrator), :mod:`.selection` (which tiles), one per product (:mod:`.tiles`,
-:mod:`.overview`, :mod:`.mosaic`, :mod:`.stac`), and their parts (:mod:`.source`, :mod:`.cog`,
+:mod:`.overview`, :mod:`.mosaic`, :mod:`.qml`, :mod:`.stac`), and their parts (:mod:`.source`, :mod:`.cog`,
 :mod:`.aggregate`, :mod:`.layers`, :mod:`.paths`, :mod:`.atomic`).
 """
 

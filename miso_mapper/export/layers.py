@@ -1,5 +1,8 @@
 """What each exported layer is: bands, scaling, no data, overview resampling, colours and category names.
 
+Colours, class names and ramps come from :mod:`miso_mapper.style` (the one definition the report, STAC and
+the QGIS styles share).
+
 All layers are uint8 with no data 255 (as in ``maps.zarr``). Probabilities keep the store's x250 scaling, so
 their GDAL scale/offset is 0.004/0 (physical = stored x 0.004).
 
@@ -22,52 +25,19 @@ import numpy as np
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.pipeline.extra_layers import EXTRA_LAYERS, ExtraLayer
 from miso_mapper.pipeline.store import PROB_SCALE, permafrost_class
-
-#: Colour hint of each soil order (hex RGB, in :data:`SOIL_ORDERS` order); class map palette and STAC hints.
-SOIL_ORDER_COLOURS: dict[str, str] = {
-    "Andisols": "D94C2B",
-    "Entisols": "F2D16B",
-    "Gelisols": "6FA8DC",
-    "Histosols": "5B3A1E",
-    "Inceptisols": "A7C957",
-    "Mollisols": "2E7D32",
-    "Spodosols": "9C6ADE",
-}
-
-
-@dataclass(frozen=True)
-class LayerClass:
-    """One value of a categorical layer: its name, description and colour hint (hex RGB)."""
-
-    value: int
-    name: str
-    description: str
-    colour: str
-
-
-SOIL_ORDER_CLASSES: tuple[LayerClass, ...] = tuple(
-    LayerClass(i, name, f"soil order {name} (USDA)", SOIL_ORDER_COLOURS[name]) for i, name in enumerate(SOIL_ORDERS))
-PERMAFROST_CLASSES: tuple[LayerClass, ...] = (
-    LayerClass(0, "no permafrost", "P(permafrost within 1 m) below the decision threshold", "E8E2C8"),
-    LayerClass(1, "permafrost", "P(permafrost within 1 m) at or above the decision threshold", "3B6FB6"),
+from miso_mapper.style import (
+    AOA_CLASSES,
+    LAYER_CLASSES,
+    PERMAFROST_CLASSES,
+    SET_CLASSES,
+    SOIL_ORDER_CLASSES,
+    SOIL_ORDER_COLOURS,
+    LayerClass,
+    rgb,
 )
 
-AOA_CLASSES: tuple[LayerClass, ...] = (
-    LayerClass(0, "outside", "outside the area of applicability: the model extrapolates (DI > threshold)", "D7301F"),
-    LayerClass(1, "inside", "inside the area of applicability (DI <= threshold)", "1A9850"),
-)
-#: Colour of a conformal set by its number of orders (1 confident ... 7 every order).
-_SET_SIZE_COLOURS = ("FFFFFF", "1A9850", "91CF60", "D9EF8B", "FEE08B", "FC8D59", "D73027", "7F0000")
-
-
-def _set_class(bits: int) -> LayerClass:
-    orders = [name for i, name in enumerate(SOIL_ORDERS) if bits >> i & 1]
-    name = "+".join(orders) if orders else "empty"
-    return LayerClass(bits, name, f"conformal set of {len(orders)} order(s): {name}", _SET_SIZE_COLOURS[len(orders)])
-
-
-#: Every conformal set of the 7 orders as a class (value = bitmask, bit i = order i of SOIL_ORDERS).
-SET_CLASSES: tuple[LayerClass, ...] = tuple(_set_class(bits) for bits in range(2 ** len(SOIL_ORDERS)))
+__all__ = ["AOA_CLASSES", "LAYERS", "LAYER_SPECS", "PERMAFROST_CLASSES", "SET_CLASSES", "SOIL_ORDER_CLASSES",
+           "SOIL_ORDER_COLOURS", "LayerClass", "LayerSpec", "category_names", "colour_table", "layer_tags"]
 
 
 @dataclass(frozen=True)
@@ -120,10 +90,9 @@ LAYER_SPECS: tuple[LayerSpec, ...] = (
 
 def _extra_spec(layer: ExtraLayer) -> LayerSpec:
     """The export of a store's extra layer: its scale (as stored), classes for the masks and the set."""
-    if layer.index is not None:
-        return LayerSpec(layer.name, layer.name, (layer.name,), "mode", layer.long_name, classes=AOA_CLASSES)
-    if layer.name == "taxonomy_set":
-        return LayerSpec(layer.name, layer.name, (layer.name,), "mode", layer.long_name, classes=SET_CLASSES)
+    classes = LAYER_CLASSES.get(layer.name, ())
+    if classes:
+        return LayerSpec(layer.name, layer.name, (layer.name,), "mode", layer.long_name, classes=classes)
     if layer.scale is None:
         return LayerSpec(layer.name, layer.name, (layer.name,), "average", layer.long_name)
     title = f"{layer.long_name[0].upper()}{layer.long_name[1:]} (x{round(1 / layer.scale)}; scale {layer.scale})"
@@ -139,8 +108,7 @@ def colour_table(spec: LayerSpec) -> dict[int, tuple[int, int, int, int]]:
     (255 = no data)."""
     table = {i: (0, 0, 0, 0) for i in range(256)}
     for cls in spec.classes:
-        hexa = cls.colour
-        table[cls.value] = (int(hexa[0:2], 16), int(hexa[2:4], 16), int(hexa[4:6], 16), 255)
+        table[cls.value] = (*rgb(cls.colour), 255)
     return table
 
 

@@ -1,8 +1,9 @@
 """``export_workflow``: the whole export of a map store into the products folder (see :mod:`miso_mapper.export`).
 
 One step per product, in this order: tile COGs and statewide overviews (one pass over the store,
-:mod:`.tiles` and :mod:`.overview`), VRT mosaics (:mod:`.mosaic`), STAC collection (:mod:`.stac`). All are
-georeferenced from the store's own ``spatial_ref`` (:class:`~miso_mapper.export.source.StoreReader`).
+:mod:`.tiles` and :mod:`.overview`), VRT mosaics (:mod:`.mosaic`), QGIS styles (:mod:`.qml`), STAC collection
+(:mod:`.stac`). All are georeferenced from the store's own ``spatial_ref``
+(:class:`~miso_mapper.export.source.StoreReader`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from miso_mapper.export.layers import LAYERS
 from miso_mapper.export.mosaic import write_mosaics
 from miso_mapper.export.overview import StatewideOverviews, overview_factor
 from miso_mapper.export.paths import cog_path, products_dir, stac_dir
+from miso_mapper.export.qml import write_styles
 from miso_mapper.export.selection import TileSelection, select_tiles
 from miso_mapper.export.source import StoreReader
 from miso_mapper.export.stac import publish_collection
@@ -76,6 +78,7 @@ def export_workflow(workflow: Workflow, client: Any = None, tiles: list[str] | N
         files += overviews.publish(workflow.export, report)
     mosaics = write_mosaics(products, chosen.covered, extent, workflow.export.blocksize)
     files += list(mosaics.values())
+    files += write_styles(products, mosaics, overviews.paths)
     files += _write_stac(workflow, reader, products, chosen.covered, mosaics, overviews)
     return ExportResult(
         products=products, tiles=list(chosen.todo), files=files, tile_seconds=seconds,

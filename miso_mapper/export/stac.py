@@ -11,10 +11,16 @@ CRS, shape, affine and bounding box. Extensions: projection (``proj:code``, ``pr
 ``proj:bbox`` in the grid CRS), raster (``raster:bands`` with nodata 255, uint8, scale/offset 0.004/0 for
 probabilities, spatial resolution), classification (the 7 soil orders, or no permafrost / permafrost, with
 names and colour hints) on class assets; ``permafrost_class`` assets name the ``miso:decision_threshold``
-they were classified at. Item properties carry the
+they were classified at; file (``file:size`` of every COG). Item properties carry the
 imagery date range (``start_datetime``/``end_datetime``) and the store's provenance (``miso:*``: checkpoint
 sha256 per model role, model kind, map config hash, store uuid, software version, decision threshold). Nothing
 here depends on the time of export, so the same store exports to the same bytes.
+
+The collection also has ``item_assets`` (each layer's asset as items carry it, without href and per-tile
+fields), ``summaries`` (layers, soil-order classes, each continuous layer's physical value range, the
+Sentinel-2 platforms/instrument of the inputs, gsd, CRS) and ``license: other`` with a ``license`` link to
+``terms.txt`` written beside ``collection.json``: the project has no licence yet, so the terms file says so
+and names the provenance (store uuid, software version).
 """
 
 from __future__ import annotations
@@ -32,15 +38,21 @@ import shapely
 import shapely.geometry
 from odc.geo.geobox import GeoBox
 from pystac.extensions.classification import Classification, ClassificationExtension
+from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 
 from miso_mapper.errors import MisoError
 from miso_mapper.export.atomic import replace_dir
-from miso_mapper.export.layers import LAYER_SPECS, LayerSpec
-from miso_mapper.pipeline.store import DEFAULT_THRESHOLD, NODATA
+from miso_mapper.export.layers import LAYER_SPECS, SOIL_ORDER_CLASSES, LayerSpec
+from miso_mapper.pipeline.extra_layers import CAP
+from miso_mapper.pipeline.store import DEFAULT_THRESHOLD, NODATA, PROB_SCALE
 
 VRT_MEDIA_TYPE = "application/x-gdal-vrt+xml"
+#: The license file written beside ``collection.json`` (the project has no licence: ``license: other``).
+TERMS_FILE = "terms.txt"
+#: The imagery every map is made from (summaries): Sentinel-2 L2A, MultiSpectral Instrument.
+INPUT_PLATFORMS = {"constellation": ["sentinel-2"], "platform": ["sentinel-2a", "sentinel-2b"], "instruments": ["msi"]}
 #: Points per side of a footprint projected to EPSG:4326 (the edges of a projected box are curves).
 FOOTPRINT_POINTS = 4
 
@@ -132,7 +144,7 @@ def publish_collection(final_dir: Path, collection_id: str, attrs: dict[str, Any
                        overviews: dict[str, tuple[GeoBox, Path]]) -> list[Path]:
     """Write the collection (arguments as :func:`write_collection`; ``attrs``: the store's group attributes
     plus ``decision_threshold``, its permafrost threshold) into a hidden folder beside ``final_dir``,
-    then swap it in at ``final_dir``; returns its JSON files."""
+    then swap it in at ``final_dir``; returns its JSON files and the terms file."""
     # no dot suffix in the temporary name: pystac would take the folder for a file
     tmp = final_dir.with_name(f".{final_dir.name}-tmp-{uuid.uuid4().hex[:12]}")
     try:
@@ -140,7 +152,7 @@ def publish_collection(final_dir: Path, collection_id: str, attrs: dict[str, Any
         replace_dir(tmp, final_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return sorted(final_dir.rglob("*.json"))
+    return sorted(final_dir.rglob("*.json")) + [final_dir / TERMS_FILE]
 
 
 def write_collection(directory: Path, collection_id: str, attrs: dict[str, Any], resolution: float,
@@ -167,8 +179,15 @@ def write_collection(directory: Path, collection_id: str, attrs: dict[str, Any],
         extra_fields={"miso:provenance": provenance(attrs)},
     )
     collection.stac_extensions += [ext.get_schema_uri()
-                                   for ext in (ProjectionExtension, RasterExtension, ClassificationExtension)]
+                                   for ext in (ProjectionExtension, RasterExtension, ClassificationExtension,
+                                               FileExtension)]
     _collection_assets(collection, mosaics, overviews, final_dir / "collection.json", decision_threshold(attrs))
+    collection.item_assets = item_assets(items[0])
+    collection.summaries = summaries(items[0], resolution)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / TERMS_FILE).write_text(terms_text(attrs))
+    collection.add_link(pystac.Link("license", TERMS_FILE, media_type="text/plain",
+                                    title="Terms of use (no licence has been set)"))
     collection.add_items(items)
     collection.normalize_hrefs(str(directory))
     collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
@@ -187,7 +206,46 @@ def _tile_item(tile_id: str, geobox: GeoBox, paths: dict[str, Path], attrs: dict
         if spec.name in paths:
             item.add_asset(spec.name, _layer_asset(spec, _rel(paths[spec.name], item_json), spec.title, ["data"]))
             _describe_asset(item, spec.name, spec, resolution, decision_threshold(attrs))
+            FileExtension.ext(item.assets[spec.name], add_if_missing=True).size = paths[spec.name].stat().st_size
     return item
+
+
+def item_assets(item: pystac.Item) -> dict[str, dict[str, Any]]:
+    """The collection's ``item_assets``: each of ``item``'s assets as every item has it (no href, no
+    per-tile projection or file size)."""
+    per_tile = ("href", "file:size", "proj:shape", "proj:transform", "proj:bbox")
+    return {key: {k: v for k, v in asset.to_dict().items() if k not in per_tile} for key, asset in item.assets.items()}
+
+
+def value_range(spec: LayerSpec) -> dict[str, float] | None:
+    """Physical (minimum, maximum) a continuous layer can hold (stored 0..cap x scale); None for classes."""
+    if spec.categorical:
+        return None
+    top = PROB_SCALE if spec.scale == 1.0 / PROB_SCALE else CAP  # probabilities are x250, the rest capped at 254
+    return {"minimum": 0.0, "maximum": round(top * (spec.scale or 1.0), 6)}
+
+
+def summaries(item: pystac.Item, resolution: float) -> pystac.Summaries:
+    """The collection's summaries: layers, soil-order classes, each continuous layer's physical value range
+    (``miso:<layer>``), the input imagery's platforms and instrument, gsd (m) and the grid CRS."""
+    out: dict[str, Any] = {"miso:layers": [spec.name for spec in LAYER_SPECS], **INPUT_PLATFORMS,
+                           "gsd": [resolution], "proj:code": [ProjectionExtension.ext(item).code],
+                           "classification:classes": [Classification.create(
+                               value=c.value, name=c.name, description=c.description,
+                               color_hint=c.colour).to_dict() for c in SOIL_ORDER_CLASSES]}
+    for spec in LAYER_SPECS:
+        if (span := value_range(spec)) is not None:
+            out[f"miso:{spec.name}"] = span
+    return pystac.Summaries(out)
+
+
+def terms_text(attrs: dict[str, Any]) -> str:
+    """The terms file linked as the collection's ``license``: no licence is set for these products."""
+    return ("MISO soil maps: terms of use\n\n"
+            "No licence has been set for these products or the software that made them (STAC license: other).\n"
+            "Ask the map's producer before redistributing them. They are model predictions, provided as is, "
+            "without any warranty of accuracy.\n\n"
+            f"store uuid: {attrs.get('store_uuid')}\nsoftware: miso-mapper {attrs.get('software_version')}\n")
 
 
 def _collection_assets(collection: pystac.Collection, mosaics: dict[str, Path],

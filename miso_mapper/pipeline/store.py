@@ -27,6 +27,9 @@ Layout (DESIGN.md, "Output store"), CF / GeoZarr-style georeferencing in the gri
   whose source is absent (RF-11, synthetic, no AOA sidecar, no conformal calibration) is all no data.
 * ``spatial_ref``: the CF grid-mapping variable (``crs_wkt``, ``spatial_ref``, ``GeoTransform``), named by
   every data variable's ``grid_mapping`` attribute; ``x``/``y`` are pixel-centre coordinates in metres
+* GeoZarr-style ``proj:`` / ``spatial:`` convention attributes on the group (``zarr_conventions``,
+  ``proj:code``, ``proj:wkt2``, ``spatial:transform`` ...; :mod:`miso_mapper.pipeline.geozarr`), the same grid
+  as ``spatial_ref`` for tools that read those conventions
 * provenance attributes on the group: software version, model kind and checkpoint sha256(s), the full
   ``Workflow.config_hash()``, the ``map_config_hash`` (below), imagery date range, created, store uuid
 
@@ -56,12 +59,14 @@ region, imagery and covariate selection without server URLs, the model kind, che
 predictor settings). Cluster size, window, output folder or a demo server's random port do not change it;
 a different model or region does, and ``run`` then stops before any work.
 
-**Zarr format and GDAL (decision).** DESIGN.md asks for Zarr v3 and GDAL's Zarr driver must open the store.
-zarr-python 3 writes v3 arrays with the ``bytes`` codec, which GDAL only understands from 3.11 (OSGeo/gdal
-PR #11787); rasterio 1.4.4's wheels bundle GDAL 3.10.3 and Debian bookworm's ``gdal-bin`` is 3.6, so no GDAL
-available here reads our v3 store ("Unsupported codec: bytes"). Hence ``output.zarr_format``: ``3``
-(default, as designed; GDAL >= 3.11 reads it) or ``2`` (readable by GDAL >= 3.4, e.g. rasterio's wheels
-today). Both carry the same CF attributes plus GDAL's own ``_CRS`` attribute on every data variable, so
+**Zarr format and GDAL (decision, measured).** zarr-python 3 writes v3 arrays with the ``bytes`` codec, which
+GDAL's Zarr driver only understands from 3.11 (OSGeo/gdal PR #11787). Measured on this project's machines:
+Debian bookworm's ``gdalinfo`` 3.6.2 and rasterio 1.4.4's bundled GDAL 3.10.3 both read a v2 store (CRS,
+origin, no data, scale; 3.6 also prints a harmless "unsupported dtype |O" error for the string ``class``
+coordinate) and neither reads a v3 one (3.10: "Unsupported codec: bytes"; 3.6: not recognised). The GDALs
+users have today (Debian 12, Ubuntu 24.04, QGIS 3.34/3.40 LTR, rasterio wheels) are all older than 3.11, so
+``output.zarr_format`` defaults to ``2``; ``3`` stays available for GDAL >= 3.11 and pure-Python readers.
+Both carry the same CF attributes plus GDAL's own ``_CRS`` attribute on every data variable, so
 ``xarray.open_zarr`` + rioxarray and GDAL (``ZARR:"maps.zarr":/permafrost_probability``) see the CRS and
 transform. The tests open the v2 store with GDAL and skip the v3 GDAL check, naming the reason, when the
 GDAL at hand is older than 3.11.
@@ -94,6 +99,7 @@ from miso_mapper.errors import MisoError
 from miso_mapper.filekind import file_sha256
 from miso_mapper.grid import AlaskaGrid, Chunk, describe_geobox, geobox_from_spatial_ref, spatial_ref_attrs
 from miso_mapper.pipeline.extra_layers import AOA_MASKS, EXTRA, EXTRA_LAYERS, cf_attrs, encode_extra
+from miso_mapper.pipeline.geozarr import geozarr_attrs
 
 #: Scale of the uint8 probabilities: stored = round(p x 250).
 PROB_SCALE = 250
@@ -301,7 +307,7 @@ def create_store(path: Path, workflow: Workflow, chunks: list[Chunk], provenance
         "grid_row0": row0,
         "grid_col0": col0,
         "zarr_chunk": z,
-    } | provenance
+    } | geozarr_attrs(geobox) | provenance
     encoding: dict[str, dict[str, Any]] = {
         name: {"chunks": (nc, z, z) if name == "taxonomy_probability" else (z, z), "_FillValue": NODATA,
                "dtype": "uint8"}

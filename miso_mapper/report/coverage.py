@@ -11,11 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from miso_mapper import style
 from miso_mapper.htmlpage import figure_png
 from miso_mapper.report.mapfig import add_scalebar, add_zones, new_figure
 from miso_mapper.report.source import RunData
+from miso_mapper.style import css
 
-STATUS_COLOURS = {"done": "#1a9850", "failed": "#d73027", "running": "#fdae61", "pending": "#ffffff"}
+#: Chunk status -> matplotlib colour (:data:`miso_mapper.style.STATUS_COLOURS`).
+STATUS_COLOURS = {status: css(colour) for status, colour in style.STATUS_COLOURS.items()}
 
 
 def coverage_png(run: RunData, dpi: int = 90) -> bytes:

@@ -12,12 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from miso_mapper import style
 from miso_mapper.config import Workflow
+from miso_mapper.style import css
 
 log = logging.getLogger(__name__)
 
 #: Background of map axes: where the map has no data (ocean, not run, failed) the grey shows through.
-NODATA_GREY = "#cfcfcf"
+NODATA_GREY = css(style.NODATA_GREY)
 
 
 def new_figure(extent: tuple[float, float, float, float], crs: str = "EPSG:3338",

@@ -18,9 +18,17 @@ from miso_mapper.config import Workflow
 from miso_mapper.htmlpage import figure_png
 from miso_mapper.report.mapfig import add_scalebar, add_zones, new_figure
 from miso_mapper.report.source import MAX_PREVIEW_PX, Preview, RunData, load_run, read_preview
+from miso_mapper.style import (
+    LAYER_RAMPS,
+    MAX_ORDER_PROBABILITY_RAMP,
+    SOIL_ORDER_COLOURS,
+    ColourRamp,
+    css,
+    matplotlib_cmap,
+)
 
-#: One colour per soil order, in SOIL_ORDERS order (distinct from the no-data grey).
-ORDER_COLOURS = ("#d7301f", "#fdae61", "#4575b4", "#542788", "#66bd63", "#8c510a", "#ffd92f")
+#: One colour per soil order, in SOIL_ORDERS order: the exported maps' colours (:mod:`miso_mapper.style`).
+ORDER_COLOURS = tuple(css(SOIL_ORDER_COLOURS[name]) for name in SOIL_ORDERS)
 #: Quicklook names -> file names.
 FILES = {"permafrost_probability": "permafrost_probability.png", "taxonomy_class": "soil_order.png",
          "max_order_probability": "max_order_probability.png"}
@@ -61,21 +69,18 @@ def _km_extent(preview: Preview) -> tuple[float, float, float, float]:
     return tuple(v / 1000 for v in preview.extent)  # type: ignore[return-value]
 
 
-def _continuous(fig: Any, ax: Any, preview: Preview, data: np.ndarray, cmap_name: str, label: str,
+def _continuous(fig: Any, ax: Any, preview: Preview, data: np.ndarray, ramp: ColourRamp, label: str,
                 title: str) -> None:
-    """A probability layer (NaN = no data, transparent) with a 0-1 colour bar."""
-    import matplotlib
-
-    cmap = matplotlib.colormaps[cmap_name].with_extremes(bad=(0, 0, 0, 0))
-    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=1, extent=_km_extent(preview),
-                   interpolation="nearest")
+    """A continuous layer (NaN = no data, transparent) in its style ramp, with a colour bar over the ramp's range."""
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=matplotlib_cmap(ramp), vmin=ramp.minimum, vmax=ramp.maximum,
+                   extent=_km_extent(preview), interpolation="nearest")
     fig.colorbar(im, ax=ax, shrink=0.8, label=label)
     ax.set_title(title)
 
 
 def _permafrost(fig: Any, ax: Any, preview: Preview) -> None:
-    _continuous(fig, ax, preview, preview.permafrost, "RdYlBu_r", "probability of permafrost within 1 m",
-                "permafrost probability")
+    _continuous(fig, ax, preview, preview.permafrost, LAYER_RAMPS["permafrost_probability"],
+                "probability of permafrost within 1 m", "permafrost probability")
 
 
 def _soil_order(fig: Any, ax: Any, preview: Preview) -> None:
@@ -96,5 +101,5 @@ def _soil_order(fig: Any, ax: Any, preview: Preview) -> None:
 
 
 def _max_probability(fig: Any, ax: Any, preview: Preview) -> None:
-    _continuous(fig, ax, preview, preview.max_order_probability, "viridis",
+    _continuous(fig, ax, preview, preview.max_order_probability, MAX_ORDER_PROBABILITY_RAMP,
                 "probability of the most probable soil order", "soil-order confidence")
