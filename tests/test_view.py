@@ -26,7 +26,6 @@ import yaml
 import zarr
 from PIL import Image
 from pyproj import Transformer
-from rio_tiler.colormap import cmap
 
 from miso_mapper.bands import SOIL_ORDERS
 from miso_mapper.errors import MisoError
@@ -36,6 +35,7 @@ from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.manifest import Manifest
 from miso_mapper.pipeline.store import create_store, stored_layers
 from miso_mapper.plan import make_plan
+from miso_mapper.style import LAYER_RAMPS
 from miso_mapper.view import ViewerData, ViewerServer
 
 from .helpers import REPO
@@ -125,6 +125,7 @@ def test_layers_listed_with_the_export_colours(server):
         name: f"#{SOIL_ORDER_COLOURS[name]}" for name in SOIL_ORDERS}
     prob = next(layer for layer in info["layers"] if layer["name"] == "permafrost_probability")
     assert prob["legend"]["kind"] == "ramp" and prob["legend"]["max"] == 1.0
+    assert prob["legend"]["stops"][0] == "#e8e2c8" and prob["legend"]["stops"][-1] == "#08306b"  # style.py's ramp
     assert not next(layer for layer in info["layers"] if layer["name"] == "taxonomy_probability")["drawn"]
     west, south, east, north = info["bounds"]
     assert -160 < west < east < -140 and 55 < south < north < 72
@@ -140,9 +141,21 @@ def test_tile_png_has_the_class_colour_at_a_known_place(server, products, i):
     with Image.open(io.BytesIO(png)) as im:
         assert im.convert("RGBA").getpixel((col, row)) == _hex(SOIL_ORDER_COLOURS[SOIL_ORDERS[i % 7]])
     status, png = _get(f"{server.url}tiles/permafrost_probability/{tile.z}/{tile.x}/{tile.y}.png")
-    expected = tuple(int(v) for v in cmap.get("viridis")[round((30 * i + 20) * 255 / 250)])
+    expected = _ramp_colour(LAYER_RAMPS["permafrost_probability"], (30 * i + 20) * 0.004)
     with Image.open(io.BytesIO(png)) as im:
-        assert im.convert("RGBA").getpixel((col, row)) == expected
+        got = im.convert("RGBA").getpixel((col, row))
+    assert got[3] == 255 and all(abs(a - b) <= 2 for a, b in zip(got[:3], expected, strict=True)), (got, expected)
+
+
+def _ramp_colour(ramp, value: float) -> tuple[int, int, int]:
+    """The style ramp's colour at ``value``, interpolated linearly between its stops by hand (what the QGIS
+    style and the report draw)."""
+    stops = ramp.stops
+    for (v0, c0), (v1, c1) in zip(stops, stops[1:], strict=False):
+        if v0 <= value <= v1:
+            f = (value - v0) / (v1 - v0)
+            return tuple(round(a + (b - a) * f) for a, b in zip(_hex(c0)[:3], _hex(c1)[:3], strict=True))
+    raise AssertionError(f"{value} outside the ramp")
 
 
 def test_tiles_outside_and_bad_requests(server):

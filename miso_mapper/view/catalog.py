@@ -2,9 +2,9 @@
 
 A layer is shown when ``export`` wrote its VRT mosaic and its statewide overview holds any data, so an extra
 layer the store never filled (e.g. no AOA sidecar) stays out of the menu. Class layers use the export's colour
-table (:func:`miso_mapper.export.layers.colour_table`); continuous layers a viridis ramp from 0 to ``vmax``
-(stored units: 250 for the x250/x500/x50 scaled layers, the overview's maximum for counts). The 7-band
-``taxonomy_probability`` is not drawn but is sampled under a click.
+table (:func:`miso_mapper.export.layers.colour_table`); continuous layers the colour ramp of
+:data:`miso_mapper.style.LAYER_RAMPS` over its physical range, as the QGIS styles and the report draw them
+(one style). The 7-band ``taxonomy_probability`` is not drawn but is sampled under a click.
 """
 
 from __future__ import annotations
@@ -19,23 +19,20 @@ import rasterio
 from miso_mapper.export.layers import LAYER_SPECS, LayerSpec, colour_table
 from miso_mapper.export.paths import mosaic_path, overview_path
 from miso_mapper.pipeline.store import NODATA
+from miso_mapper.style import LAYER_RAMPS, css, matplotlib_cmap
 
-#: Stored value drawn at the top of the ramp for a scaled continuous layer (x250 probabilities: 1.0).
-SCALED_VMAX = 250
-RAMP = "viridis"
 RGBA = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
 class ViewLayer:
     """One layer the viewer can draw or sample: its export spec, VRT mosaic, statewide overview COG
-    (None when absent), whether it is drawn as tiles, and ``vmax`` (stored value at the ramp's top)."""
+    (None when absent) and whether it is drawn as tiles."""
 
     spec: LayerSpec
     mosaic: Path
     overview: Path | None
     drawn: bool
-    vmax: int
 
     @property
     def name(self) -> str:
@@ -46,10 +43,11 @@ class ViewLayer:
         """Stored uint8 value -> RGBA for every value 0..255 (no data 255 transparent)."""
         if self.spec.categorical:
             return colour_table(self.spec)
-        from rio_tiler.colormap import cmap
-
-        ramp = cmap.get(RAMP)
-        table = {v: _rgba(ramp[min(255, round(v * 255 / max(self.vmax, 1)))]) for v in range(256)}
+        ramp = LAYER_RAMPS[self.name]
+        scale = self.spec.scale if self.spec.scale is not None else 1.0
+        t = np.clip((np.arange(256) * scale - ramp.minimum) / (ramp.maximum - ramp.minimum), 0.0, 1.0)
+        colours = np.round(np.asarray(matplotlib_cmap(ramp)(t)) * 255).astype(int)  # type: ignore[operator]
+        table = {v: _rgba(colours[v]) for v in range(256)}
         table[NODATA] = (0, 0, 0, 0)
         return table
 
@@ -62,12 +60,9 @@ class ViewLayer:
                                                          else cls.description.split(":")[0])
             return {"kind": "classes", "entries": [{"colour": f"#{c}", "label": names[0] if len(set(names)) == 1
                                                     else ", ".join(names)} for c, names in groups.items()]}
-        from rio_tiler.colormap import cmap
-
-        ramp = cmap.get(RAMP)
-        stops = ["#{:02x}{:02x}{:02x}".format(*(int(x) for x in ramp[i][:3])) for i in range(0, 256, 51)]
-        top = self.vmax * self.spec.scale if self.spec.scale is not None else self.vmax
-        return {"kind": "ramp", "stops": stops, "min": 0, "max": round(float(top), 4)}
+        ramp = LAYER_RAMPS[self.name]
+        return {"kind": "ramp", "stops": [css(c) for _, c in ramp.stops], "min": ramp.minimum, "max": ramp.maximum,
+                "label": ramp.label}
 
     def describe(self) -> dict[str, Any]:
         """The layer as the page's ``/layers.json`` lists it."""
@@ -90,8 +85,7 @@ def find_layers(products: Path) -> list[ViewLayer]:
         peak = _overview_peak(overview) if overview.is_file() else 0
         if peak < 0:
             continue
-        vmax = SCALED_VMAX if spec.scale is not None else max(peak, 1)
-        layers.append(ViewLayer(spec, mosaic, overview if overview.is_file() else None, spec.count == 1, vmax))
+        layers.append(ViewLayer(spec, mosaic, overview if overview.is_file() else None, spec.count == 1))
     return layers
 
 
