@@ -15,6 +15,7 @@ import copy
 import io
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,15 +137,34 @@ def guess_level(text: str) -> int:
 @contextlib.contextmanager
 def command_log(logs_dir: Path, command: str, console: MisoConsole) -> Iterator[Path]:
     """Record the block in ``<logs_dir>/<command>-<UTC timestamp>.log`` at debug level (see
-    :func:`miso_mapper.logs.run_log`), saying its path first; an error leaving the block is logged too."""
-    with run_log(logs_dir, command) as path:
-        console.print(f"log: {path}", highlight=False, markup=False)
-        try:
-            yield path
-        except MisoError as exc:  # the command line shows it, after the file is closed
-            CONSOLE_LOGGER.error("error: %s", exc, extra={"shown": True})
-            raise
-        except BaseException as exc:
-            CONSOLE_LOGGER.error("%s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, KeyboardInterrupt),
-                                 extra={"shown": True})
-            raise
+    :func:`miso_mapper.logs.run_log`), saying its path first; an error leaving the block is logged too.
+
+    A command that stops with a :class:`MisoError` before writing anything but its log (a usage error, a
+    missing checkpoint, an empty region) leaves nothing behind: the log file and the folders made for it are
+    removed, so "nothing half-written" holds for the run folder too.
+    """
+    made = _first_missing(logs_dir)
+    try:
+        with run_log(logs_dir, command) as path:
+            console.print(f"log: {path}", highlight=False, markup=False)
+            try:
+                yield path
+            except MisoError as exc:  # the command line shows it, after the file is closed
+                CONSOLE_LOGGER.error("error: %s", exc, extra={"shown": True})
+                raise
+            except BaseException as exc:
+                CONSOLE_LOGGER.error("%s: %s", type(exc).__name__, exc,
+                                     exc_info=not isinstance(exc, KeyboardInterrupt), extra={"shown": True})
+                raise
+    except MisoError:
+        if made is not None and all(p == path or p.is_dir() for p in made.rglob("*")):
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet; None if it exists."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing

@@ -100,7 +100,7 @@ def test_bad_reference_files_get_one_line_and_write_nothing(tiny_pth: Path, tmp_
         assert not out.exists() and not list(tmp_path.glob("x.safetensors*")), path
     assert not marker.exists(), "the crafted pickle ran code"
     usage = cli("import", "--from", "satlas", tiny_pth, "--task", "taxonomy", "--out", out)
-    assert usage.exit_code == 2 and "only 'reference'" in usage.stderr
+    assert usage.exit_code == 2 and "is not one of 'reference'" in usage.stderr
 
 
 def test_export_refuses_what_the_reference_cannot_load(tmp_path: Path) -> None:

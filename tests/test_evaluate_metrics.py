@@ -115,9 +115,10 @@ def test_a_folds_miso_predictions_come_calibrated_with_their_uncertainty_figures
     labels = (np.arange(32) % 3).astype(np.float32)
     idx = np.arange(32)
     job = _MisoJob("random", 0, "taxonomy", idx[:24], idx[:16], idx[16:24], np.zeros(0, np.int64), idx[24:],
-                   tmp_path / "run")
-    prob, raw, trained = _train_and_predict(job, chips, labels, CFG.model_copy(update={"epochs": 1}), "tiny",
-                                            None, None, 1)()
+                   tmp_path / "run", np.arange(16) % 4)
+    prob, raw, trained, (di, threshold) = _train_and_predict(job, chips, labels, CFG.model_copy(update={"epochs": 1}),
+                                                             "tiny", None, None, 1)()
+    assert di.shape == (8,) and np.isfinite(threshold) and (di >= 0).all()  # the fold's area of applicability
     t = trained.calibration.temperature
     assert t != 1.0 and trained.model.temperature == t
     # one forward pass: the calibrated probabilities are the raw ones with the logits divided by T

@@ -69,6 +69,8 @@ def test_a_workflow_command_writes_a_debug_log_file_in_the_run_folder(tmp_path):
     raw["output"] = {"directory": str(tmp_path / "out")}
     config = tmp_path / "w.yaml"
     config.write_text(yaml.safe_dump(raw))
+    # a run folder with earlier logs (in a fresh one, a command refused before any work leaves nothing)
+    (tmp_path / "out" / "logs").mkdir(parents=True)
     proc = run_piped("--log-format", "json", "run", str(config), env={"MISO_LOG_LEVEL": "warning"})
     assert proc.returncode == 1  # the demo workflow names no checkpoint: refused, and the refusal is logged
     logs = list((tmp_path / "out" / "logs").glob("run-*.log"))
@@ -84,6 +86,7 @@ def test_a_text_log_file_names_itself_first(tmp_path):
     raw["output"] = {"directory": str(tmp_path / "out")}
     config = tmp_path / "w.yaml"
     config.write_text(yaml.safe_dump(raw))
+    (tmp_path / "out" / "logs").mkdir(parents=True)  # earlier logs: this refused run's log is kept beside them
     proc = run_piped("run", str(config))
     log = next((tmp_path / "out" / "logs").glob("run-*.log"))
     assert proc.stdout.splitlines()[0] == f"log: {log}"  # on stdout: stderr keeps one line per error

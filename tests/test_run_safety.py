@@ -478,7 +478,7 @@ def test_help_says_how_locks_and_signals_work():
 @pytest.mark.parametrize(("fmt", "key"), [(3, "permafrost_probability/c/{r}/{c}"),
                                           (2, "permafrost_probability/{r}.{c}")])
 def test_a_write_names_the_zarr_chunks_it_left_absent(tmp_path, fmt, key):
-    from miso_mapper.pipeline.store import NODATA, stored_layers
+    from miso_mapper.pipeline.store import CORE_LAYERS, LAYERS, NODATA, stored_layers
 
     from .test_store import _store
 
@@ -486,11 +486,13 @@ def test_a_write_names_the_zarr_chunks_it_left_absent(tmp_path, fmt, key):
     chunk = plan.chunks[0]
     keys = store.zarr_chunk_keys(chunk)
     r, c = (i // 250 for i in (store.region(chunk)[0].start, store.region(chunk)[1].start))
-    assert len(keys) == 3 * 4 and keys[0] == key.format(r=r, c=c)
+    assert len(keys) == len(LAYERS) * 4 and keys[0] == key.format(r=r, c=c)
+    extra = [k for k in keys if k.split("/")[0] not in CORE_LAYERS]  # no extra layer given: all no data
+    assert len(extra) == (len(LAYERS) - len(CORE_LAYERS)) * 4
     assert store.absent_keys(chunk) == keys and store.stored_keys() == set()
     pf = np.full(chunk.geobox.shape, 100, np.uint8)
     pf[:250, :250] = NODATA  # the chunk's first Zarr chunk of this layer holds only no data
     tx, cls = np.full((7, *chunk.geobox.shape), 25, np.uint8), np.zeros(chunk.geobox.shape, np.uint8)
     store.write_layers(chunk, stored_layers(chunk.geobox, pf, tx, cls))
-    assert store.absent_keys(chunk) == [keys[0]]  # zarr writes no file for a chunk of fill values
-    assert store.stored_keys() == set(keys[1:])
+    assert store.absent_keys(chunk) == [keys[0], *extra]  # zarr writes no file for a chunk of fill values
+    assert store.stored_keys() == set(keys[1:]) - set(extra)
