@@ -267,7 +267,8 @@ def label_count_rows(counts: dict[str, dict[str, int]]) -> list[tuple[str, str, 
 
 
 def _say(message: str, echo: Callable[..., Any] | None, level: int = logging.INFO) -> None:
-    """``message`` to the log (without rich markup) and to ``echo`` when given."""
-    log.log(level, message.replace("[yellow]note:[/] ", ""))
+    """``message`` to the log (without rich markup) and to ``echo`` when given (then the log's stream handler
+    leaves it out: ``shown``, :mod:`miso_mapper.logs`)."""
+    log.log(level, message.replace("[yellow]note:[/] ", ""), extra={"shown": echo is not None})
     if echo is not None:
         echo(message)
