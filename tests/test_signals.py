@@ -203,6 +203,7 @@ def _saved_epochs(out: Path) -> dict[str, int]:
             for p in sorted(out.glob("train/runs/*/state.pt"))}
 
 
+@pytest.mark.slow  # ~3 min idle on 2 cores (training to completion after the resume): keeps the default run < 20 min
 def test_train_sigint_stops_worker_processes_within_seconds_and_resumes(demo_world: Path, tmp_path: Path) -> None:
     """SIGINT to the train process alone (``kill -INT``; a terminal's Ctrl-C also reaches the workers, which
     ignore it): the two training workers are terminated mid-epoch instead of finishing their trainings."""
