@@ -283,6 +283,15 @@ class ClusterConfig(StrictModel):
         return self
 
 
+def _refuse_keys(data: Any, keys: tuple[str, ...], message: str, join: str) -> Any:
+    """``data`` unchanged, or ``ValueError(message.format(the keys found))`` when a section still holds one of
+    ``keys`` (settings that were removed or moved: one line saying what to write instead)."""
+    found = [k for k in keys if isinstance(data, dict) and k in data]
+    if found:
+        raise ValueError(message.format(join.join(found)))
+    return data
+
+
 class CostConfig(StrictModel):
     """Figures used by ``plan`` to estimate compute.
 
@@ -293,11 +302,8 @@ class CostConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _removed_figures(cls, data: Any) -> Any:
-        removed = [k for k in ("query_flop", "encoder_flop_per_window") if isinstance(data, dict) and k in data]
-        if removed:
-            raise ValueError(f"{', '.join(removed)} is no longer a setting: plan counts FLOPs from the network and "
-                             "the predictor's layout; remove it")
-        return data
+        return _refuse_keys(data, ("query_flop", "encoder_flop_per_window"), "{} is no longer a setting: plan "
+                            "counts FLOPs from the network and the predictor's layout; remove it", ", ")
 
     tasks: int = Field(2, ge=1, le=2, description="task networks run: 1 = permafrost, 2 = permafrost and soil order")
     gpu_sustained_tflops: float = Field(
@@ -511,11 +517,9 @@ class EvaluateConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _moved_rf_keys(cls, data: Any) -> Any:
-        moved = [k for k in ("rf_trees", "rf_jobs") if isinstance(data, dict) and k in data]
-        if moved:
-            raise ValueError(f"{' and '.join(moved)} moved: write evaluate.rf: {{setting: rf-script | "
-                             "rf11-notebook, trees: N, jobs: N} (the setting also fixes the features and depth)")
-        return data
+        return _refuse_keys(data, ("rf_trees", "rf_jobs"), "{} moved: write evaluate.rf: {{setting: rf-script | "
+                            "rf11-notebook, trees: N, jobs: N}} (the setting also fixes the features and depth)",
+                            " and ")
 
     @field_validator("schemes")
     @classmethod

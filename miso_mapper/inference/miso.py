@@ -442,7 +442,8 @@ class MisoPredictor:
         coordinates ``(B, m, 2)`` float32 and each queried point's four lattice neighbours ``(n, 4)`` int64
         with their bilinear weights ``(n, 4)`` float32 (the same for every window of a group)."""
         out: list[tuple[Tensor, Tensor, Tensor] | None] = []
-        for k, grid in enumerate(self._stage_grids(windows[0], layout)):
+        grids = [self._stage_grids(win, layout) for win in windows]  # per window, per stage
+        for k, grid in enumerate(grids[0]):
             if grid is None:
                 out.append(None)
                 continue
@@ -450,8 +451,8 @@ class MisoPredictor:
             index = ri[:, None, :, None] * grid[1].count + ci[None, :, None, :]  # qh, qw, 2, 2
             weight = rw[:, None, :, None] * cw[None, :, None, :]
             per_window = []
-            for win in windows:
-                rows, cols = self._stage_grids(win, layout)[k]  # type: ignore[misc]
+            for win, win_grids in zip(windows, grids, strict=True):
+                rows, cols = win_grids[k]  # type: ignore[misc]
                 r = rows.g0 - win.row0 + rows.spacing * np.arange(rows.count)
                 c = cols.g0 - win.col0 + cols.spacing * np.arange(cols.count)
                 gy, gx = window_pixel_grid(self.config.window, r), window_pixel_grid(self.config.window, c)
