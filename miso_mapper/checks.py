@@ -208,17 +208,25 @@ def compute_problems(workflow: Workflow, flop: float | None = None) -> list[Prob
 
 
 def _cpu_cost(workflow: Workflow, flop: float | None) -> str:
-    """``; ≈ 3.9 GPU-hours at 200 TFLOP/s, ≈ 34 days on its 64 CPU cores at ~15 GFLOP/s per core`` ('' without
-    FLOPs; the days only where the cluster says its cores: not for address)."""
+    """``; ≈ 3.9 h on one GPU at 200 TFLOP/s, but ≈ 34 days on its 64 CPU cores at ~15 GFLOP/s per core (measured)``
+    ('' without FLOPs; the CPU time only where the cluster says its cores: not for address)."""
     if not flop:
         return ""
     cluster, tflops = workflow.cluster, workflow.cost.gpu_sustained_tflops
-    gpu = f"; ≈ {flop / (tflops * 1e12) / 3600:,.1f} GPU-hours at {tflops:g} TFLOP/s"
+    gpu = f"; ≈ {_duration(flop / (tflops * 1e12))} on one GPU at {tflops:g} TFLOP/s"
     rate = f"~{CPU_FLOPS_PER_CORE / 1e9:g} GFLOP/s per CPU core (measured)"
     if cluster.kind == "address":
         return f"{gpu}, but {rate}"
     cores = cluster.n_workers * cluster.threads_per_worker
-    return f"{gpu}, but ≈ {flop / (cores * CPU_FLOPS_PER_CORE) / 86400:,.1f} days on its {cores} CPU cores at {rate}"
+    return f"{gpu}, but ≈ {_duration(flop / (cores * CPU_FLOPS_PER_CORE))} on its {cores} CPU cores at {rate}"
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.9 h``, ``34 days``: two significant figures at most."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.2g} {unit}" if seconds < 10 * size else f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.2g} s"
 
 
 def require_compute(workflow: Workflow, flop: float | None = None) -> None:
