@@ -13,17 +13,20 @@
   spellings and a label of each of their tasks inside the region.
 * the weights training starts from (:func:`init_problems`, ``train.init``): a SatlasPretrain zip with backbone
   keys for a reference-size network, or one of our checkpoints of the trained task and size.
+* the compute (:func:`compute_problems`): mapping with the ``reference`` network needs GPU workers, unless the
+  workflow opts in to CPU with ``model.predictor.device: cpu``.
 
 Who refuses what: ``validate`` refuses every problem (:func:`check_workflow`, exit 2); ``plan`` refuses region
-problems and lists the rest as warnings, so a statewide workflow plans on a laptop without its data
+and compute problems and lists the rest as warnings, so a statewide workflow plans on a laptop without its data
 (:func:`~miso_mapper.plan.make_plan`); ``run`` refuses the model files, which it also needs set, before any
-work (:func:`~miso_mapper.pipeline.predictors.resolve_spec`), the region through the same plan, and the
-covariates when it searches, before the store exists. Torch is never imported here.
+work (:func:`~miso_mapper.pipeline.predictors.resolve_spec`), the compute first of all (:func:`require_compute`),
+the region through the same plan, and the covariates when it searches, before the store exists. Torch is never
+imported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from miso_mapper.config import ModelConfig, Workflow
@@ -171,10 +174,83 @@ def points_problems(workflow: Workflow) -> list[Problem]:
     return [Problem(field, str(exc)) for exc in _raised(load_points, workflow, tasks)]
 
 
+#: FLOP/s one CPU core sustains on the reference network: 0.15 windows/s (both encoders + 1,024 queries, ~198 GFLOP
+#: per window) with 2 torch threads on a shared AMD EPYC (benchmarks/README.md, "Model FLOPs and CPU speed",
+#: 2026-11-25, `benchmarks/model.py --threads 2`). A faster CPU changes the days, not the verdict.
+CPU_FLOPS_PER_CORE = 15e9
+
+
+def needs_gpu(workflow: Workflow) -> bool:
+    """True when the workflow maps with the ``reference`` MISO network on a cluster without GPU workers
+    (:func:`~miso_mapper.pipeline.clusters.cluster_has_gpus`) and has not opted in to CPU
+    (``model.predictor.device: cpu``)."""
+    from miso_mapper.pipeline.clusters import cluster_has_gpus
+
+    model = workflow.model
+    predictor = model.predictor  # a dict in a workflow made by model_copy(update=...): checked_predictor_config
+    device = predictor.get("device", "auto") if isinstance(predictor, Mapping) else predictor.device
+    return (model.kind == "miso" and model.size == "reference" and device != "cpu"
+            and not cluster_has_gpus(workflow.cluster))
+
+
+def compute_problems(workflow: Workflow, flop: float | None = None) -> list[Problem]:
+    """The reference network on a cluster without GPUs (:func:`needs_gpu`), in one line with the two fixes and,
+    given the plan's ``flop`` (else counted here when the region can be built), what it would cost: GPU-hours at
+    ``cost.gpu_sustained_tflops`` and days on the cluster's CPU cores at :data:`CPU_FLOPS_PER_CORE`."""
+    if not needs_gpu(workflow):
+        return []
+    cluster = workflow.cluster
+    where = "kind 'local'" if cluster.kind == "local" else f"kind {cluster.kind!r} with gpus_per_worker 0"
+    return [Problem("cluster", f"the reference network would map on CPUs only ({where}"
+                    f"{_cpu_cost(workflow, _planned_flop(workflow) if flop is None else flop)}): ask for GPUs "
+                    "(cluster.gpus_per_worker: 1, or kind: local-cuda) or opt in to CPU with "
+                    "model.predictor.device: cpu")]
+
+
+def _cpu_cost(workflow: Workflow, flop: float | None) -> str:
+    """``; ≈ 3.9 h on one GPU at 200 TFLOP/s, but ≈ 34 days on its 64 CPU cores at ~15 GFLOP/s per core (measured)``
+    ('' without FLOPs; the CPU time only where the cluster says its cores: not for address)."""
+    if not flop:
+        return ""
+    cluster, tflops = workflow.cluster, workflow.cost.gpu_sustained_tflops
+    gpu = f"; ≈ {_duration(flop / (tflops * 1e12))} on one GPU at {tflops:g} TFLOP/s"
+    rate = f"~{CPU_FLOPS_PER_CORE / 1e9:g} GFLOP/s per CPU core (measured)"
+    if cluster.kind == "address":
+        return f"{gpu}, but {rate}"
+    cores = cluster.n_workers * cluster.threads_per_worker
+    return f"{gpu}, but ≈ {_duration(flop / (cores * CPU_FLOPS_PER_CORE))} on its {cores} CPU cores at {rate}"
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.9 h``, ``34 days``: two significant figures at most."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.2g} {unit}" if seconds < 10 * size else f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.2g} s"
+
+
+def require_compute(workflow: Workflow, flop: float | None = None) -> None:
+    """Raise :class:`UsageError` (exit 2) with :func:`compute_problems`' line, if any."""
+    problems = compute_problems(workflow, flop)
+    if problems:
+        raise UsageError(str(problems[0]))
+
+
+def _planned_flop(workflow: Workflow) -> float | None:
+    """The plan's FLOP count (:func:`~miso_mapper.plan.planned_flop`); None when the region cannot be built."""
+    from miso_mapper.plan import planned_flop
+
+    try:
+        return planned_flop(workflow)
+    except MisoError:
+        return None
+
+
 def workflow_problems(workflow: Workflow) -> list[Problem]:
     """Every problem :mod:`miso_mapper.checks` finds, region first; the points only in a valid region."""
     region = region_problems(workflow)
-    return region + input_problems(workflow) + ([] if region else points_problems(workflow))
+    compute = compute_problems(workflow, 0.0 if region else None)
+    return region + compute + input_problems(workflow) + ([] if region else points_problems(workflow))
 
 
 def check_workflow(workflow: Workflow, source: str = "<workflow>") -> None:

@@ -180,6 +180,8 @@ def plan(
 
 def plan_summary(the_plan: Any, with_chunks: bool = False) -> dict[str, Any]:
     """The headline figures of a :class:`~miso_mapper.plan.Plan` as plain JSON-able values."""
+    from miso_mapper.pipeline.clusters import describe_compute
+
     summary: dict[str, Any] = {
         "workflow": the_plan.workflow.name,
         "tiles": len(the_plan.tiles),
@@ -193,6 +195,7 @@ def plan_summary(the_plan: Any, with_chunks: bool = False) -> dict[str, Any]:
         "stage_points_per_pixel": [round(v, 3) for v in the_plan.stage_points_per_pixel],
         "flop": the_plan.flop,
         "gpu_hours": round(the_plan.gpu_hours, 3),
+        "cluster": describe_compute(the_plan.workflow.cluster),
         "tile_ids": the_plan.tiles,
         "warnings": list(the_plan.warnings),
     }
@@ -203,6 +206,7 @@ def plan_summary(the_plan: Any, with_chunks: bool = False) -> dict[str, Any]:
 
 def print_plan(the_plan: Any, list_chunks: bool = False) -> None:
     """Print a plan as a table for people."""
+    from miso_mapper.pipeline.clusters import describe_compute
     from miso_mapper.plan import human_bytes
 
     w, g = the_plan.workflow, the_plan.workflow.grid
@@ -222,10 +226,27 @@ def print_plan(the_plan: Any, list_chunks: bool = False) -> None:
     table.add_row("output (uncompressed)", human_bytes(the_plan.output_bytes))
     table.add_row("compute", f"{the_plan.flop:.3g} FLOP  ≈ {the_plan.gpu_hours:,.1f} GPU-hours at "
                   f"{w.cost.gpu_sustained_tflops:g} TFLOP/s sustained")
+    table.add_row("cluster", describe_compute(w.cluster))
     console.print(table)
     if list_chunks:
         for ch in the_plan.chunks:
             console.print(f"{ch.id}  {ch.tile}  bounds {tuple(round(v) for v in ch.geobox.boundingbox)}")
+
+
+@app.command("job-script")
+@user_errors
+def job_script(config: ConfigArg) -> None:
+    """Print the batch script each worker job of a slurm/pbs workflow runs (#SBATCH / #PBS lines with GPUs,
+    memory and walltime, then `dask worker ... --resources GPU=1`), as dask-jobqueue would submit it.
+
+    Nothing is submitted or written. Other cluster kinds start no jobs: one line says so (exit 2).
+    """
+    from miso_mapper.config import load_workflow
+    from miso_mapper.layout import RunLayout
+    from miso_mapper.pipeline.clusters import job_script as make_job_script
+
+    workflow = load_workflow(config)
+    print(make_job_script(workflow.cluster, RunLayout.of(workflow).logs), end="")
 
 
 @world_app.command("create")

@@ -252,7 +252,9 @@ class ClusterConfig(StrictModel):
                                 "to pending and stops"
     )
     gpus_per_worker: int = Field(
-        0, ge=0, description="GPUs per worker (slurm/pbs); >0 gives workers the resource GPU=1 for prediction"
+        0, ge=0, description="GPUs per worker: slurm/pbs jobs ask for them (--gres=gpu:N, ngpus=N) and start workers "
+        "with the resource GPU=1; address: 1 declares the workers were started with `--resources GPU=1`; either "
+        "way prediction tasks then ask for GPU=1. local-cuda always has one GPU per worker; local has none"
     )
     walltime: str = Field("04:00:00", description="slurm/pbs job walltime, HH:MM:SS")
     lifetime_margin: str = Field(
@@ -280,6 +282,9 @@ class ClusterConfig(StrictModel):
     def _address(self) -> ClusterConfig:
         if self.kind == "address" and not self.address:
             raise ValueError("kind 'address' needs an address")
+        if self.kind == "local" and self.gpus_per_worker:
+            raise ValueError("gpus_per_worker is not used by kind 'local' (its workers have no GPU): use kind "
+                             "'local-cuda' for one worker per local GPU")
         return self
 
 

@@ -17,7 +17,9 @@ Formulas (per task network unless stated; the tasks are permafrost and, with ``c
   an upper bound: 20 m bands and cloud-free scene caps make the real reads smaller
 * output bytes (uncompressed) ``= chunks · P · (1 + 7 + 1) B`` (permafrost, 7 order probabilities, class)
 
-A region that cannot be built (missing file, unknown tile id, outside the grid) stops the plan; problems with
+A region that cannot be built (missing file, unknown tile id, outside the grid) stops the plan, and so does the
+reference network on a cluster without GPUs (:func:`miso_mapper.checks.compute_problems`, with these figures in
+its line; ``model.predictor.device: cpu`` opts in to CPU); problems with
 the files a run reads (:func:`miso_mapper.checks.input_problems`: covariates, points, model files) do not, and
 are listed in :attr:`Plan.warnings`, so a statewide workflow plans on a machine without its data.
 """
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from shapely.geometry.base import BaseGeometry
 
 from miso_mapper.bands import COVARIATES, SOIL_ORDERS
-from miso_mapper.checks import input_problems
+from miso_mapper.checks import input_problems, require_compute
 from miso_mapper.config import Workflow
 from miso_mapper.grid import AlaskaGrid, Chunk
 from miso_mapper.inference.chunk_cost import ChunkLoad, chunk_load
@@ -96,8 +98,23 @@ def predictor_load(workflow: Workflow) -> ChunkLoad | None:
     return chunk_load(settings, task_networks(workflow), g.chunk_size, g.halo)
 
 
+def chunk_flop(workflow: Workflow, load: ChunkLoad | None) -> float:
+    """FLOP of one chunk (with its halo), summed over the task networks; 0 without a network (``load`` None)."""
+    return sum(load.flop(net) for net in task_networks(workflow)) if load else 0.0
+
+
+def planned_flop(workflow: Workflow) -> float:
+    """The plan's FLOP total (chunks in the region x :func:`chunk_flop`), without the rest of the plan or its
+    checks. Raises :class:`MisoError` when the region cannot be built."""
+    grid = AlaskaGrid(workflow.grid)
+    return len(grid.chunks_in(region_geometry(workflow.region, grid))) * chunk_flop(workflow, predictor_load(workflow))
+
+
 def make_plan(workflow: Workflow) -> Plan:
-    """Plan a workflow offline: tiles and chunks in the region, and byte/FLOP/GPU-hour estimates."""
+    """Plan a workflow offline: tiles and chunks in the region, and byte/FLOP/GPU-hour estimates.
+
+    Raises :class:`MisoError` for a region that cannot be built and :class:`UsageError` for the reference network
+    on a cluster without GPUs (:func:`~miso_mapper.checks.require_compute`)."""
     grid = AlaskaGrid(workflow.grid)
     region = region_geometry(workflow.region, grid)
     chunks = grid.chunks_in(region)
@@ -110,7 +127,8 @@ def make_plan(workflow: Workflow) -> Plan:
     n = len(chunks)
     input_bytes = n * halo_pixels * (scenes * S2_ASSETS_READ * 2 + len(COVARIATES) * 4)
     output_bytes = n * pixels * OUTPUT_BYTES_PER_PIXEL
-    flop = n * sum(load.flop(net) for net in task_networks(workflow)) if load else 0
+    flop = n * chunk_flop(workflow, load)
+    require_compute(workflow, flop)
     gpu_hours = flop / (cost.gpu_sustained_tflops * 1e12) / 3600
     warnings = tuple(str(p) for p in input_problems(workflow))
     return Plan(workflow, grid, region, tiles, chunks, load.windows if load else 0,

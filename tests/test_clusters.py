@@ -23,7 +23,7 @@ HPC = dict(n_workers=4, threads_per_worker=8, memory_limit="64GB", gpus_per_work
 def test_walltime_and_lifetime():
     assert walltime_seconds("06:00:00") == 6 * 3600
     assert walltime_seconds("1-02:00:00") == 26 * 3600
-    assert worker_lifetime(ClusterConfig(**HPC)) == ("330m", "10m")  # 360 - 20 - 10
+    assert worker_lifetime(ClusterConfig(kind="slurm", **HPC)) == ("330m", "10m")  # 360 - 20 - 10
     with pytest.raises(MisoError, match="no worker lifetime"):
         worker_lifetime(ClusterConfig(kind="slurm", walltime="00:20:00", lifetime_margin="15m"))
     with pytest.raises(MisoError, match="HH:MM:SS"):

@@ -48,7 +48,8 @@ def _workflow(served_world, demo_world: Path, out: Path) -> dict:
     raw["region"]["bbox"] = TRAIN_BBOX
     raw["output"]["directory"] = str(out)
     raw["model"] = {"kind": "miso", "size": "reference",
-                    "predictor": {"stride": 125, "support": 125, "ramp": 50, "query_spacing": 25, "batch_size": 2}}
+                    "predictor": {"stride": 125, "support": 125, "ramp": 50, "query_spacing": 25, "batch_size": 2,
+                                  "device": "cpu"}}  # the opt-in: the reference network on a CPU-only cluster
     raw["cluster"] |= {"n_workers": 1, "threads_per_worker": 2, "memory_limit": "8GB", "window": 1}
     # one optimiser step per task: one batch of 2 chips, one epoch, no validation pass, no warm-up
     raw["train"] |= {"size": "reference", "epochs": 1, "chips_per_epoch": 2, "batch_size": 2, "val_fraction": 0.0,

@@ -78,7 +78,8 @@ class PredictorConfig(BaseModel):
     max_batch_size: int = Field(64, ge=1, description="cap of the automatic batch size")
     query_batch: int | None = Field(None, ge=1, description="points per query call over the whole batch "
                                                            "(bounds B x N x 4 x hidden memory); None = auto")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N; cpu "
+                        "is also the explicit opt-in that lets the reference network map on a cluster without GPUs")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU, which runs float32)")
     channels_last: bool = Field(True, description="channels-last windows and encoders on CUDA")
     gpu_memory_fraction: float = Field(0.8, gt=0, le=1, description="share of free GPU memory to plan for")

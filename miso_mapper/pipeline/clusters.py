@@ -9,24 +9,28 @@
   a GPU worker gets ``GPU=1``). Workers retire at ``walltime - lifetime_margin - lifetime_stagger``
   (``--lifetime``) spread by ``--lifetime-stagger``, so they leave before the scheduler kills the job and at
   most the chunk in flight is lost (``run`` retries it); the cluster keeps ``n_workers`` jobs by adapting.
-* ``address``: connect to a running scheduler (dask-gateway, Kubernetes, a ``dask scheduler`` you started).
+* ``address``: connect to a running scheduler (dask-gateway, Kubernetes, a ``dask scheduler`` you started);
+  ``gpus_per_worker: 1`` declares that its workers were started with ``--resources GPU=1``.
 
 The scheduler's dashboard listens on ``dashboard_port`` when set (a fixed port to tunnel to on HPC), else on
 any free port (local clusters) or dask-jobqueue's configured one; ``address`` clusters keep their own.
 
-:func:`cluster_has_gpus` says whether predict tasks should ask for the ``GPU`` resource.
+:func:`cluster_has_gpus` says whether predict tasks should ask for the ``GPU`` resource (the documented Dask way:
+worker resources plus annotated tasks); :func:`check_gpu_workers` stops a run whose connected workers carry no
+such resource, where those tasks would wait forever; :func:`describe_compute` is ``plan``'s line about it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from miso_mapper.config import ClusterConfig
-from miso_mapper.errors import MisoError
+from miso_mapper.errors import MisoError, UsageError
 
 
 def walltime_seconds(walltime: str) -> int:
@@ -57,8 +61,51 @@ def worker_lifetime(config: ClusterConfig) -> tuple[str, str]:
 
 
 def cluster_has_gpus(config: ClusterConfig) -> bool:
-    """True when workers carry the ``GPU`` resource (local-cuda, or slurm/pbs with gpus_per_worker > 0)."""
-    return config.kind == "local-cuda" or (config.kind in ("slurm", "pbs") and config.gpus_per_worker > 0)
+    """True when workers carry the ``GPU`` resource, so prediction tasks ask for ``GPU=1``: local-cuda, or
+    slurm/pbs/address with ``gpus_per_worker > 0`` (address: as declared; :func:`check_gpu_workers` checks it)."""
+    return config.kind == "local-cuda" or (config.kind in ("slurm", "pbs", "address") and config.gpus_per_worker > 0)
+
+
+def describe_compute(config: ClusterConfig) -> str:
+    """The cluster's compute in a few words, e.g. ``16 workers × 1 GPU (slurm)``, ``2 workers, CPU only (local)``."""
+    threads = f"{config.threads_per_worker} thread{'s' * (config.threads_per_worker > 1)} each"
+    if config.kind == "local-cuda":
+        return f"one worker per visible GPU, {threads} (local-cuda)"
+    if config.kind == "address":
+        gpus = "workers declared with GPU=1" if cluster_has_gpus(config) else "workers without a declared GPU"
+        return f"the scheduler's {gpus} (address {config.address})"
+    workers = f"{config.n_workers} worker{'s' * (config.n_workers > 1)}"
+    if config.gpus_per_worker:
+        return f"{workers} × {config.gpus_per_worker} GPU, {threads} ({config.kind})"
+    return f"{workers}, CPU only, {threads} ({config.kind})"
+
+
+def worker_resources(client: Any) -> dict[str, dict[str, float]]:
+    """The resources of every worker connected to ``client``'s scheduler, by worker address."""
+    try:
+        info = client.scheduler_info(n_workers=-1)  # all workers (newer distributed lists only a few by default)
+    except TypeError:  # distributed before n_workers: lists all
+        info = client.scheduler_info()
+    return {addr: dict(w.get("resources") or {}) for addr, w in info.get("workers", {}).items()}
+
+
+def check_gpu_workers(client: Any, config: ClusterConfig) -> str | None:
+    """For a GPU cluster whose workers this package does not start (address) or that names the resource itself
+    (local-cuda): raise :class:`MisoError` when workers are connected and none carries ``GPU``, since prediction
+    tasks that ask for ``GPU=1`` would wait forever. Returns a notice when no worker is connected yet (workers
+    may join later, e.g. an adaptive cluster), else None. Nothing to check for other clusters."""
+    if config.kind not in ("address", "local-cuda") or not cluster_has_gpus(config):
+        return None
+    address = config.address or client.scheduler.address
+    start = f"start them with `dask worker {address} --resources GPU=1`"
+    resources = worker_resources(client)
+    if not resources:
+        return f"no worker is connected to {address} yet; prediction tasks wait for one with the GPU resource: {start}"
+    if not any(r.get("GPU", 0) >= 1 for r in resources.values()):
+        raise MisoError(f"none of the {len(resources)} worker(s) of {address} has the GPU resource, so prediction "
+                        f"tasks (GPU=1) would wait forever: {start} (or set cluster.gpus_per_worker: 0 to map "
+                        "without GPUs)")
+    return None
 
 
 def _jobqueue_kwargs(config: ClusterConfig, log_directory: Path | None) -> dict[str, Any]:
@@ -122,6 +169,33 @@ def make_jobqueue_cluster(config: ClusterConfig, log_directory: Path | None = No
             spec += f":ngpus={config.gpus_per_worker}"
         return dask_jobqueue.PBSCluster(resource_spec=spec, job_extra_directives=extra, **kwargs)
     raise MisoError(f"cluster.kind {config.kind!r} is not a job-queue cluster")
+
+
+def job_script(config: ClusterConfig, log_directory: Path | None = None) -> str:
+    """The batch script dask-jobqueue submits for each worker of a slurm/pbs cluster (no job is submitted; the
+    scheduler it starts is closed, and the log folder dask-jobqueue makes for it removed again if it was new and
+    stays empty). Raises :class:`UsageError` for other kinds, :class:`MisoError` for a cluster config
+    dask-jobqueue cannot use."""
+    if config.kind not in ("slurm", "pbs"):
+        raise UsageError(f"cluster.kind {config.kind!r} submits no batch jobs, so there is no job script (only "
+                        "slurm and pbs have one)")
+    logs = config.log_directory or log_directory
+    made = _outermost_missing(Path(logs)) if logs is not None else None
+    cluster = make_jobqueue_cluster(config, log_directory)
+    try:
+        return cluster.job_script()
+    finally:
+        cluster.close()
+        if made is not None and made.is_dir() and not any(p.is_file() for p in made.rglob("*")):
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _outermost_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet; None if it exists."""
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
 
 
 def make_cluster(config: ClusterConfig, log_directory: Path | None = None) -> Any:

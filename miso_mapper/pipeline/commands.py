@@ -41,9 +41,11 @@ err_console = make_console(stderr=True)
 def run_command(config: Path, resume: bool = False, only: list[str] | None = None, max_chunks: int | None = None,
                 overwrite: bool = False, verify: bool = False) -> None:
     """Map a workflow's region into its Zarr store (see :mod:`miso_mapper.pipeline.run`)."""
+    from miso_mapper.checks import require_compute
     from miso_mapper.pipeline.run import run_workflow
 
     workflow = load_workflow(config)
+    require_compute(workflow)  # before the run folder's log: a refused run leaves nothing and prints one line
     with command_log(RunLayout.of(workflow).logs, "run", console), RichRunProgress(err_console) as progress:
         summary = run_workflow(workflow, resume=resume, only=only or None, max_chunks=max_chunks,
                                overwrite=overwrite, progress=progress, verify=verify)

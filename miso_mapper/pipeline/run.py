@@ -17,6 +17,10 @@ Order of events (everything that can be wrong with the input is found before any
    ``--verify`` its bytes re-read to the recorded checksum, :mod:`~miso_mapper.pipeline.audit`) and one that
    fails goes back to pending with a notice.
 
+Before all of these, the reference network on a cluster without GPUs is refused
+(:func:`~miso_mapper.checks.require_compute`, exit 2). Once connected, a GPU cluster whose workers carry no ``GPU``
+resource stops the run (:func:`~miso_mapper.pipeline.clusters.check_gpu_workers`) before any chunk is submitted.
+
 Then the client submits, for at most ``cluster.window`` chunks at a time, a read task and a predict-and-write
 task (:mod:`miso_mapper.pipeline.tasks`; the latter asks for ``GPU=1`` when the cluster has GPUs); as each
 finishes it records ``done`` with the checksum (or the error) in the manifest and submits the next chunk.
@@ -45,13 +49,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from miso_mapper.checks import require_compute
 from miso_mapper.config import Workflow
 from miso_mapper.errors import MisoError, UsageError
 from miso_mapper.grid import AlaskaGrid, Chunk
 from miso_mapper.imagery.profiles import get_profile
 from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.audit import audit_done, return_to_pending
-from miso_mapper.pipeline.clusters import cluster_has_gpus, open_client
+from miso_mapper.pipeline.clusters import check_gpu_workers, cluster_has_gpus, open_client
 from miso_mapper.pipeline.manifest import Manifest, one_line_error
 from miso_mapper.pipeline.predictors import PredictorSpec, resolve_spec
 from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
@@ -296,6 +301,9 @@ class _Driver:
         wf = self.p.workflow
         self.client, self.pending = client, as_completed()
         self.resources = {"GPU": 1} if cluster_has_gpus(wf.cluster) else None
+        note = check_gpu_workers(client, wf.cluster)
+        if note:
+            self.progress.notice(note)
         self.summary.dashboard = getattr(client, "dashboard_link", None)
         area = sum(ch.area_km2 for ch in self.by_id.values())
         started = time.perf_counter()
@@ -419,6 +427,7 @@ def run_workflow(workflow: Workflow, resume: bool = False, only: list[str] | Non
         raise MisoError("--verify checks the done chunks of an existing run: give it with --resume")
     if resume and overwrite:
         raise MisoError("give --resume or --overwrite, not both")
+    require_compute(workflow)
     progress = progress or RunProgress()
     workflow, note = with_trained_checkpoints(workflow)
     if note:
