@@ -312,7 +312,9 @@ class CostConfig(StrictModel):
 
     tasks: int = Field(2, ge=1, le=2, description="task networks run: 1 = permafrost, 2 = permafrost and soil order")
     gpu_sustained_tflops: float = Field(
-        200.0, gt=0, description="achieved bf16 TFLOP/s per GPU (~25% of an H100's dense peak)"
+        200.0, gt=0, description="achieved TFLOP/s of the whole predictor per GPU; 200 (~25% of an "
+        "H100's dense bf16 peak) is an assumption until benchmarks/gpu_check.py measures it on your GPU (it prints "
+        "the value to set)"
     )
     scenes_per_chunk: PositiveInt | None = Field(None, description="defaults to imagery.max_items")
 
