@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Download into .whl/ the wheels benchmarks/gpu_check.py needs on the lent H200 image (Python 3.12, manylinux
+# x86_64, torch/numpy/scipy/xarray/pandas/safetensors/typer/rich/pyyaml/psutil/filelock already there), run here
+# where pip reaches the registry. Versions are the ones this project's venv runs (tested together).
+#
+#   CORE: what `import miso_mapper.inference.miso` and the synthetic inputs need (sections 1-4 and 6):
+#         pydantic (+ pydantic-core, annotated-types, typing-inspection) and odc-geo (+ pyproj, shapely,
+#         affine, cachetools; miso_mapper.inference.predictor and .synthetic import it).
+#   RUN:  section 5 (`miso-mapper run` on a local-cuda cluster over a served demo world): dask, distributed,
+#         dask-cuda, zarr, rasterio, the STAC stack, rustac ... Added only when the working tree + CORE + RUN fit
+#         the device tool's 64 MiB; otherwise left out (section 5 then reports "skipped: <package> not installed").
+#
+# Usage: bash benchmarks/gpu_wheels.sh [--no-run]   (then carry ".whl" with the device call; see benchmarks/README.md)
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+LIMIT=$((64 * 1024 * 1024))
+PY=${PYTHON:-python3}
+CORE=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+      odc-geo==0.5.3 pyproj==3.7.2 shapely==2.2.0 affine==3.0.1 cachetools==8.0.2)
+RUN=(dask==2026.8.0 distributed==2026.8.0 tornado==6.6.1 tblib==3.2.2 zict==3.0.0 partd==1.4.2 locket==1.0.0
+     "dask-cuda==26.10.*" "rapids-dask-dependency==26.10.*" zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1
+     rasterio==1.4.4 cligj==0.7.2 click-plugins==1.1.1.2 pystac==1.15.2 pystac-client==0.9.1 odc-stac==0.5.3 odc-loader==0.6.5 stackstac==0.5.1
+     rustac==0.9.18 rio-cogeo==7.0.4 morecantile==7.1.0 pyogrio==0.13.0)
+
+download() {  # download DEST SPEC...: binary wheels for CPython 3.12 on manylinux x86_64, no dependencies
+  local dest=$1; shift
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+    --platform any -d "$dest" "$@"
+}
+size_of() { du -sb "$@" 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+
+exclude=$(git rev-parse --git-path info/exclude)
+grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >> "$exclude"
+rm -rf .whl && mkdir -p .whl
+download .whl "${CORE[@]}"
+tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+core=$(size_of .whl/*.whl)
+echo "working tree (tracked files): $((tree / 1024)) KiB; CORE wheels: $((core / 1024)) KiB"
+if [[ "${1:-}" != "--no-run" ]]; then
+  staging=$(mktemp -d)
+  download "$staging" "${RUN[@]}"
+  run=$(size_of "$staging"/*.whl)
+  echo "RUN wheels (section 5): $((run / 1024)) KiB"
+  if (( tree + core + run <= LIMIT )); then
+    mv "$staging"/*.whl .whl/
+  else
+    echo "RUN wheels left out: tree + CORE + RUN = $(((tree + core + run) / 1048576)) MiB > 64 MiB;" \
+         "section 5 will report 'skipped: <package> not installed' on the GPU"
+    ls -S "$staging" | head -5 | sed 's/^/  largest: /'
+  fi
+  rm -rf "$staging"
+fi
+total=$(size_of .whl/*.whl)
+echo ".whl/: $(ls .whl | wc -l) wheels, $((total / 1024)) KiB; with the working tree $(((tree + total) / 1024)) KiB" \
+     "of $((LIMIT / 1024)) KiB"
+(( tree + total <= LIMIT )) || { echo "too large for one device call" >&2; exit 1; }
