@@ -48,6 +48,12 @@ chosen from free GPU memory (:func:`estimate_window_bytes`, :func:`estimate_poin
 ``torch.OutOfMemoryError`` the batch (and the points per query call) is halved and the same windows are
 retried; only when one window with the smallest query call still does not fit does it raise
 :class:`~miso_mapper.errors.MisoError`. Nothing is ever skipped. The smaller size is kept for later chunks.
+
+Two speed variants, off by default until a GPU measures which pays: ``attention='sdpa'`` computes the
+Sentinel-2 Swin's window attention through ``scaled_dot_product_attention`` (:mod:`miso_mapper.model.swin_sdpa`;
+switched only while this predictor maps a chunk, so predictors sharing networks do not interfere), and
+``compile=True`` compiles each network's ``encode`` with fixed batch shapes
+(:mod:`miso_mapper.inference.fixed_batch`: batches padded to power-of-two buckets).
 """
 
 from __future__ import annotations
