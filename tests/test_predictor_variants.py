@@ -132,6 +132,26 @@ def test_sdpa_whole_network_forward_and_weights_load_identically():
     assert not any(type(m) is SdpaShiftedWindowAttentionV2 for m in other.modules())
 
 
+def test_sdpa_under_bf16_autocast_is_as_close_to_float32_as_torchvision():
+    """The CUDA path runs under bf16 autocast, where the norms promote q and k to float32: the SDPA forward must
+    still run (one dtype into the kernel) and lose no more than torchvision's attention does (CPU autocast)."""
+    torch.manual_seed(0)
+    net = build_model(MisoNetConfig.preset("tiny")).eval()
+    perturb_attention(net, seed=9)
+    backbone = net.sat_encoder.feature_extractor
+    x = torch.randn(2, 9, 72, 72)
+    with torch.no_grad():
+        exact = sat_stage_features(backbone, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            math_bf16 = sat_stage_features(backbone, x)
+            with window_attention(net, "sdpa"):
+                sdpa_bf16 = sat_stage_features(backbone, x)
+    assert [t.dtype for t in sdpa_bf16] == [t.dtype for t in math_bf16] == [torch.bfloat16] * 4
+    math_err = max(rel_err(m.float(), e) for m, e in zip(math_bf16, exact, strict=True))
+    sdpa_err = max(rel_err(s.float(), e) for s, e in zip(sdpa_bf16, exact, strict=True))
+    assert 0 < sdpa_err <= 2 * math_err < 0.5
+
+
 def test_unknown_attention_kind_is_refused():
     with pytest.raises(ValueError, match="unknown attention"):
         set_window_attention(build_model(MisoNetConfig.preset("tiny")), "flash")  # type: ignore[arg-type]

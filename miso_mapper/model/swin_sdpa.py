@@ -91,8 +91,9 @@ def sdpa_window_attention(module: ShiftedWindowAttentionV2, x: Tensor) -> Tensor
     qkv = F.linear(tokens, module.qkv.weight, _qkv_bias(module.qkv.bias))
     q, k, v = qkv.view(b, gh * gw, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5).unbind(0)  # (b, nW, h, n, d)
     scale = torch.clamp(module.logit_scale, max=MAX_LOG_LOGIT_SCALE).exp()  # (heads, 1, 1)
-    q = F.normalize(q, dim=-1) * scale.to(q.dtype)
-    k = F.normalize(k, dim=-1)
+    # under autocast the norm runs in float32 and would promote q and k; SDPA wants one dtype (v's)
+    q = (F.normalize(q, dim=-1) * scale).to(v.dtype)
+    k = F.normalize(k, dim=-1).to(v.dtype)
     mask = module.get_relative_position_bias().expand(gh * gw, heads, n, n)
     if any(shift):
         mask = mask + shifted_window_mask((ph, pw), (wh, ww), shift, x.device)[:, None]
@@ -101,7 +102,7 @@ def sdpa_window_attention(module: ShiftedWindowAttentionV2, x: Tensor) -> Tensor
         return t.reshape(b, gh * gw * heads, n, t.shape[-1])
 
     attn = F.scaled_dot_product_attention(
-        fold(q), fold(k), fold(v), attn_mask=mask.reshape(1, gh * gw * heads, n, n).to(q.dtype),
+        fold(q), fold(k), fold(v), attn_mask=mask.reshape(1, gh * gw * heads, n, n).to(v.dtype),
         dropout_p=module.attention_dropout if module.training else 0.0, scale=1.0)
     out = attn.view(b, gh * gw, heads, n, c // heads).transpose(2, 3).reshape(b, gh * gw, n, c)
     out = F.dropout(F.linear(out, module.proj.weight, module.proj.bias), p=module.dropout, training=module.training)
