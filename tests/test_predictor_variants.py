@@ -249,7 +249,7 @@ def test_predictor_sdpa_gives_the_same_map(nets, chunk, interior, math_maps):
     assert not any(type(m) is SdpaShiftedWindowAttentionV2 for net in nets.values() for m in net.modules())
 
 
-@pytest.mark.slow  # compiling the two micro encoders took 195 s on the 2-core CI machine (2026-11-30)
+@pytest.mark.slow  # compiling (buckets 1, 2, 3; two networks) took 374 s on the shared 2-core machine (2026-11-30)
 def test_predictor_compile_gives_the_same_map(nets, chunk, interior, math_maps):
     got, p = predict(nets, chunk, interior, compile=True)
     assert any(b < FAST["batch_size"] for b in p.stats.batches)  # some batches were padded
