@@ -48,6 +48,12 @@ chosen from free GPU memory (:func:`estimate_window_bytes`, :func:`estimate_poin
 ``torch.OutOfMemoryError`` the batch (and the points per query call) is halved and the same windows are
 retried; only when one window with the smallest query call still does not fit does it raise
 :class:`~miso_mapper.errors.MisoError`. Nothing is ever skipped. The smaller size is kept for later chunks.
+
+Two speed variants, off by default until a GPU measures which pays: ``attention='sdpa'`` computes the
+Sentinel-2 Swin's window attention through ``scaled_dot_product_attention`` (:mod:`miso_mapper.model.swin_sdpa`;
+switched only while this predictor maps a chunk, so predictors sharing networks do not interfere), and
+``compile=True`` compiles each network's ``encode`` with fixed batch shapes
+(:mod:`miso_mapper.inference.fixed_batch`: batches padded to power-of-two buckets).
 """
 
 from __future__ import annotations
@@ -67,12 +73,14 @@ from torch import Tensor
 
 from miso_mapper.bands import COVARIATES, S2_BANDS, SOIL_ORDERS
 from miso_mapper.errors import MisoError
+from miso_mapper.inference.fixed_batch import batch_encoder, encode_windows
 from miso_mapper.inference.predictor import interior_coords
 from miso_mapper.inference.settings import PredictorConfig
 from miso_mapper.inference.windows import StageAxis, Window, WindowLayout, blend_mask, interpolate_lattice
 from miso_mapper.model.config import MisoNetConfig
 from miso_mapper.model.conformal import prediction_set_bits
 from miso_mapper.model.network import MisoNet
+from miso_mapper.model.swin_sdpa import window_attention
 
 #: The predictor's (y, x) float32 layers besides the probabilities (NaN = no data); see
 #: :meth:`MisoPredictor.predict_chunk`.
@@ -203,6 +211,7 @@ class MisoPredictor:
             if self.cuda and self.config.channels_last:
                 model.sat_encoder.to(memory_format=torch.channels_last)
                 model.cov_encoder.to(memory_format=torch.channels_last)
+        self._encoders = {task: batch_encoder(model, self.config.compile) for task, model in self.models.items()}
         self.query_spacing, self.stage_spacings = self.config.spacings([m.config for m in self.models.values()])
         self._mask = blend_mask(self.config.window, self.config.blend, self.config.sigma_fraction)
         self._grid = window_pixel_grid(self.config.window)
@@ -317,7 +326,8 @@ class MisoPredictor:
         if not valid_int.any():
             self.stats.seconds = time.perf_counter() - t0
             return result
-        with torch.inference_mode():
+        # the attention kind holds only while this predictor runs: predictors sharing networks each get their own
+        with torch.inference_mode(), window_attention(self.models.values(), self.config.attention):
             acc = self._accumulate(image, layout, valid_int)
             covered = (acc.wsum > 0).cpu().numpy()
 
@@ -415,7 +425,8 @@ class MisoPredictor:
         out: dict[str, Tensor] = {}
         for task, model in self.models.items():
             with self._autocast():
-                feats = model.encode(imgs)
+                feats = encode_windows(self._encoders[task], imgs, self.batch_sizes()[0] if self.config.compile
+                                       else None)
                 lattices = {"sat": self._stage_lattices(model.sat_encoder, feats.sat, stages, step),
                             "cov": self._stage_lattices(model.cov_encoder, feats.cov, stages, step)}
             probs = torch.empty((len(windows), n, model.config.out_dim), dtype=torch.float32, device=self.device)

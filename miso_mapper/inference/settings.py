@@ -8,7 +8,7 @@ runs it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -83,6 +83,12 @@ class PredictorConfig(BaseModel):
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU, which runs float32)")
     channels_last: bool = Field(True, description="channels-last windows and encoders on CUDA")
     gpu_memory_fraction: float = Field(0.8, gt=0, le=1, description="share of free GPU memory to plan for")
+    attention: Literal["math", "sdpa"] = Field(
+        "math", description="Swin v2 window attention of the Sentinel-2 encoder: math = torchvision's attention as "
+                            "in the reference; sdpa = the same function through scaled_dot_product_attention, "
+                            "flash/efficient kernels on CUDA")
+    compile: bool = Field(False, description="torch.compile the encoders with fixed batch shapes; the first chunk "
+                                             "pays the compilation")
 
     @model_validator(mode="after")
     def _check(self) -> PredictorConfig:
