@@ -147,19 +147,20 @@ class PieceTimer:
 def instrumented(predictor: MisoPredictor, timer: PieceTimer) -> Iterator[None]:
     """Wrap the predictor's encoder and query calls with ``timer`` (labels ``encode`` and ``query``)."""
     saved = {name: predictor.__dict__.get(name) for name in ("_stage_lattices", "_stage_query")}
+    encoders = predictor._encoders  # each network's encode, compiled or not (inference/fixed_batch.py)
     predictor._stage_lattices = timer.wrap(MisoPredictor._stage_lattices, "query")  # type: ignore[method-assign]
     predictor._stage_query = timer.wrap(MisoPredictor._stage_query, "query")  # type: ignore[method-assign]
+    predictor._encoders = {task: timer.wrap(encode, "encode") for task, encode in encoders.items()}
     for model in predictor.models.values():
-        model.encode = timer.wrap(type(model).encode.__get__(model), "encode")  # type: ignore[method-assign]
         model.decode = timer.wrap(type(model).decode.__get__(model), "query")  # type: ignore[method-assign]
     try:
         yield
     finally:
+        predictor._encoders = encoders
         for name, value in saved.items():
             if value is None:
                 predictor.__dict__.pop(name, None)
         for model in predictor.models.values():
-            model.__dict__.pop("encode", None)
             model.__dict__.pop("decode", None)
 
 

@@ -182,15 +182,13 @@ CPU_FLOPS_PER_CORE = 15e9
 
 def needs_gpu(workflow: Workflow) -> bool:
     """True when the workflow maps with the ``reference`` MISO network on a cluster without GPU workers
-    (:func:`~miso_mapper.pipeline.clusters.cluster_has_gpus`) and has not opted in to CPU
+    (:attr:`~miso_mapper.config.ClusterConfig.has_gpu_workers`) and has not opted in to CPU
     (``model.predictor.device: cpu``)."""
-    from miso_mapper.pipeline.clusters import cluster_has_gpus
-
     model = workflow.model
     predictor = model.predictor  # a dict in a workflow made by model_copy(update=...): checked_predictor_config
     device = predictor.get("device", "auto") if isinstance(predictor, Mapping) else predictor.device
     return (model.kind == "miso" and model.size == "reference" and device != "cpu"
-            and not cluster_has_gpus(workflow.cluster))
+            and not workflow.cluster.has_gpu_workers)
 
 
 def compute_problems(workflow: Workflow, flop: float | None = None) -> list[Problem]:
@@ -237,8 +235,8 @@ def require_compute(workflow: Workflow, flop: float | None = None) -> None:
 
 
 def _planned_flop(workflow: Workflow) -> float | None:
-    """The plan's FLOP count (:func:`~miso_mapper.plan.planned_flop`); None when the region cannot be built."""
-    from miso_mapper.plan import planned_flop
+    """The plan's FLOP count (:func:`~miso_mapper.workload.planned_flop`); None when the region cannot be built."""
+    from miso_mapper.workload import planned_flop
 
     try:
         return planned_flop(workflow)

@@ -278,6 +278,13 @@ class ClusterConfig(StrictModel):
         "dask-jobqueue's configured one (slurm, pbs; 8787 unless set)"
     )
 
+    @property
+    def has_gpu_workers(self) -> bool:
+        """True when workers carry the ``GPU`` resource, so prediction tasks ask for ``GPU=1``: local-cuda, or
+        slurm/pbs/address with ``gpus_per_worker > 0`` (address: as declared; ``run`` checks the connected
+        workers)."""
+        return self.kind == "local-cuda" or (self.kind in ("slurm", "pbs", "address") and self.gpus_per_worker > 0)
+
     @model_validator(mode="after")
     def _address(self) -> ClusterConfig:
         if self.kind == "address" and not self.address:

@@ -5,9 +5,10 @@ Formulas (per task network unless stated; the tasks are permafrost and, with ``c
 * chunk pixels ``P = chunk_size²``; halo pixels ``Ph = (chunk_size + 2·halo)²``
 * per task network, what the configured MISO predictor (``model.predictor``,
   :class:`~miso_mapper.inference.settings.PredictorConfig`) does on one chunk with its halo, counted on its own
-  layout by :func:`~miso_mapper.inference.chunk_cost.chunk_load` (:func:`predictor_load`): ``W`` windows
-  encoded, ``S_i`` points at which implicit-query stage ``i`` is evaluated (fewer than the queried points for
-  the coarse stages with multi-rate queries), ``Q`` queried points (mappers and head)
+  layout by :func:`~miso_mapper.inference.chunk_cost.chunk_load`
+  (:func:`~miso_mapper.workload.predictor_load`): ``W`` windows encoded, ``S_i`` points at which implicit-query
+  stage ``i`` is evaluated (fewer than the queried points for the coarse stages with multi-rate queries), ``Q``
+  queried points (mappers and head)
 * FLOP per chunk ``= Σ_tasks (W · E + Σ_i S_i · s_i + Q · t)`` with ``E`` (both encoders, one window), ``s_i``
   (stage ``i``, one point) and ``t`` (mappers and head, one point) counted from the task's network
   (``MisoNetConfig.preset(model.size, task)``) by :mod:`miso_mapper.inference.flops`, exactly as
@@ -34,10 +35,8 @@ from miso_mapper.bands import COVARIATES, SOIL_ORDERS
 from miso_mapper.checks import input_problems, require_compute
 from miso_mapper.config import Workflow
 from miso_mapper.grid import AlaskaGrid, Chunk
-from miso_mapper.inference.chunk_cost import ChunkLoad, chunk_load
-from miso_mapper.inference.settings import checked_predictor_config
-from miso_mapper.model.config import MisoNetConfig, Task
 from miso_mapper.region import region_geometry
+from miso_mapper.workload import chunk_flop, predictor_load
 
 S2_ASSETS_READ = 10  # 9 bands + SCL
 OUTPUT_BYTES_PER_PIXEL = 1 + len(SOIL_ORDERS) + 1
@@ -74,40 +73,6 @@ class Plan:
     def region_area_km2(self) -> float:
         """Area of the region itself, km² (grid CRS units are metres)."""
         return self.region.area / 1e6
-
-
-def task_networks(workflow: Workflow) -> list[MisoNetConfig]:
-    """The architecture of each task network the workflow runs (``model.size``; ``cost.tasks`` 1 = permafrost,
-    2 = permafrost and soil order)."""
-    tasks: tuple[Task, ...] = ("permafrost", "taxonomy")[: workflow.cost.tasks]
-    return [MisoNetConfig.preset(workflow.model.size, task) for task in tasks]
-
-
-def predictor_load(workflow: Workflow) -> ChunkLoad | None:
-    """What the workflow's MISO predictor does on one chunk (``grid.chunk_size`` px with ``grid.halo``), per
-    task network: windows, per-stage points, queried points (:func:`~miso_mapper.inference.chunk_cost.chunk_load`,
-    the predictor's own layout, so it follows every predictor setting); ``None`` when the workflow maps with
-    RF-11 or the synthetic stand-in (no network). Torch is not loaded. Raises :class:`MisoError` when the
-    predictor settings are invalid or do not fit the grid (only possible for a workflow that skipped validation,
-    e.g. one made by ``model_copy(update=...)``).
-    """
-    if workflow.model.kind != "miso":
-        return None
-    g = workflow.grid
-    settings = checked_predictor_config(workflow.model.predictor, g.chunk_size, g.halo)
-    return chunk_load(settings, task_networks(workflow), g.chunk_size, g.halo)
-
-
-def chunk_flop(workflow: Workflow, load: ChunkLoad | None) -> float:
-    """FLOP of one chunk (with its halo), summed over the task networks; 0 without a network (``load`` None)."""
-    return sum(load.flop(net) for net in task_networks(workflow)) if load else 0.0
-
-
-def planned_flop(workflow: Workflow) -> float:
-    """The plan's FLOP total (chunks in the region x :func:`chunk_flop`), without the rest of the plan or its
-    checks. Raises :class:`MisoError` when the region cannot be built."""
-    grid = AlaskaGrid(workflow.grid)
-    return len(grid.chunks_in(region_geometry(workflow.region, grid))) * chunk_flop(workflow, predictor_load(workflow))
 
 
 def make_plan(workflow: Workflow) -> Plan:

@@ -61,9 +61,8 @@ def worker_lifetime(config: ClusterConfig) -> tuple[str, str]:
 
 
 def cluster_has_gpus(config: ClusterConfig) -> bool:
-    """True when workers carry the ``GPU`` resource, so prediction tasks ask for ``GPU=1``: local-cuda, or
-    slurm/pbs/address with ``gpus_per_worker > 0`` (address: as declared; :func:`check_gpu_workers` checks it)."""
-    return config.kind == "local-cuda" or (config.kind in ("slurm", "pbs", "address") and config.gpus_per_worker > 0)
+    """True when workers carry the ``GPU`` resource (:attr:`ClusterConfig.has_gpu_workers`)."""
+    return config.has_gpu_workers
 
 
 def describe_compute(config: ClusterConfig) -> str:
