@@ -28,6 +28,10 @@ Sections (each guarded: a failing one prints its name and a one-line error, the 
 6. variants on the same chunk against the default, with agreement to it: ``query_batch`` x4, and
    ``attention: sdpa`` / ``compile: true`` where :class:`PredictorConfig` has those fields.
 
+A time limit (``--time-limit``, 450 s: the device call allows 600) keeps the last line coming: a section or a
+variant that would start after it, or without the time it needs (``torch.compile``: 240 s), is reported
+"skipped: time limit", not run.
+
 Ends with one JSON line of the headline figures; ``DIR/gpu_check.json`` has the full numbers, ``DIR/profile.txt``
 the profile. Exit 1 when a section failed; with ``--strict`` also when a target is missed.
 """
@@ -77,6 +81,9 @@ AGREEMENT_TARGET = 0.995
 MEAN_DIFF_TARGET = 0.005
 #: The OOM retry must reproduce the uncapped map with the same batch sizes to this (max |Δp|).
 OOM_TOLERANCE = 1e-6
+#: Seconds a variant needs left before the time limit to be started (compilation dominates ``torch.compile``).
+VARIANT_MIN_SECONDS = {"torch.compile": 240.0}
+DEFAULT_VARIANT_MIN_SECONDS = 20.0
 #: Packages section 5 needs beyond the check's own (the H200 image lacks them unless carried as wheels).
 RUN_PACKAGES = ("yaml", "dask", "distributed", "zarr", "numcodecs", "rasterio", "pyproj", "shapely", "odc.geo",
                 "odc.stac", "stackstac", "pystac", "pystac_client", "rustac", "rio_cogeo", "filelock", "psutil")
@@ -206,6 +213,11 @@ class Check:
         self._inputs: Any = None
         self.default_map: dict[str, np.ndarray] | None = None
         self.default_seconds: float | None = None
+        self.deadline = time.perf_counter() + args.time_limit
+
+    def seconds_left(self) -> float:
+        """Seconds until ``--time-limit`` (counted from the start of the check)."""
+        return self.deadline - time.perf_counter()
 
     @property
     def interior(self) -> tuple[slice, slice]:
@@ -521,7 +533,7 @@ def run_small_world(c: Check, tmp: Path) -> dict[str, Any]:
         wf_path.write_text(yaml.safe_dump(spec, sort_keys=False))
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "miso_mapper.cli", "run", str(wf_path)], capture_output=True,
-                              text=True, timeout=c.args.run_timeout)
+                              text=True, timeout=max(30.0, min(c.args.run_timeout, c.seconds_left())))
         run_s = time.perf_counter() - t0
     (c.args.out / "run.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -576,6 +588,10 @@ def section_variants(c: Check) -> None:
         c.default_map = task_maps(out)
     rows: dict[str, Any] = {}
     for name, over in variant_list(c):
+        need = VARIANT_MIN_SECONDS.get(name, DEFAULT_VARIANT_MIN_SECONDS)
+        if c.seconds_left() < need:
+            rows[name] = {"overrides": over, "skipped": f"time limit ({c.seconds_left():.0f} s left, needs {need:.0f})"}
+            continue
         try:
             p = c.predictor(**over)
             t0 = time.perf_counter()
@@ -600,8 +616,8 @@ def section_variants(c: Check) -> None:
     print(f"  {'variant':<18} {'seconds':>9} {'speed-up':>9} {'warm-up s':>10} {'min agree':>10} "
           f"{'max |Δp|':>9}  equal")
     for name, v in rows.items():
-        if "error" in v:
-            print(f"  {name:<18} error: {v['error']}")
+        if "error" in v or "skipped" in v:
+            print(f"  {name:<18} {'error: ' + v['error'] if 'error' in v else 'skipped: ' + v['skipped']}")
             continue
         print(f"  {name:<18} {v['seconds']:>9.4g} {v['speedup']:>9.3f} {v['warmup_seconds']:>10.3g} "
               f"{v['min_argmax_agreement']:>10.5f} {v['max_abs_diff']:>9.3g}  "
@@ -647,6 +663,8 @@ def headline(c: Check) -> dict[str, Any]:
         "variants": {n: rnd(v.get("speedup")) for n, v in var.get("rows", {}).items()} if var else None,
         "best_variant": var.get("best"), "gpu_sustained_tflops": rnd(pred.get("tflops"), 3),
         "failed_sections": c.failed, "targets_missed": c.missed,
+        "skipped_sections": [n for n, r in c.results.items() if isinstance(r, dict)
+                             and str(r.get("status", "")).startswith("skipped")],
     }
 
 
@@ -662,6 +680,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats (median)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-timeout", type=float, default=300.0, help="seconds allowed to `miso-mapper run`")
+    ap.add_argument("--time-limit", type=float, default=450.0,
+                    help="seconds after the start past which no section or variant starts (the last line still "
+                         "comes); the device call allows 600")
     return ap.parse_args(argv)
 
 
@@ -675,6 +696,10 @@ def main(argv: list[str] | None = None) -> int:
           f"preset {c.preset}, chunk {c.chunk} px + halo {c.halo} px{' (quick)' if args.quick else ''}", flush=True)
     for name in [s.strip() for s in args.sections.split(",") if s.strip()]:
         t0 = time.perf_counter()
+        if c.seconds_left() <= 0:
+            c.results[name] = {"status": "skipped: time limit"}
+            print(f"\n## {name}: skipped: time limit ({args.time_limit:g} s) reached", flush=True)
+            continue
         try:
             SECTIONS[name](c)
         except Exception as exc:  # report the section, go on with the next
