@@ -19,8 +19,7 @@ CORE=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspe
       odc-geo==0.5.3 pyproj==3.7.2 shapely==2.2.0 affine==3.0.1 cachetools==8.0.2)
 RUN=(dask==2026.8.0 distributed==2026.8.0 tornado==6.6.1 tblib==3.2.2 zict==3.0.0 partd==1.4.2 locket==1.0.0
      "dask-cuda==26.10.*" "rapids-dask-dependency==26.10.*" zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1
-     rasterio==1.4.4 cligj==0.7.2 click-plugins==1.1.1.2 pystac==1.15.2 pystac-client==0.9.1 odc-stac==0.5.3 odc-loader==0.6.5 stackstac==0.5.1
-     rustac==0.9.18 rio-cogeo==7.0.4 morecantile==7.1.0 pyogrio==0.13.0)
+     google-crc32c==1.9.0 rasterio==1.4.4 cligj==0.7.2 click-plugins==1.1.1.2 pystac-core==1.15.2 stackstac==0.5.1)
 
 download() {  # download DEST SPEC...: binary wheels for CPython 3.12 on manylinux x86_64, no dependencies
   local dest=$1; shift
