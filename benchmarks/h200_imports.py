@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -57,7 +58,25 @@ uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
 #: and tzdata (the image's pandas, whose list has neither, does not); dask needs importlib-metadata (with
 #: lazy-importer) on Python < 3.12 only. The project itself travels as the working tree.
 HERE_ONLY = ("pytz", "tzdata", "importlib-metadata", "lazy-importer", "miso-mapper")
-ENV_MODULES, ENV_DISTS, ENV_LOG = "MISO_H200_BLOCKED", "MISO_H200_BLOCKED_DISTS", "MISO_H200_LOG"
+#: Modules the check's sections import, as ``--trace`` recorded them (2026-11-30) in every process of
+#: ``gpu_check.py --device cpu --quick``: sections 1-4 and 6 need only the CORE wheels, section 5 CORE + RUN.
+#: ``tests/test_h200_imports.py`` imports them under that rule. To refresh: ``python benchmarks/h200_imports.py
+#: --sets core,run --trace T -- python benchmarks/gpu_check.py --device cpu --quick --sections run`` and keep
+#: the ``miso_mapper`` names of ``T``.
+CORE_MODULES = ("gpu_check", "predictor", *(f"miso_mapper.{m}" for m in """
+bands errors inference inference.chunk_cost inference.fixed_batch inference.flops inference.miso
+inference.predictor inference.settings inference.synthetic inference.windows model model.config model.conformal
+model.implicit_query model.location model.network model.sat_encoder model.swin_cov model.swin_sdpa""".split()))
+RUN_MODULES = (*CORE_MODULES, *(f"miso_mapper.{m}" for m in """
+checks cli config console filekind grid imagery imagery.catalog imagery.chunk imagery.composite
+imagery.covariates imagery.load imagery.normalize imagery.profiles imagery.quality imagery.search labels layout
+logs model.aoa model.card model.checkpoint pipeline pipeline.audit pipeline.clusters pipeline.commands
+pipeline.extra_layers pipeline.geozarr pipeline.malloc pipeline.manifest pipeline.predictor_cache
+pipeline.predictors pipeline.progress pipeline.run pipeline.store pipeline.tasks plan progressbar region runlock
+signals trained workload world world.catalog world.cog world.fields world.generate world.geometry world.serve
+world.spec world.spectra world.stac world.vectors writer""".split()))
+ENV_MODULES, ENV_DISTS = "MISO_H200_BLOCKED", "MISO_H200_BLOCKED_DISTS"
+ENV_LOG, ENV_TRACE = "MISO_H200_LOG", "MISO_H200_TRACE"
 
 SITECUSTOMIZE = '''"""Written by benchmarks/h200_imports.py: modules of what the H200 image lacks are not found."""
 import os as _os
@@ -68,6 +87,12 @@ from importlib.machinery import PathFinder as _PathFinder
 _BLOCKED = frozenset(filter(None, _os.environ.get("{mods}", "").split(",")))
 _DISTS = frozenset(filter(None, _os.environ.get("{dists}", "").split(",")))
 _LOG = _os.environ.get("{log}")
+_TRACE = _os.environ.get("{trace}")
+
+
+def _append(path, name):
+    with open(path, "a") as f:
+        f.write(f"{{_os.getpid()}} {{name}}\\n")
 
 
 def _norm(name):
@@ -100,10 +125,11 @@ class H200PathFinder(_PathFinder):
         parts = fullname.split(".")
         if any(".".join(parts[:i]) in _BLOCKED for i in range(1, len(parts) + 1)):
             if _LOG:
-                with open(_LOG, "a") as f:
-                    f.write(f"{{_os.getpid()}} {{fullname}}\\n")
+                _append(_LOG, fullname)
             return None
         spec = _PathFinder.find_spec(fullname, path, target)
+        if _TRACE and spec is not None and ("." not in fullname or fullname.startswith("miso_mapper.")):
+            _append(_TRACE, fullname)
         if fullname == "importlib_metadata" and spec is not None and spec.loader is not None:
             spec.loader = _HidingBackport(spec.loader)
         return spec
@@ -177,39 +203,44 @@ def blocked(allowed: set[str]) -> tuple[set[str], set[str]]:
     return modules, refused
 
 
-def environment(sets: list[str], site_dir: Path, log: Path | None = None) -> dict[str, str]:
+def environment(sets: list[str], site_dir: Path, log: Path | None = None,
+                trace: Path | None = None) -> dict[str, str]:
     """``os.environ`` plus what makes Python processes see only the H200's packages (``site_dir`` gets the
     ``sitecustomize.py``)."""
     modules, dists = blocked(allowed_distributions(sets))
-    (site_dir / "sitecustomize.py").write_text(SITECUSTOMIZE.format(mods=ENV_MODULES, dists=ENV_DISTS, log=ENV_LOG))
+    hook = SITECUSTOMIZE.format(mods=ENV_MODULES, dists=ENV_DISTS, log=ENV_LOG, trace=ENV_TRACE)
+    (site_dir / "sitecustomize.py").write_text(hook)
     path = os.pathsep.join(p for p in (str(site_dir), os.environ.get("PYTHONPATH", "")) if p)
     env = os.environ | {"PYTHONPATH": path, ENV_MODULES: ",".join(sorted(modules)), ENV_DISTS: ",".join(sorted(dists))}
-    if log is not None:
-        env[ENV_LOG] = str(log)
+    for var, file in ((ENV_LOG, log), (ENV_TRACE, trace)):
+        if file is not None:
+            env[var] = str(file)
     return env
 
 
 def check_imports(modules: list[str], sets: list[str]) -> dict[str, str]:
-    """{module: its one-line ImportError} for each of ``modules`` that fails to import under the H200 rule
-    (each in a fresh interpreter: what one imports must not hide what another needs)."""
-    code = ("import importlib, sys\ntry:\n    importlib.import_module(sys.argv[1])\n"
-            "except ImportError as e:\n    print(f'{type(e).__name__}: {e}'); sys.exit(3)\n")
-    failed = {}
+    """{module: its one-line error} for each of ``modules`` that fails to import under the H200 rule, all tried
+    in one fresh interpreter (the rule refuses by name, so what one module imported cannot hide what another
+    needs), with the repository and ``benchmarks/`` on its path."""
+    code = ("import importlib, json, sys\nfailed = {}\nfor m in sys.argv[1:]:\n    try:\n"
+            "        importlib.import_module(m)\n    except Exception as e:\n"
+            "        failed[m] = f'{type(e).__name__}: {e}'.splitlines()[0]\nprint(json.dumps(failed))\n")
     with tempfile.TemporaryDirectory(prefix="h200-site-") as tmp:
         env = environment(sets, Path(tmp))
-        procs = {m: subprocess.Popen([sys.executable, "-c", code, m], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True) for m in modules}
-        for m, p in procs.items():
-            out = p.communicate()[0]
-            if p.returncode:
-                failed[m] = (out.strip().splitlines() or [f"exit {p.returncode}"])[-1]
-    return failed
+        env["PYTHONPATH"] = os.pathsep.join([tmp, str(HERE.parent), str(HERE), env["PYTHONPATH"]])
+        proc = subprocess.run([sys.executable, "-c", code, *modules], env=env, capture_output=True, text=True,
+                              cwd=tmp, timeout=600)
+    if proc.returncode:
+        raise RuntimeError(f"the import check exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="core,run", help="wheel sets of gpu_wheels.sh carried (comma-separated)")
     ap.add_argument("--log", type=Path, default=None, help="append refused imports here (pid module)")
+    ap.add_argument("--trace", type=Path, default=None,
+                    help="append each top-level and miso_mapper module found here (pid module)")
     ap.add_argument("--check", nargs="+", metavar="MODULE", help="import these and name the ones that fail")
     ap.add_argument("--list", action="store_true", help="print the refused module prefixes")
     ap.add_argument("command", nargs="*", help="the command to run (after --)")
@@ -228,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         ap.error("nothing to run: give --check MODULE..., --list or -- CMD ARGS...")
     with tempfile.TemporaryDirectory(prefix="h200-site-") as tmp:
-        return subprocess.run(args.command, env=environment(sets, Path(tmp), args.log)).returncode
+        return subprocess.run(args.command, env=environment(sets, Path(tmp), args.log, args.trace)).returncode
 
 
 if __name__ == "__main__":
