@@ -22,9 +22,10 @@ Sections (each guarded: a failing one prints its name and a one-line error, the 
    ("simulated on CPU"). ``stats.oom_retries`` must be > 0 and the map equal (<= 1e-6) to an uncapped run with
    the batch sizes the retry settled on (same batches, so the same arithmetic); max |Δp| to the default map is
    printed too (there batch shapes differ, so bf16 rounding may);
-5. a small demo world mapped by ``miso-mapper run`` on a ``local-cuda`` cluster (``local`` on CPU) with seeded
-   checkpoints of the preset: every chunk done in the manifest, every layer written in the region; skipped
-   (not failed) when a package it needs is not installed;
+5. a small demo world, read from a static STAC catalog on disk (``imagery.catalog``: no STAC API server), mapped
+   by ``miso-mapper run`` on a ``local-cuda`` cluster (``local`` on CPU) with seeded checkpoints of the preset:
+   every chunk done in the manifest, every layer written in the region; skipped (not failed) when a package it
+   needs is not installed (the RUN wheel set of ``gpu_wheels.sh``);
 6. variants on the same chunk against the default, with agreement to it: ``query_batch`` x4, and
    ``attention: sdpa`` / ``compile: true`` where :class:`PredictorConfig` has those fields.
 
@@ -501,7 +502,8 @@ def section_run(c: Check) -> None:
 
 
 def run_small_world(c: Check, tmp: Path) -> dict[str, Any]:
-    """Create a 2 km world, save seeded checkpoints, run the workflow through the CLI, check manifest + store."""
+    """Create a 2 km world and its static catalog, save seeded checkpoints, run the workflow through the CLI,
+    check manifest + store."""
     import yaml
     import zarr
 
