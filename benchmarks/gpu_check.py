@@ -22,11 +22,16 @@ Sections (each guarded: a failing one prints its name and a one-line error, the 
    ("simulated on CPU"). ``stats.oom_retries`` must be > 0 and the map equal (<= 1e-6) to an uncapped run with
    the batch sizes the retry settled on (same batches, so the same arithmetic); max |Δp| to the default map is
    printed too (there batch shapes differ, so bf16 rounding may);
-5. a small demo world mapped by ``miso-mapper run`` on a ``local-cuda`` cluster (``local`` on CPU) with seeded
-   checkpoints of the preset: every chunk done in the manifest, every layer written in the region; skipped
-   (not failed) when a package it needs is not installed;
+5. a small demo world, read from a static STAC catalog on disk (``imagery.catalog``: no STAC API server), mapped
+   by ``miso-mapper run`` on a ``local-cuda`` cluster (``local`` on CPU) with seeded checkpoints of the preset:
+   every chunk done in the manifest, every layer written in the region; skipped (not failed) when a package it
+   needs is not installed (the RUN wheel set of ``gpu_wheels.sh``);
 6. variants on the same chunk against the default, with agreement to it: ``query_batch`` x4, and
    ``attention: sdpa`` / ``compile: true`` where :class:`PredictorConfig` has those fields.
+
+A time limit (``--time-limit``, 450 s: the device call allows 600) keeps the last line coming: a section or a
+variant that would start after it, or without the time it needs (``torch.compile``: 240 s), is reported
+"skipped: time limit", not run.
 
 Ends with one JSON line of the headline figures; ``DIR/gpu_check.json`` has the full numbers, ``DIR/profile.txt``
 the profile. Exit 1 when a section failed; with ``--strict`` also when a target is missed.
@@ -77,9 +82,14 @@ AGREEMENT_TARGET = 0.995
 MEAN_DIFF_TARGET = 0.005
 #: The OOM retry must reproduce the uncapped map with the same batch sizes to this (max |Δp|).
 OOM_TOLERANCE = 1e-6
-#: Packages section 5 needs beyond the check's own (the H200 image lacks them unless carried as wheels).
-RUN_PACKAGES = ("yaml", "dask", "distributed", "zarr", "numcodecs", "rasterio", "pyproj", "shapely", "odc.geo",
-                "odc.stac", "stackstac", "pystac", "pystac_client", "rustac", "rio_cogeo", "filelock", "psutil")
+#: Seconds a variant needs left before the time limit to be started (compilation dominates ``torch.compile``).
+VARIANT_MIN_SECONDS = {"torch.compile": 240.0}
+DEFAULT_VARIANT_MIN_SECONDS = 20.0
+#: Packages section 5 needs beyond the check's own (the H200 image lacks them unless carried as wheels: the RUN
+#: set of gpu_wheels.sh; benchmarks/h200_imports.py proves the set). The world is read from a static catalog on
+#: disk, so neither rustac (STAC API server), pystac-client, pyogrio (vector regions) nor rio-cogeo is among them.
+RUN_PACKAGES = ("yaml", "dask", "distributed", "zarr", "numcodecs", "google_crc32c", "rasterio", "pyproj",
+                "shapely", "odc.geo", "stackstac", "pystac", "filelock", "psutil")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -206,6 +216,11 @@ class Check:
         self._inputs: Any = None
         self.default_map: dict[str, np.ndarray] | None = None
         self.default_seconds: float | None = None
+        self.deadline = time.perf_counter() + args.time_limit
+
+    def seconds_left(self) -> float:
+        """Seconds until ``--time-limit`` (counted from the start of the check)."""
+        return self.deadline - time.perf_counter()
 
     @property
     def interior(self) -> tuple[slice, slice]:
@@ -487,7 +502,8 @@ def section_run(c: Check) -> None:
 
 
 def run_small_world(c: Check, tmp: Path) -> dict[str, Any]:
-    """Create a 2 km world, save seeded checkpoints, run the workflow through the CLI, check manifest + store."""
+    """Create a 2 km world and its static catalog, save seeded checkpoints, run the workflow through the CLI,
+    check manifest + store."""
     import yaml
     import zarr
 
@@ -496,7 +512,8 @@ def run_small_world(c: Check, tmp: Path) -> dict[str, Any]:
     from miso_mapper.model import save_checkpoint
     from miso_mapper.pipeline.manifest import Manifest
     from miso_mapper.pipeline.store import LAYERS, NODATA
-    from miso_mapper.world import create_world, serve_world
+    from miso_mapper.world import create_world
+    from miso_mapper.world.catalog import export_catalog
     from miso_mapper.world.spec import WorldSpec
 
     region = (262000.0, 1662000.0, 264000.0, 1664000.0)
@@ -508,21 +525,22 @@ def run_small_world(c: Check, tmp: Path) -> dict[str, Any]:
     repo = Path(__file__).resolve().parents[1]
     spec = yaml.safe_load((repo / "workflows/demo.yaml").read_text())
     cluster = "local-cuda" if c.cuda else "local"
-    with serve_world(tmp / "world") as served:
-        spec |= {
-            "region": {"bbox": list(region), "bbox_crs": "EPSG:3338"},
-            "grid": spec["grid"] | {"chunk_size": 100, "zarr_chunk": 100, "halo": c.halo},
-            "imagery": spec["imagery"] | {"stac_url": served.stac_url, "max_items": 2},
-            "model": {"kind": "miso", "size": c.preset, **paths},
-            "output": {"directory": str(tmp / "out")},
-            "world": spec["world"] | {"directory": str(tmp / "world")},
-            "cluster": {"kind": cluster, "n_workers": 1 if c.cuda else 2, "threads_per_worker": 1, "window": 4}}
-        wf_path = tmp / "check.yaml"
-        wf_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "miso_mapper.cli", "run", str(wf_path)], capture_output=True,
-                              text=True, timeout=c.args.run_timeout)
-        run_s = time.perf_counter() - t0
+    # a static catalog read from disk (imagery.catalog), assets as local COGs: no STAC API server, so no rustac
+    catalog = export_catalog(tmp / "world", tmp / "catalog")
+    spec |= {
+        "region": {"bbox": list(region), "bbox_crs": "EPSG:3338"},
+        "grid": spec["grid"] | {"chunk_size": 100, "zarr_chunk": 100, "halo": c.halo},
+        "imagery": spec["imagery"] | {"catalog": str(catalog), "max_items": 2},
+        "model": {"kind": "miso", "size": c.preset, **paths},
+        "output": {"directory": str(tmp / "out")},
+        "world": spec["world"] | {"directory": str(tmp / "world")},
+        "cluster": {"kind": cluster, "n_workers": 1 if c.cuda else 2, "threads_per_worker": 1, "window": 4}}
+    wf_path = tmp / "check.yaml"
+    wf_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "miso_mapper.cli", "run", str(wf_path)], capture_output=True,
+                          text=True, timeout=max(30.0, min(c.args.run_timeout, c.seconds_left())))
+    run_s = time.perf_counter() - t0
     (c.args.out / "run.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
@@ -576,6 +594,10 @@ def section_variants(c: Check) -> None:
         c.default_map = task_maps(out)
     rows: dict[str, Any] = {}
     for name, over in variant_list(c):
+        need = VARIANT_MIN_SECONDS.get(name, DEFAULT_VARIANT_MIN_SECONDS)
+        if c.seconds_left() < need:
+            rows[name] = {"overrides": over, "skipped": f"time limit ({c.seconds_left():.0f} s left, needs {need:.0f})"}
+            continue
         try:
             p = c.predictor(**over)
             t0 = time.perf_counter()
@@ -600,8 +622,8 @@ def section_variants(c: Check) -> None:
     print(f"  {'variant':<18} {'seconds':>9} {'speed-up':>9} {'warm-up s':>10} {'min agree':>10} "
           f"{'max |Δp|':>9}  equal")
     for name, v in rows.items():
-        if "error" in v:
-            print(f"  {name:<18} error: {v['error']}")
+        if "error" in v or "skipped" in v:
+            print(f"  {name:<18} {'error: ' + v['error'] if 'error' in v else 'skipped: ' + v['skipped']}")
             continue
         print(f"  {name:<18} {v['seconds']:>9.4g} {v['speedup']:>9.3f} {v['warmup_seconds']:>10.3g} "
               f"{v['min_argmax_agreement']:>10.5f} {v['max_abs_diff']:>9.3g}  "
@@ -647,6 +669,8 @@ def headline(c: Check) -> dict[str, Any]:
         "variants": {n: rnd(v.get("speedup")) for n, v in var.get("rows", {}).items()} if var else None,
         "best_variant": var.get("best"), "gpu_sustained_tflops": rnd(pred.get("tflops"), 3),
         "failed_sections": c.failed, "targets_missed": c.missed,
+        "skipped_sections": [n for n, r in c.results.items() if isinstance(r, dict)
+                             and str(r.get("status", "")).startswith("skipped")],
     }
 
 
@@ -662,6 +686,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats (median)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-timeout", type=float, default=300.0, help="seconds allowed to `miso-mapper run`")
+    ap.add_argument("--time-limit", type=float, default=450.0,
+                    help="seconds after the start past which no section or variant starts (the last line still "
+                         "comes); the device call allows 600")
     return ap.parse_args(argv)
 
 
@@ -675,6 +702,10 @@ def main(argv: list[str] | None = None) -> int:
           f"preset {c.preset}, chunk {c.chunk} px + halo {c.halo} px{' (quick)' if args.quick else ''}", flush=True)
     for name in [s.strip() for s in args.sections.split(",") if s.strip()]:
         t0 = time.perf_counter()
+        if c.seconds_left() <= 0:
+            c.results[name] = {"status": "skipped: time limit"}
+            print(f"\n## {name}: skipped: time limit ({args.time_limit:g} s) reached", flush=True)
+            continue
         try:
             SECTIONS[name](c)
         except Exception as exc:  # report the section, go on with the next

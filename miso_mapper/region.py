@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyogrio
 import shapely
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
@@ -65,6 +64,10 @@ def vector_geometry(path: Path, layer: str | None, grid_crs: str) -> BaseGeometr
     """Union of all (multi)polygons in a vector file, in ``grid_crs``."""
     if not path.exists():
         raise MisoError(f"region vector file not found: {path}")
+    try:  # imported here: only vector regions need it (the GPU check's image carries no pyogrio)
+        import pyogrio
+    except ImportError:
+        raise MisoError("pyogrio is not installed (pip install pyogrio); it reads region vector files") from None
     try:
         meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, read_geometry=True)
     except Exception as exc:  # pyogrio raises several DataSource/Field errors

@@ -99,13 +99,11 @@ def read_catalog(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     Raises :class:`MisoError` in one line for a missing file, a file that is not JSON/geoparquet, or not STAC.
     """
     import pystac
-    import rustac
 
     file = catalog_file(path)
+    if file.suffix in PARQUET_SUFFIXES:
+        return _geoparquet_items(file), []
     try:
-        if file.suffix in PARQUET_SUFFIXES:
-            features = rustac.read_sync(str(file)).get("features", [])
-            return [_with_absolute_assets(f, file.parent) for f in features], []
         doc = json.loads(file.read_text())
         kind = doc.get("type") if isinstance(doc, dict) else None
         if kind == "FeatureCollection":
@@ -114,9 +112,27 @@ def read_catalog(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
             return [_with_absolute_assets(doc, file.parent)], []
         if kind in ("Catalog", "Collection"):
             return _pystac_items(file)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, pystac.STACError, rustac.RustacError) as exc:
-        raise MisoError(f"catalog {file} cannot be read as STAC: {' '.join(str(exc).split())[:200]}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, pystac.STACError) as exc:
+        raise _unreadable(file, exc) from None
     raise MisoError(f"catalog {file} is not STAC (a catalog, collection, ItemCollection, item or geoparquet)")
+
+
+def _unreadable(file: Path, exc: BaseException) -> MisoError:
+    return MisoError(f"catalog {file} cannot be read as STAC: {' '.join(str(exc).split())[:200]}")
+
+
+def _geoparquet_items(file: Path) -> list[dict[str, Any]]:
+    """Items (absolute asset hrefs) of a stac-geoparquet file, read whole with rustac (imported here: JSON
+    catalogs do without it)."""
+    try:
+        import rustac
+    except ImportError:
+        raise MisoError(f"rustac is not installed (pip install rustac); it reads the catalog {file}") from None
+    try:
+        features = rustac.read_sync(str(file)).get("features", [])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, rustac.RustacError) as exc:
+        raise _unreadable(file, exc) from None
+    return [_with_absolute_assets(f, file.parent) for f in features]
 
 
 def _instant(text: str | None) -> np.datetime64:
