@@ -26,7 +26,10 @@ LIMIT=$((${GPU_WHEELS_LIMIT_MIB:-64} * 1024 * 1024))  # the device call carries 
 PY=${PYTHON:-python3}
 CORE=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
       odc-geo==0.5.3 pyproj==3.7.2 shapely==2.2.0 affine==3.0.1 cachetools==8.0.2)
-RUN=(dask==2026.8.0 distributed==2026.8.0 tornado==6.6.1 tblib==3.2.2 zict==3.0.0 partd==1.4.2 locket==1.0.0
+# dask/distributed 2026.7.1: what `pip install 'miso-mapper[gpu]'` resolves (rapids-dask-dependency 26.10 pins
+# them; its .pth hook, skipped by --target, only installs no-op patches). tests/test_gpu_dask.py, test_pipeline.py
+# and the gpu_check dry run pass on it (2026-11-30).
+RUN=(dask==2026.7.1 distributed==2026.7.1 tornado==6.6.1 tblib==3.2.2 zict==3.0.0 partd==1.4.2 locket==1.0.0
      "dask-cuda==26.10.*" "rapids-dask-dependency==26.10.*" zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1
      google-crc32c==1.9.0 rasterio==1.4.4 cligj==0.7.2 click-plugins==1.1.1.2 pystac-core==1.15.2 stackstac==0.5.1)
 
