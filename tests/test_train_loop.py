@@ -359,6 +359,10 @@ def test_aoa_of_a_trained_network_uses_its_embeddings_and_flags_foreign_imagery(
     sampler = ChipSampler(chips, labels, train, SampleSpec())
     probs, emb = point_outputs(net, sampler, train)
     np.testing.assert_allclose(probs, predict_points(net, sampler, train))
+    # the CPU default batch (8 windows) gives what one pass over all 16 gives
+    whole_probs, whole_emb = point_outputs(net, sampler, train, batch=16)
+    np.testing.assert_allclose(probs, whole_probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(emb, whole_emb, rtol=1e-5, atol=1e-5)
     assert emb.shape == (16, net.config.emb_dim)
     z = (torch.from_numpy(emb) - aoa.centre) / aoa.scale * head_weights(net)
     torch.testing.assert_close(aoa.train_embeddings, z, rtol=1e-4, atol=1e-4)
