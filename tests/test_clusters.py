@@ -11,7 +11,7 @@ import pytest
 
 from miso_mapper.config import ClusterConfig
 from miso_mapper.errors import MisoError
-from miso_mapper.pipeline.clusters import cluster_has_gpus, make_jobqueue_cluster, walltime_seconds, worker_lifetime
+from miso_mapper.pipeline.clusters import make_jobqueue_cluster, walltime_seconds, worker_lifetime
 
 pytest.importorskip("dask_jobqueue", reason="dask-jobqueue (the hpc extra) is not installed")
 
@@ -52,7 +52,7 @@ def test_job_script_has_gpu_memory_walltime_lifetime(kind, tmp_path):
         assert "#PBS -l walltime=06:00:00" in script
         assert "#PBS -l select=1:ncpus=8:mem=64GB:ngpus=1" in script
         assert "#PBS -q gpu" in script and "#PBS -A permafrost" in script
-    assert cluster_has_gpus(cfg)
+    assert cfg.has_gpu_workers
 
 
 def test_cpu_job_has_no_gpu_resource():
@@ -63,7 +63,7 @@ def test_cpu_job_has_no_gpu_resource():
     finally:
         cluster.close()
     assert "gres" not in script and "GPU=1" not in script
-    assert not cluster_has_gpus(cfg)
+    assert not cfg.has_gpu_workers
 
 
 def test_jobqueue_config_errors():

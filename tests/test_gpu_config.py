@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from miso_mapper.checks import compute_problems
 from miso_mapper.config import ClusterConfig, load_workflow
 from miso_mapper.errors import UsageError
-from miso_mapper.pipeline.clusters import cluster_has_gpus, describe_compute
+from miso_mapper.pipeline.clusters import describe_compute
 
 from .helpers import WORKFLOWS
 
@@ -125,8 +125,8 @@ def test_gpus_per_worker_with_kind_local_points_to_local_cuda():
 
 
 def test_address_clusters_declare_gpu_workers():
-    assert not cluster_has_gpus(ClusterConfig(kind="address", address="tcp://h:8786"))
-    assert cluster_has_gpus(ClusterConfig(kind="address", address="tcp://h:8786", gpus_per_worker=1))
+    assert not ClusterConfig(kind="address", address="tcp://h:8786").has_gpu_workers
+    assert ClusterConfig(kind="address", address="tcp://h:8786", gpus_per_worker=1).has_gpu_workers
     assert describe_compute(ClusterConfig(kind="address", address="tcp://h:8786", gpus_per_worker=1)) == (
         "the scheduler's workers declared with GPU=1 (address tcp://h:8786)")
 

@@ -15,9 +15,10 @@
 The scheduler's dashboard listens on ``dashboard_port`` when set (a fixed port to tunnel to on HPC), else on
 any free port (local clusters) or dask-jobqueue's configured one; ``address`` clusters keep their own.
 
-:func:`cluster_has_gpus` says whether predict tasks should ask for the ``GPU`` resource (the documented Dask way:
-worker resources plus annotated tasks); :func:`check_gpu_workers` stops a run whose connected workers carry no
-such resource, where those tasks would wait forever; :func:`describe_compute` is ``plan``'s line about it.
+:attr:`ClusterConfig.has_gpu_workers` says whether predict tasks should ask for the ``GPU`` resource (the
+documented Dask way: worker resources plus annotated tasks); :func:`check_gpu_workers` stops a run whose connected
+workers carry no such resource, where those tasks would wait forever; :func:`describe_compute` is ``plan``'s line
+about it.
 """
 
 from __future__ import annotations
@@ -60,18 +61,13 @@ def worker_lifetime(config: ClusterConfig) -> tuple[str, str]:
     return f"{int(life // 60)}m", f"{max(1, int(stagger // 60))}m"
 
 
-def cluster_has_gpus(config: ClusterConfig) -> bool:
-    """True when workers carry the ``GPU`` resource (:attr:`ClusterConfig.has_gpu_workers`)."""
-    return config.has_gpu_workers
-
-
 def describe_compute(config: ClusterConfig) -> str:
     """The cluster's compute in a few words, e.g. ``16 workers × 1 GPU (slurm)``, ``2 workers, CPU only (local)``."""
     threads = f"{config.threads_per_worker} thread{'s' * (config.threads_per_worker > 1)} each"
     if config.kind == "local-cuda":
         return f"one worker per visible GPU, {threads} (local-cuda)"
     if config.kind == "address":
-        gpus = "workers declared with GPU=1" if cluster_has_gpus(config) else "workers without a declared GPU"
+        gpus = "workers declared with GPU=1" if config.has_gpu_workers else "workers without a declared GPU"
         return f"the scheduler's {gpus} (address {config.address})"
     workers = f"{config.n_workers} worker{'s' * (config.n_workers > 1)}"
     if config.gpus_per_worker:
@@ -93,7 +89,7 @@ def check_gpu_workers(client: Any, config: ClusterConfig) -> str | None:
     (local-cuda): raise :class:`MisoError` when workers are connected and none carries ``GPU``, since prediction
     tasks that ask for ``GPU=1`` would wait forever. Returns a notice when no worker is connected yet (workers
     may join later, e.g. an adaptive cluster), else None. Nothing to check for other clusters."""
-    if config.kind not in ("address", "local-cuda") or not cluster_has_gpus(config):
+    if config.kind not in ("address", "local-cuda") or not config.has_gpu_workers:
         return None
     address = config.address or client.scheduler.address
     start = f"start them with `dask worker {address} --resources GPU=1`"

@@ -56,7 +56,7 @@ from miso_mapper.grid import AlaskaGrid, Chunk
 from miso_mapper.imagery.profiles import get_profile
 from miso_mapper.layout import RunLayout
 from miso_mapper.pipeline.audit import audit_done, return_to_pending
-from miso_mapper.pipeline.clusters import check_gpu_workers, cluster_has_gpus, open_client
+from miso_mapper.pipeline.clusters import check_gpu_workers, open_client
 from miso_mapper.pipeline.manifest import Manifest, one_line_error
 from miso_mapper.pipeline.predictors import PredictorSpec, resolve_spec
 from miso_mapper.pipeline.progress import ChunkReport, RunProgress, RunStart, RunSummary
@@ -300,7 +300,7 @@ class _Driver:
 
         wf = self.p.workflow
         self.client, self.pending = client, as_completed()
-        self.resources = {"GPU": 1} if cluster_has_gpus(wf.cluster) else None
+        self.resources = {"GPU": 1} if wf.cluster.has_gpu_workers else None
         note = check_gpu_workers(client, wf.cluster)
         if note:
             self.progress.notice(note)
