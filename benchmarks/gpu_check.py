@@ -12,7 +12,8 @@ Sections (each guarded: a failing one prints its name and a one-line error, the 
    :class:`PredictorConfig`: windows/s, query points/s, achieved TFLOP/s (``inference/flops.py`` counts of the
    work the predictor reports in ``stats``) and its fraction of the matmul rate, for the whole predictor and
    separately for the encoders and the query MLP work (stages + mappers + head). The split is timed by wrapping
-   the predictor's own calls (``model.encode``; ``_stage_lattices``, ``_stage_query`` and ``model.decode``) with
+   the predictor's own calls (each network's encoder as the predictor calls it, compiled or not;
+   ``_stage_lattices``, ``_stage_query`` and ``model.decode``) with
    CUDA events (host clock on CPU) in one extra instrumented run. Peak GPU memory. Target: query MLP >= 50 % of
    the matmul rate; when missed, the top operators of a ``torch.profiler`` run (self device time);
 3. bf16 vs float32 on the same chunk (on CPU, which runs float32 only: float32 vs a float64 twin of the
